@@ -1,0 +1,96 @@
+//! The host side of one WebSocket connection, as a plugin sees it through the
+//! `connection` resource, and what it asks the server to do with the socket.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+/// A frame the plugin sends to the client. Payloads are moved, not copied,
+/// into the server's WebSocket message types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutFrame {
+    Text(String),
+    Binary(Bytes),
+}
+
+/// What the plugin asks the server to write to the socket, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound {
+    Frame(OutFrame),
+    /// Close with this code and reason; nothing is written after it.
+    Close {
+        code: u16,
+        reason: String,
+    },
+}
+
+/// The answer to the handshake, decided during `connect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handshake {
+    /// The plugin has not decided yet (only seen while `connect` runs).
+    Pending,
+    /// Accepted, with the chosen subprotocol if any.
+    Accepted { subprotocol: Option<String> },
+    /// Rejected before accept: the server answers HTTP 403, as Channels does.
+    Rejected { code: u16, reason: Option<String> },
+}
+
+/// Why an outbound frame could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboundOverflow {
+    /// The client does not read fast enough: the bounded queue is full.
+    QueueFull,
+    /// The socket is gone.
+    Gone,
+}
+
+/// The state behind one `connection` resource handle.
+#[derive(Debug)]
+pub struct Connection {
+    pub(crate) id: u64,
+    pub(crate) channel_name: Arc<str>,
+    pub(crate) handshake: Handshake,
+    /// Set once the plugin (or the host on its behalf) closed the socket.
+    pub(crate) closed: bool,
+    /// Set when the outbound queue overflowed; the server closes the socket.
+    pub(crate) overflow: Option<OutboundOverflow>,
+    /// Groups this connection joined, so the host can leave them on close
+    /// (Channels leaves that to the consumer and leaks memberships).
+    pub(crate) groups: BTreeSet<String>,
+    outbound: mpsc::Sender<Outbound>,
+}
+
+impl Connection {
+    pub(crate) fn new(id: u64, channel_name: Arc<str>, outbound: mpsc::Sender<Outbound>) -> Self {
+        Self {
+            id,
+            channel_name,
+            handshake: Handshake::Pending,
+            closed: false,
+            overflow: None,
+            groups: BTreeSet::new(),
+            outbound,
+        }
+    }
+
+    /// Queue a message for the socket without waiting: a guest call never
+    /// blocks on a slow client. A full queue marks the connection for closing
+    /// instead (counted by the server), so one slow reader never stalls a
+    /// `group_send` for the others.
+    pub(crate) fn push(&mut self, message: Outbound) {
+        if self.overflow.is_some() {
+            return;
+        }
+        match self.outbound.try_send(message) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.overflow = Some(OutboundOverflow::QueueFull);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.overflow = Some(OutboundOverflow::Gone);
+            }
+        }
+    }
+}

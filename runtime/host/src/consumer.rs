@@ -1,0 +1,288 @@
+//! One consumer instance serving one connection: a store, an instance, and
+//! the calls into it, each bounded by an epoch deadline and a tokio timeout.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_layer::{ChannelLayer, Event};
+use tokio::sync::OwnedSemaphorePermit;
+use wasmtime::Store;
+use wasmtime::component::Resource;
+
+use crate::bindings::{Consumer as Bindings, Frame, Scope};
+use crate::connection::{Connection, Handshake, OutboundOverflow};
+use crate::engine::epoch_ticks;
+use crate::state::ConsumerState;
+
+/// A frame received from the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InFrame {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+/// How a call into the guest failed. The instance is unusable afterwards:
+/// the server closes the connection with 1011.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    #[error("plugin `{plugin}` trapped in `{call}`: {message}")]
+    Trap {
+        plugin: Arc<str>,
+        call: &'static str,
+        message: String,
+    },
+    #[error("plugin `{plugin}` ran past its {timeout:?} deadline in `{call}`")]
+    Deadline {
+        plugin: Arc<str>,
+        call: &'static str,
+        timeout: Duration,
+    },
+}
+
+/// The state of the connection after a call, as the plugin left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionStatus {
+    Open,
+    /// The plugin called `close`.
+    Closed,
+    /// The outbound queue overflowed (slow reader) or the socket is gone.
+    Overflowed(OutboundOverflow),
+}
+
+/// A live consumer instance bound to one connection.
+pub struct Consumer {
+    store: Store<ConsumerState>,
+    bindings: Bindings,
+    connection: Resource<Connection>,
+    plugin: Arc<str>,
+    layer: Arc<dyn ChannelLayer>,
+    call_timeout: Duration,
+    /// Set once a call failed; the instance is never called again.
+    failed: bool,
+    /// Held for the instance's life: the cap on live instances.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("plugin", &self.plugin)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    pub(crate) fn new(
+        store: Store<ConsumerState>,
+        bindings: Bindings,
+        connection: Resource<Connection>,
+        call_timeout: Duration,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
+        let plugin = Arc::clone(&store.data().host.plugin);
+        let layer = Arc::clone(&store.data().host.layer);
+        Self {
+            store,
+            bindings,
+            connection,
+            plugin,
+            layer,
+            call_timeout,
+            failed: false,
+            _permit: permit,
+        }
+    }
+
+    /// The plugin's name.
+    pub fn plugin(&self) -> &str {
+        &self.plugin
+    }
+
+    fn conn(&self) -> &Connection {
+        // The entry is pushed before the consumer exists and only removed
+        // when the store is dropped; a missing entry is a host bug.
+        self.store
+            .data()
+            .host
+            .connections
+            .get(&self.connection)
+            .expect("connection resource present for the consumer's life")
+    }
+
+    /// The connection's id (unique in this process).
+    pub fn connection_id(&self) -> u64 {
+        self.conn().id
+    }
+
+    /// The connection's channel name on the layer.
+    pub fn channel_name(&self) -> Arc<str> {
+        Arc::clone(&self.conn().channel_name)
+    }
+
+    /// What the plugin decided about the handshake so far.
+    pub fn handshake(&self) -> Handshake {
+        self.conn().handshake.clone()
+    }
+
+    pub fn status(&self) -> ConnectionStatus {
+        let conn = self.conn();
+        match (conn.overflow, conn.closed) {
+            (Some(overflow), _) => ConnectionStatus::Overflowed(overflow),
+            (None, true) => ConnectionStatus::Closed,
+            (None, false) => ConnectionStatus::Open,
+        }
+    }
+
+    fn borrow(&self) -> Resource<Connection> {
+        Resource::new_borrow(self.connection.rep())
+    }
+
+    /// Run one guest call under the epoch deadline and a tokio timeout.
+    async fn guarded<R>(
+        plugin: &Arc<str>,
+        call: &'static str,
+        timeout: Duration,
+        failed: &mut bool,
+        future: impl Future<Output = wasmtime::Result<R>>,
+    ) -> Result<R, GuestError> {
+        let outcome = match tokio::time::timeout(timeout, future).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(err)) => {
+                if matches!(
+                    err.downcast_ref::<wasmtime::Trap>(),
+                    Some(wasmtime::Trap::Interrupt)
+                ) {
+                    GuestError::Deadline {
+                        plugin: Arc::clone(plugin),
+                        call,
+                        timeout,
+                    }
+                } else {
+                    GuestError::Trap {
+                        plugin: Arc::clone(plugin),
+                        call,
+                        message: format!("{err:?}"),
+                    }
+                }
+            }
+            Err(_elapsed) => GuestError::Deadline {
+                plugin: Arc::clone(plugin),
+                call,
+                timeout,
+            },
+        };
+        *failed = true;
+        Err(outcome)
+    }
+
+    fn arm(&mut self) {
+        self.store
+            .set_epoch_deadline(epoch_ticks(self.call_timeout));
+    }
+
+    /// Call `connect`; returns the plugin's answer to the handshake. A plugin
+    /// that neither accepts nor closes is taken to reject (HTTP 403).
+    pub async fn connect(&mut self, scope: Scope) -> Result<Handshake, GuestError> {
+        self.arm();
+        let conn = self.borrow();
+        let guest = self.bindings.switchyard_consumer_websocket_consumer();
+        Self::guarded(
+            &self.plugin,
+            "connect",
+            self.call_timeout,
+            &mut self.failed,
+            guest.call_connect(&mut self.store, conn, &scope),
+        )
+        .await?;
+        let handshake = self.handshake();
+        if handshake == Handshake::Pending {
+            tracing::warn!(
+                plugin = %self.plugin,
+                connection = self.connection_id(),
+                "connect returned without accept or close; rejecting with 403"
+            );
+            return Ok(Handshake::Rejected {
+                code: 1006,
+                reason: None,
+            });
+        }
+        Ok(handshake)
+    }
+
+    /// Deliver a client frame.
+    pub async fn receive(&mut self, frame: InFrame) -> Result<(), GuestError> {
+        self.arm();
+        let conn = self.borrow();
+        let frame = match frame {
+            InFrame::Text(text) => Frame::Text(text),
+            InFrame::Binary(bytes) => Frame::Binary(bytes),
+        };
+        let guest = self.bindings.switchyard_consumer_websocket_consumer();
+        Self::guarded(
+            &self.plugin,
+            "receive",
+            self.call_timeout,
+            &mut self.failed,
+            guest.call_receive(&mut self.store, conn, &frame),
+        )
+        .await
+    }
+
+    /// Deliver a channel-layer event.
+    pub async fn event(&mut self, event: &Event) -> Result<(), GuestError> {
+        self.arm();
+        let conn = self.borrow();
+        let guest = self.bindings.switchyard_consumer_websocket_consumer();
+        Self::guarded(
+            &self.plugin,
+            "event",
+            self.call_timeout,
+            &mut self.failed,
+            guest.call_event(&mut self.store, conn, event.as_str()),
+        )
+        .await
+    }
+
+    /// The last call: `disconnect` (skipped when an earlier call failed,
+    /// since the instance is unusable), then leave every group the
+    /// connection joined.
+    pub async fn disconnect(mut self, code: u16) {
+        if !self.failed {
+            self.arm();
+            let conn = self.borrow();
+            let guest = self.bindings.switchyard_consumer_websocket_consumer();
+            let result = Self::guarded(
+                &self.plugin,
+                "disconnect",
+                self.call_timeout,
+                &mut self.failed,
+                guest.call_disconnect(&mut self.store, conn, code),
+            )
+            .await;
+            if let Err(err) = result {
+                tracing::warn!(connection = self.connection_id(), "{err}");
+            }
+        }
+        self.leave_groups().await;
+    }
+
+    async fn leave_groups(&mut self) {
+        let (channel, groups) = {
+            let conn = self.conn();
+            (Arc::clone(&conn.channel_name), conn.groups.clone())
+        };
+        for group in groups {
+            if let Err(err) = self.layer.group_discard(&group, &channel).await {
+                tracing::warn!(
+                    plugin = %self.plugin,
+                    group,
+                    channel = %channel,
+                    error = %err,
+                    "could not leave group on close"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! The Switchyard plugin host: loads consumer components from a plugin
+//! directory, routes request paths to them, and runs one instance per
+//! connection under limits. It knows nothing of HTTP or WebSocket framing
+//! (the server does that) and reaches the channel layer only through
+//! [`switchyard_layer::ChannelLayer`].
+//!
+//! Modules:
+//! - [`route`]: Django `path()` route patterns.
+//! - [`manifest`]: the `<plugin>.toml` manifest.
+//! - [`plugin`]: compiling and validating one plugin version.
+//! - [`registry`]: the immutable route table swapped atomically.
+//! - [`host`]: [`PluginHost`], which loads plugins and starts consumers.
+//! - [`consumer`]: one instance serving one connection.
+//! - [`connection`]: the `connection` resource and what it asks of the socket.
+//! - [`engine`]: the wasmtime engine and guest limits.
+//! - `bindings`, `state`, `host_api`, `guest_output` (private): the generated
+//!   bindings, the store's data, the host interface, guest stdout/stderr.
+
+mod bindings;
+pub mod connection;
+pub mod consumer;
+pub mod engine;
+mod guest_output;
+pub mod host;
+mod host_api;
+pub mod manifest;
+pub mod plugin;
+pub mod registry;
+pub mod route;
+mod state;
+
+pub use connection::{Handshake, OutFrame, Outbound, OutboundOverflow};
+pub use consumer::{ConnectionStatus, Consumer, GuestError, InFrame};
+pub use engine::GuestLimits;
+pub use host::{ConnectRequest, LoadReport, PluginHost, StartError, Started};
+pub use manifest::{InstanceMode, Manifest};
+pub use plugin::{Plugin, PluginError};
+pub use registry::{RouteInfo, RouteMatch};
+pub use route::RoutePattern;

@@ -1,0 +1,132 @@
+//! The plugin manifest: `<name>.toml` beside `<name>.wasm`.
+//!
+//! ```toml
+//! # Django path() patterns, without a leading slash.
+//! routes = ["ws/chat/<str:room_name>/"]
+//! # Optional; "per-connection" is the only mode implemented so far.
+//! instance = "per-connection"
+//! ```
+//!
+//! Unknown keys are errors, so a typo never silently changes behaviour. A
+//! plugin without a manifest serves `ws/<name>/`.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::route::{RouteError, RoutePattern};
+
+/// How instances of a plugin map to connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceMode {
+    /// One instance per connection: Channels semantics (the default).
+    #[default]
+    PerConnection,
+}
+
+/// A parsed, validated manifest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The WebSocket routes this plugin serves.
+    pub routes: Vec<RoutePattern>,
+    #[serde(default)]
+    pub instance: InstanceMode,
+}
+
+/// Why a manifest could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read manifest {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid manifest {path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("manifest {path} declares no routes")]
+    NoRoutes { path: String },
+}
+
+impl Manifest {
+    /// The manifest used when a plugin has none: it serves `ws/<name>/`.
+    pub fn default_for(name: &str) -> Result<Self, RouteError> {
+        Ok(Self {
+            routes: vec![RoutePattern::parse(&format!("ws/{name}/"))?],
+            instance: InstanceMode::default(),
+        })
+    }
+
+    /// Parse manifest text; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ManifestError> {
+        let manifest: Manifest = toml::from_str(text).map_err(|err| ManifestError::Invalid {
+            path: path.display().to_string(),
+            message: err.message().to_owned(),
+        })?;
+        if manifest.routes.is_empty() {
+            return Err(ManifestError::NoRoutes {
+                path: path.display().to_string(),
+            });
+        }
+        Ok(manifest)
+    }
+
+    /// Read and parse the manifest file at `path`.
+    pub fn read(path: &Path) -> Result<Self, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(text, Path::new("chat.toml"))
+    }
+
+    #[test]
+    fn parses_routes_and_mode() {
+        let m = parse("routes = [\"ws/chat/<str:room_name>/\"]\ninstance = \"per-connection\"\n")
+            .expect("valid manifest");
+        assert_eq!(m.routes.len(), 1);
+        assert_eq!(m.routes[0].as_str(), "ws/chat/<str:room_name>/");
+        assert_eq!(m.instance, InstanceMode::PerConnection);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = parse("routes = [\"ws/a/\"]\nrouts = []\n").expect_err("typo must fail");
+        assert!(err.to_string().contains("routs"), "{err}");
+        assert!(err.to_string().contains("chat.toml"), "{err}");
+    }
+
+    #[test]
+    fn bad_pattern_names_the_pattern() {
+        let err = parse("routes = [\"ws/<float:x>/\"]\n").expect_err("bad converter");
+        assert!(err.to_string().contains("float"), "{err}");
+    }
+
+    #[test]
+    fn empty_routes_are_an_error() {
+        let err = parse("routes = []\n").expect_err("no routes");
+        assert!(matches!(err, ManifestError::NoRoutes { .. }), "{err}");
+    }
+
+    #[test]
+    fn unknown_instance_mode_is_an_error() {
+        let err = parse("routes = [\"ws/a/\"]\ninstance = \"pooled\"\n").expect_err("bad mode");
+        assert!(err.to_string().contains("pooled"), "{err}");
+    }
+
+    #[test]
+    fn default_manifest_serves_ws_name() {
+        let m = Manifest::default_for("echo").expect("valid name");
+        assert_eq!(m.routes[0].as_str(), "ws/echo/");
+    }
+}

@@ -1,0 +1,112 @@
+//! The route table: which plugin version serves which path.
+//!
+//! A table is immutable once built; the host swaps whole tables through an
+//! atomic pointer, so resolving a path never takes a lock and a new table is
+//! validated beside the old one before it goes live.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::plugin::{Plugin, PluginError};
+use crate::route::RoutePattern;
+
+/// A resolved route: the plugin version to instantiate and the kwargs.
+#[derive(Debug, Clone)]
+pub struct RouteMatch {
+    pub plugin: Arc<Plugin>,
+    pub route: RoutePattern,
+    /// Keyword arguments in pattern order (the scope's url route).
+    pub kwargs: Vec<(String, String)>,
+}
+
+/// One live route, for listings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteInfo {
+    pub route: String,
+    pub plugin: String,
+}
+
+/// An immutable set of plugins and the routes they serve.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    plugins: BTreeMap<String, Arc<Plugin>>,
+    /// Tried in order: more literal characters first (so `ws/echo/` wins
+    /// over `ws/<str:name>/`), then plugin name, then manifest order.
+    routes: Vec<(RoutePattern, Arc<Plugin>)>,
+}
+
+impl RouteTable {
+    /// A table with `plugin` added (or replacing the plugin of the same
+    /// name). Fails, naming both plugins, when one of its routes has the
+    /// same shape as a route of another plugin.
+    pub fn with_plugin(&self, plugin: Arc<Plugin>) -> Result<Self, PluginError> {
+        for route in &plugin.manifest().routes {
+            for (other_route, other) in &self.routes {
+                if other.name() != plugin.name() && other_route.shape() == route.shape() {
+                    return Err(PluginError::RouteConflict {
+                        route: route.to_string(),
+                        plugin: plugin.name().to_owned(),
+                        other_route: other_route.to_string(),
+                        other: other.name().to_owned(),
+                    });
+                }
+            }
+        }
+        let mut plugins = self.plugins.clone();
+        plugins.insert(plugin.name().to_owned(), plugin);
+        Ok(Self::from_plugins(plugins))
+    }
+
+    /// A table without the plugin called `name`.
+    pub fn without_plugin(&self, name: &str) -> Self {
+        let mut plugins = self.plugins.clone();
+        plugins.remove(name);
+        Self::from_plugins(plugins)
+    }
+
+    fn from_plugins(plugins: BTreeMap<String, Arc<Plugin>>) -> Self {
+        let mut routes: Vec<(RoutePattern, Arc<Plugin>)> = plugins
+            .values()
+            .flat_map(|plugin| {
+                plugin
+                    .manifest()
+                    .routes
+                    .iter()
+                    .map(move |route| (route.clone(), Arc::clone(plugin)))
+            })
+            .collect();
+        // A stable sort keeps plugin-name and manifest order among equals.
+        routes.sort_by_key(|(route, _)| std::cmp::Reverse(route.literal_len()));
+        Self { plugins, routes }
+    }
+
+    /// The plugin version and kwargs for a request path, if any route matches.
+    pub fn resolve(&self, path: &str) -> Option<RouteMatch> {
+        self.routes.iter().find_map(|(route, plugin)| {
+            route.matches(path).map(|kwargs| RouteMatch {
+                plugin: Arc::clone(plugin),
+                route: route.clone(),
+                kwargs,
+            })
+        })
+    }
+
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+        self.plugins.values()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Plugin>> {
+        self.plugins.get(name)
+    }
+
+    /// Live routes in the order they are tried.
+    pub fn routes(&self) -> Vec<RouteInfo> {
+        self.routes
+            .iter()
+            .map(|(route, plugin)| RouteInfo {
+                route: route.to_string(),
+                plugin: plugin.name().to_owned(),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,91 @@
+//! The data of one store: a plain struct of capability slices, each host
+//! interface implemented on its own part.
+
+use std::sync::Arc;
+
+use switchyard_layer::ChannelLayer;
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::guest_output::{GuestOutput, Stream};
+
+/// Everything one store holds.
+pub(crate) struct ConsumerState {
+    /// WASI with no ambient authority: no preopened directories, no
+    /// environment, no arguments, no network; stdout and stderr go to the log.
+    wasi: WasiCtx,
+    wasi_table: ResourceTable,
+    /// The `switchyard:consumer/host` interface.
+    pub(crate) host: HostCtx,
+    /// Memory and table caps of this store.
+    pub(crate) limits: StoreLimits,
+}
+
+impl std::fmt::Debug for ConsumerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerState")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConsumerState {
+    pub(crate) fn new(host: HostCtx, memory_bytes: usize) -> Self {
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .stdout(GuestOutput::new(
+                Arc::clone(&host.plugin),
+                host.current_connection,
+                Stream::Stdout,
+            ))
+            .stderr(GuestOutput::new(
+                Arc::clone(&host.plugin),
+                host.current_connection,
+                Stream::Stderr,
+            ))
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(memory_bytes)
+            .trap_on_grow_failure(true)
+            .build();
+        Self {
+            wasi,
+            wasi_table: ResourceTable::new(),
+            host,
+            limits,
+        }
+    }
+}
+
+impl WasiView for ConsumerState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.wasi_table,
+        }
+    }
+}
+
+/// The host interface's slice: the connections this store serves and the
+/// channel layer.
+pub(crate) struct HostCtx {
+    /// `connection` resources. One entry in the per-connection mode.
+    pub(crate) connections: ResourceTable,
+    pub(crate) layer: Arc<dyn ChannelLayer>,
+    /// The plugin's name, for log lines.
+    pub(crate) plugin: Arc<str>,
+    /// The connection the current call is about, for log lines.
+    pub(crate) current_connection: u64,
+}
+
+impl std::fmt::Debug for HostCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostCtx")
+            .field("plugin", &self.plugin)
+            .field("current_connection", &self.current_connection)
+            .finish_non_exhaustive()
+    }
+}
