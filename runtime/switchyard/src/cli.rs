@@ -1,0 +1,105 @@
+//! The command line: `switchyard serve`, with Daphne's `-b/--bind` and
+//! `-p/--port`. Flags win over the environment, which wins over the config
+//! file, which wins over the defaults. A `.env` file in the working
+//! directory is read first when present (without overriding variables that
+//! are already set).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, ConfigError};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Django Channels rebuilt in Rust: WebSocket consumers as WebAssembly components"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the plugins in a directory over HTTP and WebSocket.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to bind [default: 127.0.0.1]
+    #[arg(short = 'b', long, env = "SWITCHYARD_BIND")]
+    pub bind: Option<IpAddr>,
+    /// Port to bind; 0 picks a free one [default: 8000]
+    #[arg(short = 'p', long, env = "SWITCHYARD_PORT")]
+    pub port: Option<u16>,
+    /// Plugin directory: `<name>.wasm` components with optional `<name>.toml`
+    /// manifests [default: plugins]
+    #[arg(long, env = "SWITCHYARD_PLUGINS")]
+    pub plugins: Option<PathBuf>,
+    /// Config file (TOML); see the README for its keys
+    #[arg(short = 'c', long, env = "SWITCHYARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Redis URL for the Redis channel layer (reserved: not built yet)
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+}
+
+impl ServeArgs {
+    /// The validated configuration these arguments describe.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(bind) = self.bind {
+            config.bind = bind;
+        }
+        if let Some(port) = self.port {
+            config.port = port;
+        }
+        if let Some(plugins) = self.plugins {
+            config.plugins = plugins;
+        }
+        if let Some(url) = self.redis_url.filter(|url| !url.is_empty()) {
+            config.redis_url = Some(url);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daphne_style_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "switchyard",
+            "serve",
+            "-b",
+            "0.0.0.0",
+            "-p",
+            "9001",
+            "--plugins",
+            "/tmp",
+        ])
+        .expect("valid flags");
+        let Command::Serve(args) = cli.command;
+        assert_eq!(args.bind, Some(IpAddr::from([0, 0, 0, 0])));
+        assert_eq!(args.port, Some(9001));
+        let config = args.into_config().expect("valid config");
+        assert_eq!(config.port, 9001);
+        assert_eq!(config.plugins, PathBuf::from("/tmp"));
+    }
+
+    #[test]
+    fn bad_port_is_a_clear_error() {
+        let err = Cli::try_parse_from(["switchyard", "serve", "-p", "99999"]).expect_err("bad");
+        assert!(err.to_string().contains("99999"), "{err}");
+    }
+}

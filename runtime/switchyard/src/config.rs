@@ -1,0 +1,370 @@
+//! One strict configuration: defaults, then the file, then the environment
+//! and flags (see [`crate::cli`]), validated before anything binds.
+//!
+//! The file is TOML with kebab-case keys; unknown keys are errors:
+//!
+//! ```toml
+//! bind = "127.0.0.1"
+//! port = 8000
+//! plugins = "plugins"
+//! shutdown-timeout-secs = 10
+//!
+//! [websocket]
+//! max-message-size = 1048576   # bytes; larger messages close with 1009
+//! max-frame-size = 1048576
+//! handshake-timeout-secs = 5
+//! outbound-queue = 1024        # frames queued per connection
+//!
+//! [layer]                      # Channels' CHANNEL_LAYERS CONFIG
+//! capacity = 100
+//! expiry = 60
+//! group-expiry = 86400
+//! channel-capacity = [{ pattern = "specific.*", capacity = 200 }]
+//!
+//! [guest]
+//! memory-bytes = 67108864
+//! call-timeout-ms = 5000
+//! max-instances = 20000
+//! ```
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use switchyard_host::GuestLimits;
+use switchyard_layer::{CapacityRules, LayerConfig};
+
+/// Why a configuration was refused. Each names the key or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid value for `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// The whole configuration of a server process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Config {
+    /// Address to bind (Daphne's `-b`).
+    pub bind: IpAddr,
+    /// Port to bind (Daphne's `-p`); 0 picks a free port.
+    pub port: u16,
+    /// The plugin directory.
+    pub plugins: PathBuf,
+    /// Reserved for the Redis channel layer (not built yet): setting it is
+    /// an error rather than a silent fall-back to the in-memory layer.
+    pub redis_url: Option<String>,
+    /// How long open sockets get to close after a shutdown signal.
+    pub shutdown_timeout_secs: u64,
+    pub websocket: WebSocketConfig,
+    pub layer: LayerSection,
+    pub guest: GuestSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port: 8000,
+            plugins: PathBuf::from("plugins"),
+            redis_url: None,
+            shutdown_timeout_secs: 10,
+            websocket: WebSocketConfig::default(),
+            layer: LayerSection::default(),
+            guest: GuestSection::default(),
+        }
+    }
+}
+
+/// WebSocket limits, with Daphne's defaults where Daphne has one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct WebSocketConfig {
+    pub max_message_size: usize,
+    pub max_frame_size: usize,
+    /// The plugin must accept or reject within this (Daphne's
+    /// `--websocket_connect_timeout`).
+    pub handshake_timeout_secs: u64,
+    /// Frames queued for one client before it counts as a slow reader and
+    /// is closed (1008); a bound, so one slow client never holds memory or
+    /// stalls a group send for the others.
+    pub outbound_queue: usize,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            max_message_size: 1 << 20,
+            max_frame_size: 1 << 20,
+            handshake_timeout_secs: 5,
+            outbound_queue: 1024,
+        }
+    }
+}
+
+/// Channels' layer options, with Channels' defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct LayerSection {
+    pub capacity: usize,
+    /// Message expiry in seconds.
+    pub expiry: u64,
+    /// Group membership expiry in seconds.
+    pub group_expiry: u64,
+    /// Per-pattern capacities (globs, first match wins).
+    pub channel_capacity: Vec<ChannelCapacity>,
+}
+
+impl Default for LayerSection {
+    fn default() -> Self {
+        let defaults = LayerConfig::default();
+        Self {
+            capacity: defaults.capacity,
+            expiry: defaults.expiry.as_secs(),
+            group_expiry: defaults.group_expiry.as_secs(),
+            channel_capacity: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelCapacity {
+    pub pattern: String,
+    pub capacity: usize,
+}
+
+/// Limits on every guest instance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct GuestSection {
+    pub memory_bytes: usize,
+    pub call_timeout_ms: u64,
+    pub max_instances: u32,
+}
+
+impl Default for GuestSection {
+    fn default() -> Self {
+        let defaults = GuestLimits::default();
+        Self {
+            memory_bytes: defaults.memory_bytes,
+            call_timeout_ms: u64::try_from(defaults.call_timeout.as_millis()).unwrap_or(u64::MAX),
+            max_instances: defaults.max_instances,
+        }
+    }
+}
+
+impl Config {
+    /// Parse a config file's text; `path` names it in errors.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|err| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: err.to_string(),
+        })
+    }
+
+    /// Read a config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Check everything that can be checked before binding.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.redis_url {
+            return Err(invalid(
+                "redis-url",
+                format!(
+                    "REDIS_URL / redis-url is set ({}), but this build has only the in-memory \
+                     channel layer; unset it to serve with the in-memory layer",
+                    redact_url(url)
+                ),
+            ));
+        }
+        if !self.plugins.is_dir() {
+            return Err(invalid(
+                "plugins",
+                format!("{} is not a directory", self.plugins.display()),
+            ));
+        }
+        let ws = &self.websocket;
+        if ws.max_message_size == 0 || ws.max_frame_size == 0 {
+            return Err(invalid(
+                "websocket.max-message-size",
+                "message and frame size limits must be at least 1 byte",
+            ));
+        }
+        if ws.max_frame_size > ws.max_message_size {
+            return Err(invalid(
+                "websocket.max-frame-size",
+                "must not exceed websocket.max-message-size",
+            ));
+        }
+        if ws.handshake_timeout_secs == 0 {
+            return Err(invalid(
+                "websocket.handshake-timeout-secs",
+                "must be at least 1",
+            ));
+        }
+        if ws.outbound_queue == 0 {
+            return Err(invalid("websocket.outbound-queue", "must be at least 1"));
+        }
+        if self.layer.expiry == 0 || self.layer.group_expiry == 0 {
+            return Err(invalid(
+                "layer.expiry",
+                "expiry and group-expiry must be at least 1 s",
+            ));
+        }
+        self.layer_config()?;
+        if self.guest.call_timeout_ms == 0 {
+            return Err(invalid("guest.call-timeout-ms", "must be at least 1"));
+        }
+        if self.guest.max_instances == 0 {
+            return Err(invalid("guest.max-instances", "must be at least 1"));
+        }
+        if self.guest.memory_bytes < (1 << 16) {
+            return Err(invalid(
+                "guest.memory-bytes",
+                "must be at least one wasm page (65536)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The channel layer's options.
+    pub fn layer_config(&self) -> Result<LayerConfig, ConfigError> {
+        let patterns: Vec<(String, usize)> = self
+            .layer
+            .channel_capacity
+            .iter()
+            .map(|c| (c.pattern.clone(), c.capacity))
+            .collect();
+        CapacityRules::new(self.layer.capacity, &patterns)
+            .map_err(|err| invalid("layer.channel-capacity", err.to_string()))?;
+        Ok(LayerConfig {
+            expiry: Duration::from_secs(self.layer.expiry),
+            group_expiry: Duration::from_secs(self.layer.group_expiry),
+            capacity: self.layer.capacity,
+            channel_capacity: patterns,
+        })
+    }
+
+    /// The limits every guest runs under.
+    pub fn guest_limits(&self) -> GuestLimits {
+        GuestLimits {
+            memory_bytes: self.guest.memory_bytes,
+            call_timeout: Duration::from_millis(self.guest.call_timeout_ms),
+            max_instances: self.guest.max_instances,
+        }
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
+
+/// A URL with any password replaced, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("switchyard.toml"))
+    }
+
+    #[test]
+    fn defaults_match_daphne_and_channels() {
+        let config = Config::default();
+        assert_eq!(config.port, 8000);
+        assert_eq!(config.bind.to_string(), "127.0.0.1");
+        assert_eq!(config.websocket.max_message_size, 1 << 20);
+        assert_eq!(config.layer.capacity, 100);
+        assert_eq!(config.layer.expiry, 60);
+        assert_eq!(config.layer.group_expiry, 86400);
+    }
+
+    #[test]
+    fn file_values_override_defaults() {
+        let config = parse(
+            "port = 9000\n[layer]\ncapacity = 5\nchannel-capacity = [{ pattern = \"specific.*\", capacity = 7 }]\n",
+        )
+        .expect("valid");
+        assert_eq!(config.port, 9000);
+        assert_eq!(config.layer.capacity, 5);
+        let layer = config.layer_config().expect("valid layer");
+        assert_eq!(layer.channel_capacity, vec![("specific.*".to_owned(), 7)]);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let err = parse("prot = 9000\n").expect_err("typo");
+        assert!(err.to_string().contains("prot"), "{err}");
+        let err = parse("[layer]\ncapacty = 1\n").expect_err("nested typo");
+        assert!(err.to_string().contains("capacty"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let dir = std::env::temp_dir();
+        let mut config = Config {
+            plugins: dir.clone(),
+            ..Config::default()
+        };
+        config
+            .validate()
+            .expect("defaults with an existing dir are valid");
+
+        config.layer.capacity = 0;
+        let err = config.validate().expect_err("capacity 0");
+        assert!(err.to_string().contains("layer.channel-capacity"), "{err}");
+
+        let config = Config {
+            plugins: dir.join("no-such-dir-for-switchyard"),
+            ..Config::default()
+        };
+        let err = config.validate().expect_err("missing dir");
+        assert!(err.to_string().contains("plugins"), "{err}");
+    }
+
+    #[test]
+    fn redis_url_is_refused_with_password_redacted() {
+        let config = Config {
+            plugins: std::env::temp_dir(),
+            redis_url: Some("redis://user:secret@127.0.0.1:6379/0".into()),
+            ..Config::default()
+        };
+        let err = config.validate().expect_err("not built yet").to_string();
+        assert!(err.contains("in-memory"), "{err}");
+        assert!(!err.contains("secret"), "{err}");
+        assert!(err.contains("user:***@127.0.0.1"), "{err}");
+    }
+}

@@ -1,0 +1,25 @@
+//! Switchyard: Django Channels rebuilt in Rust, with consumers as
+//! WebAssembly components.
+//!
+//! This crate is the server: HTTP and WebSocket (axum), the handshake and
+//! its answers, one task per socket, configuration and shutdown. It drives
+//! [`switchyard_host`] (plugins) and builds a [`switchyard_layer`] channel
+//! layer; dependencies run one way, server → host → layer.
+//!
+//! Modules:
+//! - [`cli`]: the `switchyard` command line.
+//! - [`config`]: the one strict configuration.
+//! - [`server`]: [`Server`] and [`run`]: build, serve, shut down.
+//! - `handshake` (private): routing a request and answering the handshake.
+//! - `socket` (private): the task that owns one socket.
+//! - [`shutdown`]: SIGTERM and ctrl-c.
+
+pub mod cli;
+pub mod config;
+mod handshake;
+pub mod server;
+pub mod shutdown;
+mod socket;
+
+pub use config::Config;
+pub use server::{Server, run};

@@ -1,0 +1,62 @@
+//! `switchyard serve`: parse the configuration, set up logging, bind, run.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use switchyard::cli::{Cli, Command};
+use switchyard::{Server, shutdown};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // A missing .env is normal; a broken one is worth saying.
+    let dotenv = dotenvy::dotenv();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    if let Err(err) = dotenv
+        && !err.not_found()
+    {
+        tracing::error!("cannot read .env: {err}");
+        return ExitCode::FAILURE;
+    }
+    match serve(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(cli: Cli) -> anyhow::Result<()> {
+    let Command::Serve(args) = cli.command;
+    let config = args.into_config()?;
+    let addr = std::net::SocketAddr::new(config.bind, config.port);
+    let server = Server::build(config).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    println!("Switchyard listening on http://{local} (in-memory channel layer)");
+    let routes = server.routes();
+    if routes.is_empty() {
+        println!("  no routes: the plugin directory has no loadable plugins");
+    }
+    for route in routes {
+        println!("  ws://{local}/{}  ->  {}", route.route, route.plugin);
+    }
+    // A second signal during the drain exits at once.
+    let serving = server.serve(listener, shutdown::signal());
+    tokio::pin!(serving);
+    tokio::select! {
+        result = &mut serving => result,
+        () = async { shutdown::signal().await; shutdown::signal().await } => {
+            tracing::warn!("second signal: exiting without waiting for sockets");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The server: builds the channel layer and the plugin host from a
+//! [`Config`], then serves a listener until shutdown.
+//!
+//! Shutdown is signal, drain, deadline: when the shutdown future resolves
+//! the listener stops accepting, every socket is closed with 1001 (its
+//! consumer gets `disconnect(1001)`), and the server waits for them up to
+//! the configured deadline.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+use switchyard_host::{PluginHost, RouteInfo};
+use switchyard_layer::{ChannelLayer, MemoryLayer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::handshake;
+
+/// Everything a request handler needs, cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub(crate) host: Arc<PluginHost>,
+    pub(crate) config: Arc<Config>,
+    /// Cancelled when the server shuts down.
+    pub(crate) shutdown: CancellationToken,
+    /// Tracks every connection task.
+    pub(crate) tasks: TaskTracker,
+}
+
+/// A configured server with its plugins loaded, not yet serving.
+#[derive(Debug)]
+pub struct Server {
+    host: Arc<PluginHost>,
+    config: Arc<Config>,
+}
+
+impl Server {
+    /// Create the in-memory channel layer and the plugin host, and load the
+    /// plugin directory. A plugin that fails to load is logged and left
+    /// out; the others serve.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
+        let layer: Arc<dyn ChannelLayer> = Arc::new(
+            MemoryLayer::new(config.layer_config()?).context("configuring the in-memory layer")?,
+        );
+        let host = Arc::new(PluginHost::new(layer, config.guest_limits())?);
+        let report = host.load_dir(&config.plugins).await?;
+        tracing::info!(
+            dir = %config.plugins.display(),
+            loaded = report.loaded.len(),
+            failed = report.failed.len(),
+            "plugins loaded"
+        );
+        Ok(Self {
+            host,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The plugin host (for tests and tools).
+    pub fn host(&self) -> &Arc<PluginHost> {
+        &self.host
+    }
+
+    /// Live routes, in the order they are tried.
+    pub fn routes(&self) -> Vec<RouteInfo> {
+        self.host.routes()
+    }
+
+    /// Serve `listener` until `shutdown` resolves, then close every socket
+    /// with 1001 and wait for them up to the configured deadline.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let token = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let state = AppState {
+            host: self.host,
+            config: Arc::clone(&self.config),
+            shutdown: token.clone(),
+            tasks: tasks.clone(),
+        };
+        let app = Router::new()
+            .fallback(handshake::handle)
+            .with_state(state)
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let cancel = token.clone();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: closing sockets with 1001");
+                cancel.cancel();
+            })
+            .await
+            .context("serving")?;
+        tasks.close();
+        let deadline = self.config.shutdown_timeout();
+        if tokio::time::timeout(deadline, tasks.wait()).await.is_err() {
+            tracing::warn!(
+                open = tasks.len(),
+                "shutdown deadline of {deadline:?} passed with sockets still open"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Build a server from `config` and serve `listener` until `shutdown`.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    Server::build(config).await?.serve(listener, shutdown).await
+}

@@ -1,0 +1,270 @@
+//! One task owns each socket: it reads client frames and channel-layer
+//! events and hands them to the consumer one at a time, in order; a writer
+//! task it owns drains the bounded outbound queue into the socket, so a
+//! guest call never waits on a slow client.
+//!
+//! Close codes the host uses:
+//! - 1001: the server is shutting down.
+//! - 1007: a text frame was not valid UTF-8.
+//! - 1008: the client reads too slowly (its outbound queue filled up).
+//! - 1009: a message or frame exceeded the size limit.
+//! - 1011: the plugin trapped or ran past its deadline.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt as _, StreamExt as _};
+use switchyard_host::{ConnectionStatus, Consumer, InFrame, OutFrame, Outbound, OutboundOverflow};
+use switchyard_layer::Inbox;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Bytes read from the socket at a time. tungstenite's default (128 KiB)
+/// is allocated per socket; 4 KiB keeps idle sockets cheap and still reads
+/// chat-sized messages in one go.
+pub(crate) const READ_BUFFER: usize = 4 << 10;
+/// Bytes buffered before a write is forced; frames are flushed as soon as
+/// the outbound queue is empty anyway.
+pub(crate) const WRITE_BUFFER: usize = 8 << 10;
+/// Most frames fed before a flush, so a close from the host is not held up
+/// behind a long burst.
+const MAX_BATCH: usize = 64;
+/// How long a closing socket gets to flush its last frames.
+const WRITER_GRACE: Duration = Duration::from_secs(2);
+
+const GOING_AWAY: u16 = 1001;
+const ABNORMAL: u16 = 1006;
+const INVALID_PAYLOAD: u16 = 1007;
+const POLICY_VIOLATION: u16 = 1008;
+const MESSAGE_TOO_BIG: u16 = 1009;
+const INTERNAL_ERROR: u16 = 1011;
+
+/// An accepted connection waiting for its socket.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    pub(crate) consumer: Consumer,
+    pub(crate) inbox: Inbox,
+    /// The host's own handle on the outbound queue (the guest's is in the
+    /// store); kept so the queue stays open until this task ends.
+    pub(crate) outbound_tx: mpsc::Sender<Outbound>,
+    pub(crate) outbound_rx: mpsc::Receiver<Outbound>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// How the read loop ended: the code the consumer's `disconnect` gets and
+/// the close frame the host sends, if any (the plugin's own close is
+/// already queued).
+struct Ending {
+    disconnect_code: u16,
+    close: Option<(u16, &'static str)>,
+}
+
+impl Ending {
+    fn client(code: u16) -> Self {
+        Self {
+            disconnect_code: code,
+            close: None,
+        }
+    }
+
+    fn host(code: u16, reason: &'static str) -> Self {
+        Self {
+            disconnect_code: code,
+            close: Some((code, reason)),
+        }
+    }
+}
+
+impl Connection {
+    /// Wait for the upgraded socket, then serve it until either side closes
+    /// or the server shuts down.
+    pub(crate) async fn run(self, socket: oneshot::Receiver<WebSocket>) {
+        let Self {
+            mut consumer,
+            mut inbox,
+            outbound_tx,
+            outbound_rx,
+            shutdown,
+        } = self;
+        let Ok(socket) = socket.await else {
+            // The upgrade failed: the consumer accepted a socket that never
+            // opened.
+            consumer.disconnect(ABNORMAL).await;
+            return;
+        };
+        let connection = consumer.connection_id();
+        tracing::debug!(plugin = consumer.plugin(), connection, "WSCONNECT");
+        let (sink, mut stream) = socket.split();
+        let (close_tx, close_rx) = oneshot::channel();
+        let mut writer = tokio::spawn(write_loop(sink, outbound_rx, close_rx));
+
+        let ending = read_loop(
+            &mut consumer,
+            &mut inbox,
+            &mut stream,
+            &shutdown,
+            &mut writer,
+        )
+        .await;
+        if let Some((code, reason)) = ending.close {
+            let _ = close_tx.send((code, reason));
+        }
+        tracing::debug!(
+            plugin = consumer.plugin(),
+            connection,
+            code = ending.disconnect_code,
+            "WSDISCONNECT"
+        );
+        consumer.disconnect(ending.disconnect_code).await;
+        // The consumer (and with it the guest's sender) is gone; dropping
+        // ours lets the writer finish once the queue is drained.
+        drop(outbound_tx);
+        if tokio::time::timeout(WRITER_GRACE, &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
+    }
+}
+
+/// Feed the consumer until the connection ends.
+///
+/// # Cancel safety
+/// Every branch of the `select!` is cancel safe: `SplitStream::next`,
+/// `Inbox::recv` and `CancellationToken::cancelled` lose nothing when
+/// another branch wins, and a `JoinHandle` can be polled again.
+async fn read_loop(
+    consumer: &mut Consumer,
+    inbox: &mut Inbox,
+    stream: &mut SplitStream<WebSocket>,
+    shutdown: &CancellationToken,
+    writer: &mut tokio::task::JoinHandle<()>,
+) -> Ending {
+    loop {
+        let result = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return Ending::host(GOING_AWAY, "server shutting down"),
+            _ = &mut *writer => return Ending::client(ABNORMAL),
+            message = stream.next() => match message {
+                Some(Ok(Message::Text(text))) => {
+                    consumer.receive(InFrame::Text(text.as_str().to_owned())).await
+                }
+                Some(Ok(Message::Binary(bytes))) => {
+                    consumer.receive(InFrame::Binary(bytes.to_vec())).await
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Close(frame))) => {
+                    return Ending::client(frame.map_or(1005, |f| f.code));
+                }
+                Some(Err(err)) => return read_error(&err),
+                None => return Ending::client(ABNORMAL),
+            },
+            event = inbox.recv() => match event {
+                Some(event) => consumer.event(&event).await,
+                None => return Ending::host(INTERNAL_ERROR, "channel layer closed"),
+            },
+        };
+        if let Err(err) = result {
+            tracing::error!(
+                connection = consumer.connection_id(),
+                "{err}; closing with 1011"
+            );
+            return Ending::host(INTERNAL_ERROR, "consumer error");
+        }
+        match consumer.status() {
+            ConnectionStatus::Open => {}
+            ConnectionStatus::Closed => return Ending::client(1000),
+            ConnectionStatus::Overflowed(OutboundOverflow::QueueFull) => {
+                tracing::warn!(
+                    plugin = consumer.plugin(),
+                    connection = consumer.connection_id(),
+                    "client reads too slowly: outbound queue full; closing with 1008"
+                );
+                return Ending::host(POLICY_VIOLATION, "outbound queue full (slow reader)");
+            }
+            ConnectionStatus::Overflowed(OutboundOverflow::Gone) => {
+                return Ending::client(ABNORMAL);
+            }
+        }
+    }
+}
+
+/// Map a read error to how the connection ends.
+fn read_error(err: &axum::Error) -> Ending {
+    use std::error::Error as _;
+    let source = err.source();
+    let tungstenite = source.and_then(|s| s.downcast_ref::<tungstenite::Error>());
+    match tungstenite {
+        Some(tungstenite::Error::Capacity(_)) => Ending::host(MESSAGE_TOO_BIG, "message too big"),
+        Some(tungstenite::Error::Utf8(_)) => {
+            Ending::host(INVALID_PAYLOAD, "invalid UTF-8 in text frame")
+        }
+        _ => {
+            tracing::debug!("socket read error: {err}");
+            Ending::client(ABNORMAL)
+        }
+    }
+}
+
+/// Drain the outbound queue into the socket until the plugin or the host
+/// closes it. A burst of queued frames is fed in one go and flushed once.
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut outbound: mpsc::Receiver<Outbound>,
+    mut host_close: oneshot::Receiver<(u16, &'static str)>,
+) {
+    let mut host_may_close = true;
+    loop {
+        let first = tokio::select! {
+            biased;
+            close = &mut host_close, if host_may_close => {
+                if let Ok((code, reason)) = close {
+                    let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    return;
+                }
+                // The reader ended without a close of its own: write what
+                // the plugin queued, then stop.
+                host_may_close = false;
+                continue;
+            }
+            message = outbound.recv() => match message {
+                Some(message) => message,
+                None => break,
+            },
+        };
+        let mut next = Some(first);
+        let mut fed = 0;
+        while let Some(message) = next.take() {
+            match message {
+                Outbound::Frame(frame) => {
+                    let message = match frame {
+                        OutFrame::Text(text) => Message::Text(text.into()),
+                        OutFrame::Binary(bytes) => Message::Binary(bytes),
+                    };
+                    if sink.feed(message).await.is_err() {
+                        return;
+                    }
+                }
+                Outbound::Close { code, reason } => {
+                    let frame = CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    return;
+                }
+            }
+            fed += 1;
+            if fed < MAX_BATCH {
+                next = outbound.try_recv().ok();
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = sink.flush().await;
+}
