@@ -1,0 +1,182 @@
+//! A consumer for the integration tests, not an example: it exposes the host's
+//! behaviour over the wire so that tests can observe and drive it.
+//!
+//! What `connect` does depends on the route that matched:
+//!
+//! * `probe/reject/`: closes with 4003 before accepting (HTTP 403);
+//! * `probe/silent/`: returns without accepting or closing (HTTP 403);
+//! * `probe/trap/`: panics (HTTP 500);
+//! * any other route: accepts with the first subprotocol the client offered
+//!   (if any) and sends one text frame describing the connection:
+//!   `{"path", "query_string", "headers": [[name, value], ...],
+//!   "url_route": {name: value, ...}, "route", "client", "subprotocols",
+//!   "user", "claims", "channel_name", "id"}`. Values are the scope's as
+//!   given; `client`, `user` and `claims` are strings or `null` (`claims`
+//!   is the JSON text the host passed, not parsed).
+//!
+//! Each text frame from the client is a JSON command, answered with at most
+//! one text frame:
+//!
+//! | command                                              | reply                     |
+//! | ---------------------------------------------------- | ------------------------- |
+//! | `{"cmd": "group_add", "group": g}`                   | layer reply (see below)   |
+//! | `{"cmd": "group_discard", "group": g}`               | layer reply               |
+//! | `{"cmd": "group_send", "group": g, "event": e}`      | layer reply               |
+//! | `{"cmd": "channel_send", "channel": c, "event": e}`  | layer reply               |
+//! | `{"cmd": "close", "code": n, "reason": r or null}`   | none: the host closes     |
+//! | `{"cmd": "echo", "text": t}`                         | `{"echo": t}`             |
+//! | `{"cmd": "send_many", "count": n}`                   | `n` frames `{"seq": i}`   |
+//! | `{"cmd": "panic"}`                                   | none: the guest traps     |
+//! | a text frame that is not JSON                        | `{"error": "invalid_json"}` |
+//! | any other JSON                                       | `{"error": "bad_command", "detail": text}` |
+//!
+//! A layer reply is `{"ok": true}` or `{"error": text, "kind": k}`, `k` one of
+//! `channel_full`, `invalid_name`, `invalid_event`, `unavailable`. An event
+//! `e` that is a JSON string is passed to the layer as that string, verbatim,
+//! so tests can send malformed events; any other value is serialized.
+//!
+//! A binary frame is echoed back. A channel-layer event arrives as the text
+//! frame `{"event": e}`, `e` the event parsed as JSON (or the raw text when it
+//! is not JSON). `disconnect` logs `disconnect <code>` at info level.
+
+#[allow(unsafe_code)] // wit-bindgen's canonical-ABI glue needs `unsafe`.
+mod bindings {
+    wit_bindgen::generate!({ path: "../../wit", world: "consumer" });
+
+    use super::Probe;
+    export!(Probe);
+}
+
+use bindings::exports::switchyard::consumer::websocket_consumer::Guest;
+use bindings::switchyard::consumer::host::{self, Connection, Level};
+use bindings::switchyard::consumer::types::{Frame, LayerError, Scope};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+struct Probe;
+
+impl Guest for Probe {
+    fn connect(conn: &Connection, scope: Scope) {
+        match scope.route.as_str() {
+            "probe/reject/" => conn.close(4003, Some("rejected by probe")),
+            "probe/silent/" => {}
+            "probe/trap/" => panic!("probe trap in connect"),
+            _ => {
+                conn.accept(scope.subprotocols.first().map(String::as_str));
+                send_json(conn, &describe_connection(conn, scope));
+            }
+        }
+    }
+
+    fn receive(conn: &Connection, message: Frame) {
+        let text = match message {
+            Frame::Text(text) => text,
+            binary @ Frame::Binary(_) => {
+                conn.send(&binary);
+                return;
+            }
+        };
+        let Ok(value) = serde_json::from_str::<Value>(&text) else {
+            send_json(conn, &json!({"error": "invalid_json"}));
+            return;
+        };
+        match serde_json::from_value::<Command>(value) {
+            Ok(command) => run(conn, command),
+            Err(err) => {
+                let detail = err.to_string();
+                send_json(conn, &json!({"error": "bad_command", "detail": detail}));
+            }
+        }
+    }
+
+    fn event(conn: &Connection, event: String) {
+        let event = serde_json::from_str(&event).unwrap_or(Value::String(event));
+        send_json(conn, &json!({"event": event}));
+    }
+
+    fn disconnect(_conn: &Connection, code: u16) {
+        host::log(Level::Info, &format!("disconnect {code}"));
+    }
+}
+
+/// A command sent by the test client; see the module documentation.
+#[derive(Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+enum Command {
+    GroupAdd { group: String },
+    GroupDiscard { group: String },
+    GroupSend { group: String, event: Value },
+    ChannelSend { channel: String, event: Value },
+    Close { code: u16, reason: Option<String> },
+    Echo { text: Value },
+    SendMany { count: u32 },
+    Panic,
+}
+
+fn run(conn: &Connection, command: Command) {
+    match command {
+        Command::GroupAdd { group } => reply(conn, conn.group_add(&group)),
+        Command::GroupDiscard { group } => reply(conn, conn.group_discard(&group)),
+        Command::GroupSend { group, event } => {
+            reply(conn, host::group_send(&group, &event_text(event)));
+        }
+        Command::ChannelSend { channel, event } => {
+            reply(conn, host::channel_send(&channel, &event_text(event)));
+        }
+        Command::Close { code, reason } => conn.close(code, reason.as_deref()),
+        Command::Echo { text } => send_json(conn, &json!({"echo": text})),
+        Command::SendMany { count } => {
+            for seq in 0..count {
+                send_json(conn, &json!({"seq": seq}));
+            }
+        }
+        Command::Panic => panic!("probe panic on request"),
+    }
+}
+
+/// The connect frame: the scope, the channel name and the connection id.
+fn describe_connection(conn: &Connection, scope: Scope) -> Value {
+    let url_route: serde_json::Map<String, Value> = scope
+        .url_route
+        .into_iter()
+        .map(|(name, value)| (name, Value::String(value)))
+        .collect();
+    json!({
+        "path": scope.path,
+        "query_string": scope.query_string,
+        "headers": scope.headers,
+        "url_route": url_route,
+        "route": scope.route,
+        "client": scope.client,
+        "subprotocols": scope.subprotocols,
+        "user": scope.user,
+        "claims": scope.claims,
+        "channel_name": conn.channel_name(),
+        "id": conn.id(),
+    })
+}
+
+/// The text given to the layer for a command's `event`: a JSON string as is,
+/// anything else serialized.
+fn event_text(event: Value) -> String {
+    match event {
+        Value::String(text) => text,
+        other => other.to_string(),
+    }
+}
+
+/// Answers a layer command with `{"ok": true}` or `{"error", "kind"}`.
+fn reply(conn: &Connection, result: Result<(), LayerError>) {
+    let answer = match result {
+        Ok(()) => json!({"ok": true}),
+        Err(LayerError::ChannelFull) => json!({"error": "channel full", "kind": "channel_full"}),
+        Err(LayerError::InvalidName(why)) => json!({"error": why, "kind": "invalid_name"}),
+        Err(LayerError::InvalidEvent(why)) => json!({"error": why, "kind": "invalid_event"}),
+        Err(LayerError::Unavailable(why)) => json!({"error": why, "kind": "unavailable"}),
+    };
+    send_json(conn, &answer);
+}
+
+fn send_json(conn: &Connection, value: &Value) {
+    conn.send(&Frame::Text(value.to_string()));
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: the real server on 127.0.0.1:0, a real WebSocket
+//! client, and the plugins built by `cargo xtask test`.
+
+mod chat;
+mod echo;
+mod handshake;
+mod layer;
+mod shutdown;

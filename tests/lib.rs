@@ -1,0 +1,243 @@
+//! The end-to-end test harness: the real server on `127.0.0.1:0`, driven
+//! by a real WebSocket client (tokio-tungstenite).
+//!
+//! The plugins under test are built by `cargo xtask test` into
+//! `target/test-plugins/` (or the directory in `SWITCHYARD_TEST_PLUGINS`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::Value;
+use switchyard::{Config, Server};
+use switchyard_host::PluginHost;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for something that should happen.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+
+/// The directory of built test plugins. Panics with instructions when the
+/// plugins have not been built.
+pub fn test_plugins_dir() -> PathBuf {
+    let dir = std::env::var_os("SWITCHYARD_TEST_PLUGINS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-plugins")
+        });
+    assert!(
+        dir.join("echo.wasm").is_file() && dir.join("probe.wasm").is_file(),
+        "test plugins not found in {}: run `cargo xtask test` (it builds them), \
+         or `cargo xtask plugins` before `cargo test`",
+        dir.display()
+    );
+    dir
+}
+
+/// A configuration for tests: a free port on loopback, the test plugins.
+pub fn test_config() -> Config {
+    Config {
+        port: 0,
+        plugins: test_plugins_dir(),
+        shutdown_timeout_secs: 5,
+        ..Config::default()
+    }
+}
+
+/// A running server, shut down (and awaited) by [`TestServer::shutdown`];
+/// dropped without it, the server task is aborted.
+#[derive(Debug)]
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub host: Arc<PluginHost>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(test_config()).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        let listener = tokio::net::TcpListener::bind((config.bind, config.port))
+            .await
+            .expect("bind a free loopback port");
+        let addr = listener.local_addr().expect("local address");
+        let server = Server::build(config).await.expect("server builds");
+        let host = Arc::clone(server.host());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(listener, async {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            host,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// Signal shutdown and wait for the server to finish draining.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let task = self.task.take().context("already shut down")?;
+        tokio::time::timeout(Duration::from_secs(15), task)
+            .await
+            .context("server did not stop within 15 s")?
+            .context("server task panicked")?
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket client with helpers that fail after [`PATIENCE`].
+#[derive(Debug)]
+pub struct Client {
+    ws: Stream,
+    /// The subprotocol the server chose, if any.
+    pub subprotocol: Option<String>,
+}
+
+/// What a handshake that should fail got instead of 101.
+pub async fn handshake_status(server: &TestServer, path: &str) -> u16 {
+    match tokio_tungstenite::connect_async(server.url(path)).await {
+        Ok(_) => panic!("handshake to {path} unexpectedly succeeded"),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("handshake to {path} failed without an HTTP answer: {other}"),
+    }
+}
+
+impl Client {
+    pub async fn connect(server: &TestServer, path: &str) -> Self {
+        Self::connect_with_protocols(server, path, &[]).await
+    }
+
+    pub async fn connect_with_protocols(
+        server: &TestServer,
+        path: &str,
+        protocols: &[&str],
+    ) -> Self {
+        let mut request = server
+            .url(path)
+            .into_client_request()
+            .expect("valid request");
+        if !protocols.is_empty() {
+            request.headers_mut().insert(
+                "sec-websocket-protocol",
+                HeaderValue::from_str(&protocols.join(", ")).expect("valid header"),
+            );
+        }
+        let (ws, response) =
+            tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(request))
+                .await
+                .unwrap_or_else(|_| panic!("handshake to {path} timed out"))
+                .unwrap_or_else(|err| panic!("handshake to {path} failed: {err}"));
+        let subprotocol = response
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Self { ws, subprotocol }
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::text(text))
+            .await
+            .expect("send text frame");
+    }
+
+    pub async fn send_json(&mut self, value: &Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    pub async fn send_binary(&mut self, bytes: &[u8]) {
+        self.ws
+            .send(Message::Binary(Bytes::copy_from_slice(bytes)))
+            .await
+            .expect("send binary frame");
+    }
+
+    /// The next data or close message (pings and pongs are skipped).
+    pub async fn next(&mut self) -> anyhow::Result<Message> {
+        loop {
+            let message = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .map_err(|_| anyhow!("no message within {PATIENCE:?}"))?
+                .context("stream ended")??;
+            if !matches!(message, Message::Ping(_) | Message::Pong(_)) {
+                return Ok(message);
+            }
+        }
+    }
+
+    pub async fn recv_text(&mut self) -> String {
+        match self.next().await.expect("a message") {
+            Message::Text(text) => text.as_str().to_owned(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    pub async fn recv_json(&mut self) -> Value {
+        let text = self.recv_text().await;
+        serde_json::from_str(&text).unwrap_or_else(|err| panic!("not JSON ({err}): {text}"))
+    }
+
+    pub async fn recv_binary(&mut self) -> Vec<u8> {
+        match self.next().await.expect("a message") {
+            Message::Binary(bytes) => bytes.to_vec(),
+            other => panic!("expected a binary frame, got {other:?}"),
+        }
+    }
+
+    /// Wait for the server's close frame; returns its code and reason.
+    pub async fn recv_close(&mut self) -> anyhow::Result<(u16, String)> {
+        match self.next().await? {
+            Message::Close(Some(CloseFrame { code, reason })) => {
+                Ok((u16::from(code), reason.as_str().to_owned()))
+            }
+            Message::Close(None) => Ok((1005, String::new())),
+            other => bail!("expected a close frame, got {other:?}"),
+        }
+    }
+
+    /// Assert that nothing arrives for `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Ok(message) = tokio::time::timeout(wait, self.ws.next()).await {
+            panic!("expected silence, got {message:?}");
+        }
+    }
+
+    /// Close from the client side and wait for the server's reply.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        let _ = tokio::time::timeout(PATIENCE, async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+}

@@ -1,0 +1,160 @@
+//! Developer commands, run as `cargo xtask <command>` (an alias in
+//! `.cargo/config.toml`).
+
+mod plugins;
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [args...]
+
+commands:
+  plugins          build plugins/ for wasm32-wasip2 and install the components:
+                   the examples in target/plugins/, all of them (with the
+                   test-only ones) in target/test-plugins/
+  serve [args...]  `plugins`, then run the server on target/plugins/;
+                   args go to `switchyard serve`
+  test [args...]   `plugins`, then fmt, clippy and the tests of both
+                   workspaces; args go to `cargo test --workspace`
+";
+
+fn main() -> ExitCode {
+    let mut args = env::args().skip(1);
+    let command = args.next();
+    let rest: Vec<String> = args.collect();
+    let result = match command.as_deref() {
+        Some("plugins") if rest.is_empty() => plugins::install(&repo_root()),
+        Some("serve") => serve(&repo_root(), &rest),
+        Some("test") => test(&repo_root(), &rest),
+        Some("help" | "-h" | "--help") => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some("plugins") => {
+            eprint!("`plugins` takes no arguments\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        Some(other) => {
+            eprint!("unknown command `{other}`\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        None => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The repository root: the parent of this crate's directory.
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask/ lies inside the repository")
+        .to_path_buf()
+}
+
+/// The cargo that runs this xtask (so the same toolchain), or `cargo`.
+fn cargo() -> Command {
+    Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// `cargo xtask serve`: install the plugins, then run the server on them.
+fn serve(root: &Path, args: &[String]) -> Result<()> {
+    plugins::install(root)?;
+    let mut server = cargo();
+    server
+        .current_dir(root)
+        .args(["run", "--package", "switchyard", "--", "serve", "--plugins"])
+        .arg(plugins::example_dir(root))
+        .args(args);
+    println!("xtask: cargo run --package switchyard -- serve");
+    exec(server)
+}
+
+/// Replaces this process with `command`, so that signals (Ctrl-C) reach the
+/// server directly and its exit status is ours.
+#[cfg(unix)]
+fn exec(mut command: Command) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let err = command.exec();
+    Err(err).context("cannot start cargo")
+}
+
+/// Runs `command` and exits with its status.
+#[cfg(not(unix))]
+fn exec(mut command: Command) -> Result<()> {
+    let status = command.status().context("cannot start cargo")?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+/// `cargo xtask test`: everything CI checks, stopping at the first failure.
+fn test(root: &Path, args: &[String]) -> Result<()> {
+    plugins::install(root)?;
+
+    let mut fmt = cargo();
+    fmt.current_dir(root).args(["fmt", "--all", "--check"]);
+    let mut clippy = cargo();
+    clippy.current_dir(root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    let mut tests = cargo();
+    tests
+        .current_dir(root)
+        .args(["test", "--workspace"])
+        .args(args)
+        .env("SWITCHYARD_TEST_PLUGINS", plugins::test_dir(root));
+
+    let steps = [
+        ("cargo fmt --all --check", fmt),
+        (
+            "cargo fmt --check (plugins/)",
+            plugins::cargo(root, &["fmt", "--check"]),
+        ),
+        (
+            "cargo clippy --workspace --all-targets -- -D warnings",
+            clippy,
+        ),
+        (
+            "cargo clippy --release -- -D warnings (plugins/)",
+            plugins::cargo(root, &["clippy", "--release", "--", "-D", "warnings"]),
+        ),
+        ("cargo test --workspace", tests),
+    ];
+    for (name, mut command) in steps {
+        println!("xtask: {name}");
+        run(&mut command).with_context(|| format!("step `{name}` failed"))?;
+    }
+    println!("xtask: all steps passed");
+    Ok(())
+}
+
+/// Runs `command` to completion; an error unless it succeeds.
+fn run(command: &mut Command) -> Result<()> {
+    let program = Path::new(command.get_program()).file_name().map_or_else(
+        || "command".into(),
+        |name| name.to_string_lossy().into_owned(),
+    );
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start {program}"))?;
+    if !status.success() {
+        bail!("{program} exited with {status}");
+    }
+    Ok(())
+}
