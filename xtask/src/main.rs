@@ -134,14 +134,69 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
             "cargo clippy --release -- -D warnings (plugins/)",
             plugins::cargo(root, &["clippy", "--release", "--", "-D", "warnings"]),
         ),
-        ("cargo test --workspace", tests),
     ];
     for (name, mut command) in steps {
         println!("xtask: {name}");
         run(&mut command).with_context(|| format!("step `{name}` failed"))?;
     }
+    println!("xtask: cargo test --workspace");
+    let totals = run_tests(&mut tests).context("step `cargo test --workspace` failed")?;
     println!("xtask: all steps passed");
+    // One plain closing line with the totals of every test binary.
+    println!("tests: {} passed, {} failed", totals.passed, totals.failed);
     Ok(())
+}
+
+/// Totals over every `test result:` line cargo test printed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+}
+
+impl Totals {
+    /// Add the counts of one `test result: ok. 3 passed; 0 failed; ...` line.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(count) = count.parse::<u64>() else {
+                continue;
+            };
+            match label {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs cargo test, passing its output through and adding up the results.
+fn run_tests(command: &mut Command) -> Result<Totals> {
+    use std::io::{BufRead as _, BufReader};
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot start cargo test")?;
+    let stdout = child.stdout.take().context("cargo test has no stdout")?;
+    let mut totals = Totals::default();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        totals.add_line(&line);
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() {
+        println!("tests: {} passed, {} failed", totals.passed, totals.failed);
+        bail!("cargo test exited with {status}");
+    }
+    Ok(totals)
 }
 
 /// Runs `command` to completion; an error unless it succeeds.
@@ -157,4 +212,26 @@ fn run(command: &mut Command) -> Result<()> {
         bail!("{program} exited with {status}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Totals;
+
+    #[test]
+    fn totals_add_up_result_lines() {
+        let mut totals = Totals::default();
+        totals.add_line("test result: ok. 20 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 9.35s");
+        totals.add_line(
+            "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        totals.add_line("running 5 tests");
+        assert_eq!(
+            totals,
+            Totals {
+                passed: 23,
+                failed: 2
+            }
+        );
+    }
 }
