@@ -1,12 +1,15 @@
 //! The generated bindings of `wit/consumer.wit`, fenced in one private module.
 //!
 //! Nothing outside this module names a generated path: the rest of the crate
-//! (and the server) use the curated re-exports below.
+//! (and the server) use the curated re-exports below. The bindings are for
+//! the `migratable-consumer` world, but the host loads each exported
+//! interface on its own: `websocket-consumer` is required, `migration` is
+//! optional (a plain `consumer` component simply lacks it).
 
 mod generated {
     wasmtime::component::bindgen!({
         path: "../../wit",
-        world: "switchyard:consumer/consumer",
+        world: "switchyard:consumer/migratable-consumer",
         // Host functions may await the channel layer (Redis) and may trap the
         // guest (e.g. `send` before `accept`).
         imports: { default: async | trappable },
@@ -17,6 +20,12 @@ mod generated {
     });
 }
 
+pub use generated::exports::switchyard::consumer::migration::{
+    Guest as Migration, GuestIndices as MigrationIndices,
+};
+pub use generated::exports::switchyard::consumer::websocket_consumer::{
+    Guest as WebsocketConsumer, GuestIndices as WebsocketConsumerIndices,
+};
 pub use generated::switchyard::consumer::host::{
     Host, HostConnection, Level, add_to_linker as add_host_to_linker,
 };
@@ -24,4 +33,3 @@ pub use generated::switchyard::consumer::types::{
     Frame, Host as TypesHost, LayerError as WitLayerError, Scope,
     add_to_linker as add_types_to_linker,
 };
-pub use generated::{Consumer, ConsumerPre};

@@ -75,6 +75,21 @@ impl Connection {
         }
     }
 
+    /// The same connection, for the instance of a newer version that takes
+    /// it over (hot swap with `migrate`): same id, channel, handshake,
+    /// groups and socket.
+    pub(crate) fn successor(&self) -> Self {
+        Self {
+            id: self.id,
+            channel_name: Arc::clone(&self.channel_name),
+            handshake: self.handshake.clone(),
+            closed: self.closed,
+            overflow: self.overflow,
+            groups: self.groups.clone(),
+            outbound: self.outbound.clone(),
+        }
+    }
+
     /// Queue a message for the socket without waiting: a guest call never
     /// blocks on a slow client. A full queue marks the connection for closing
     /// instead (counted by the server), so one slow reader never stalls a

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_layer::{ChannelLayer, Event};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use wasmtime::Store;
 use wasmtime::component::Resource;
 
-use crate::bindings::{Consumer as Bindings, Frame, Scope};
+use crate::bindings::{Frame, Migration, Scope, WebsocketConsumer};
 use crate::connection::{Connection, Handshake, OutboundOverflow};
 use crate::engine::epoch_ticks;
+use crate::plugin::{Plugin, Retirement};
 use crate::state::ConsumerState;
 
 /// A frame received from the client.
@@ -53,9 +54,16 @@ pub enum ConnectionStatus {
 /// A live consumer instance bound to one connection.
 pub struct Consumer {
     store: Store<ConsumerState>,
-    bindings: Bindings,
+    guest: WebsocketConsumer,
+    /// Present when the plugin exports `migration`.
+    migration: Option<Migration>,
     connection: Resource<Connection>,
+    /// The plugin's name, for errors and logs.
     plugin: Arc<str>,
+    /// The version this instance runs; counts it as open while alive.
+    version: Arc<Plugin>,
+    /// Tells when a newer version retires this one; `None` once handled.
+    retirement: Option<watch::Receiver<Retirement>>,
     layer: Arc<dyn ChannelLayer>,
     call_timeout: Duration,
     /// Set once a call failed; the instance is never called again.
@@ -68,26 +76,40 @@ impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Consumer")
             .field("plugin", &self.plugin)
+            .field("version", &self.version.hash())
             .field("failed", &self.failed)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.version.closed();
     }
 }
 
 impl Consumer {
     pub(crate) fn new(
         store: Store<ConsumerState>,
-        bindings: Bindings,
+        guest: WebsocketConsumer,
+        migration: Option<Migration>,
         connection: Resource<Connection>,
+        version: Arc<Plugin>,
         call_timeout: Duration,
         permit: OwnedSemaphorePermit,
     ) -> Self {
         let plugin = Arc::clone(&store.data().host.plugin);
         let layer = Arc::clone(&store.data().host.layer);
+        version.opened();
+        let retirement = Some(version.watch_retirement());
         Self {
             store,
-            bindings,
+            guest,
+            migration,
             connection,
             plugin,
+            version,
+            retirement,
             layer,
             call_timeout,
             failed: false,
@@ -100,7 +122,34 @@ impl Consumer {
         &self.plugin
     }
 
-    fn conn(&self) -> &Connection {
+    /// The plugin version this instance runs.
+    pub fn version(&self) -> &Arc<Plugin> {
+        &self.version
+    }
+
+    /// Resolves when a newer version retired this one with `restart` or
+    /// `migrate`; never for `drain` (the connection just carries on), and
+    /// never again once the caller handled one retirement.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only waits on a `watch` channel.
+    pub async fn retired(&mut self) -> Retirement {
+        loop {
+            let Some(watch) = &mut self.retirement else {
+                return std::future::pending().await;
+            };
+            let current = watch.borrow_and_update().clone();
+            if matches!(current, Retirement::Restart | Retirement::Migrate(_)) {
+                self.retirement = None;
+                return current;
+            }
+            if watch.changed().await.is_err() {
+                self.retirement = None;
+            }
+        }
+    }
+
+    pub(crate) fn conn(&self) -> &Connection {
         // The entry is pushed before the consumer exists and only removed
         // when the store is dropped; a missing entry is a host bug.
         self.store
@@ -187,7 +236,7 @@ impl Consumer {
     pub async fn connect(&mut self, scope: Scope) -> Result<Handshake, GuestError> {
         self.arm();
         let conn = self.borrow();
-        let guest = self.bindings.switchyard_consumer_websocket_consumer();
+        let guest = &self.guest;
         Self::guarded(
             &self.plugin,
             "connect",
@@ -219,7 +268,7 @@ impl Consumer {
             InFrame::Text(text) => Frame::Text(text),
             InFrame::Binary(bytes) => Frame::Binary(bytes),
         };
-        let guest = self.bindings.switchyard_consumer_websocket_consumer();
+        let guest = &self.guest;
         Self::guarded(
             &self.plugin,
             "receive",
@@ -234,7 +283,7 @@ impl Consumer {
     pub async fn event(&mut self, event: &Event) -> Result<(), GuestError> {
         self.arm();
         let conn = self.borrow();
-        let guest = self.bindings.switchyard_consumer_websocket_consumer();
+        let guest = &self.guest;
         Self::guarded(
             &self.plugin,
             "event",
@@ -252,7 +301,7 @@ impl Consumer {
         if !self.failed {
             self.arm();
             let conn = self.borrow();
-            let guest = self.bindings.switchyard_consumer_websocket_consumer();
+            let guest = &self.guest;
             let result = Self::guarded(
                 &self.plugin,
                 "disconnect",
@@ -266,6 +315,46 @@ impl Consumer {
             }
         }
         self.leave_groups().await;
+    }
+
+    /// Ask the guest for this connection's state (`migration.snapshot`).
+    /// `None` when the plugin does not export `migration`.
+    pub(crate) async fn snapshot(&mut self) -> Option<Result<Vec<u8>, GuestError>> {
+        let migration = self.migration.as_ref()?;
+        self.store
+            .set_epoch_deadline(epoch_ticks(self.call_timeout));
+        let conn = Resource::new_borrow(self.connection.rep());
+        Some(
+            Self::guarded(
+                &self.plugin,
+                "snapshot",
+                self.call_timeout,
+                &mut self.failed,
+                migration.call_snapshot(&mut self.store, conn),
+            )
+            .await,
+        )
+    }
+
+    /// Hand the guest a previous version's state (`migration.restore`).
+    pub(crate) async fn restore(
+        &mut self,
+        state: Vec<u8>,
+    ) -> Result<Result<(), String>, GuestError> {
+        let Some(migration) = self.migration.as_ref() else {
+            return Ok(Err("this version does not export `migration`".to_owned()));
+        };
+        self.store
+            .set_epoch_deadline(epoch_ticks(self.call_timeout));
+        let conn = Resource::new_borrow(self.connection.rep());
+        Self::guarded(
+            &self.plugin,
+            "restore",
+            self.call_timeout,
+            &mut self.failed,
+            migration.call_restore(&mut self.store, conn, &state),
+        )
+        .await
     }
 
     async fn leave_groups(&mut self) {

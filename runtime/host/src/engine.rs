@@ -5,8 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use std::path::Path;
+
 use anyhow::Context as _;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+};
 
 /// Limits applied to every guest instance.
 #[derive(Debug, Clone)]
@@ -52,8 +56,34 @@ const MEMORIES_PER_COMPONENT: u32 = 2;
 /// images, and the pooling allocator sized from `limits` (instantiation in
 /// tens of microseconds). When the pool's address-space reservation fails
 /// (e.g. under a `ulimit -v`), fall back to on-demand allocation and say so.
-pub fn build_engine(limits: &GuestLimits) -> anyhow::Result<Engine> {
-    let mut config = base_config();
+///
+/// With `compile_cache`, compiled components are cached in that directory,
+/// keyed by the hash of the component and the engine's settings (wasmtime's
+/// own cache), so restarting with unchanged plugins skips compilation.
+pub fn build_engine(
+    limits: &GuestLimits,
+    compile_cache: Option<&Path>,
+) -> anyhow::Result<(Engine, Option<Cache>)> {
+    let cache = match compile_cache {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the compile cache {}", dir.display()))?;
+            let mut cache_config = CacheConfig::new();
+            cache_config.with_directory(dir);
+            Some(
+                Cache::new(cache_config)
+                    .map_err(anyhow::Error::from)
+                    .with_context(|| format!("opening the compile cache {}", dir.display()))?,
+            )
+        }
+        None => None,
+    };
+    let engine = build_pooled_or_on_demand(limits, cache.clone())?;
+    Ok((engine, cache))
+}
+
+fn build_pooled_or_on_demand(limits: &GuestLimits, cache: Option<Cache>) -> anyhow::Result<Engine> {
+    let mut config = base_config(cache.clone());
     let instances = limits.max_instances.max(1);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
@@ -73,7 +103,7 @@ pub fn build_engine(limits: &GuestLimits) -> anyhow::Result<Engine> {
                 error = %err,
                 "pooling allocator unavailable; falling back to on-demand instance allocation"
             );
-            let mut config = base_config();
+            let mut config = base_config(cache);
             config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
             Engine::new(&config)
                 .map_err(anyhow::Error::from)
@@ -82,9 +112,10 @@ pub fn build_engine(limits: &GuestLimits) -> anyhow::Result<Engine> {
     }
 }
 
-fn base_config() -> Config {
+fn base_config(cache: Option<Cache>) -> Config {
     let mut config = Config::new();
     config
+        .cache(cache)
         .epoch_interruption(true)
         .memory_init_cow(true)
         .cranelift_opt_level(wasmtime::OptLevel::Speed)

@@ -1,14 +1,17 @@
-//! [`PluginHost`]: the engine, the linker, the live route table, and the
-//! start of every connection's consumer.
+//! [`PluginHost`]: the engine, the linker, the live route table, hot swap,
+//! and the start (and migration) of every connection's consumer.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
+use serde::Serialize;
 use switchyard_layer::{ChannelLayer, Inbox};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 
@@ -16,7 +19,8 @@ use crate::bindings::{Scope, add_host_to_linker, add_types_to_linker};
 use crate::connection::{Connection, Handshake, Outbound};
 use crate::consumer::{Consumer, GuestError};
 use crate::engine::{EpochTicker, GuestLimits, build_engine, epoch_ticks};
-use crate::plugin::{self, Plugin, PluginError};
+use crate::manifest::ReplacePolicy;
+use crate::plugin::{self, Plugin, PluginError, PluginFiles, Retirement};
 use crate::registry::{RouteInfo, RouteMatch, RouteTable};
 use crate::state::{ConsumerState, HostCtx};
 
@@ -61,11 +65,93 @@ pub struct Started {
     pub handshake: Handshake,
 }
 
+/// Why a connection stayed on its old version during a `migrate` swap.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("version {version} of `{plugin}` does not export `migration`")]
+    NotMigratable { plugin: String, version: String },
+    #[error("no instance slot free for the new version")]
+    AtCapacity,
+    #[error("instantiating the new version: {0}")]
+    Instantiate(String),
+    /// `snapshot` failed: the old instance is unusable, the connection must
+    /// close (1011).
+    #[error("snapshot failed: {0}")]
+    Snapshot(GuestError),
+    #[error("the new version refused the state: {0}")]
+    Refused(String),
+    #[error("restore failed: {0}")]
+    Restore(GuestError),
+}
+
+impl MigrateError {
+    /// Whether the old instance can go on serving the connection.
+    pub fn old_version_usable(&self) -> bool {
+        !matches!(self, Self::Snapshot(_))
+    }
+}
+
 /// The outcome of loading a plugin directory.
 #[derive(Debug, Default)]
 pub struct LoadReport {
     pub loaded: Vec<String>,
+    pub unchanged: Vec<String>,
+    pub removed: Vec<String>,
     pub failed: Vec<(PathBuf, PluginError)>,
+}
+
+/// A plugin file that failed to load, as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadFailure {
+    pub file: String,
+    pub error: String,
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+}
+
+/// One version of a plugin, as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionStatus {
+    pub version: String,
+    /// Seconds since the Unix epoch.
+    pub loaded_at: u64,
+    pub live: bool,
+    pub open_connections: usize,
+    pub migratable: bool,
+}
+
+/// One plugin, as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginStatus {
+    pub name: String,
+    /// The live version's hash, if the plugin is live.
+    pub version: Option<String>,
+    pub source: Option<String>,
+    pub routes: Vec<String>,
+    pub on_replace: Option<ReplacePolicy>,
+    /// The live version first, then retired versions that still serve
+    /// connections.
+    pub versions: Vec<VersionStatus>,
+    pub last_error: Option<LoadFailure>,
+}
+
+fn unix_secs(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Options of the host beyond the guest limits.
+#[derive(Debug, Clone, Default)]
+pub struct HostOptions {
+    pub limits: GuestLimits,
+    /// Where compiled components are cached, keyed by content hash, so an
+    /// unchanged plugin is not compiled again after a restart. `None`
+    /// disables the cache.
+    pub compile_cache: Option<PathBuf>,
 }
 
 /// Loads plugins and starts consumers. Shared by every connection task.
@@ -75,8 +161,15 @@ pub struct PluginHost {
     layer: Arc<dyn ChannelLayer>,
     limits: GuestLimits,
     table: ArcSwap<RouteTable>,
+    /// Serialises table updates (reads never lock: they load the pointer).
+    update: Mutex<()>,
+    /// Versions replaced or removed while connections still ran on them.
+    retired: Mutex<Vec<Arc<Plugin>>>,
+    /// The last load failure of each plugin name, cleared when it loads.
+    failures: Mutex<BTreeMap<String, LoadFailure>>,
     instances: Arc<Semaphore>,
     next_connection: AtomicU64,
+    cache: Option<wasmtime::Cache>,
     _ticker: EpochTicker,
 }
 
@@ -90,10 +183,29 @@ impl std::fmt::Debug for PluginHost {
 }
 
 impl PluginHost {
-    /// Build the engine and the linker (WASI without ambient authority plus
-    /// the `host` interface), and start the epoch ticker.
+    /// A host without a compile cache.
     pub fn new(layer: Arc<dyn ChannelLayer>, limits: GuestLimits) -> anyhow::Result<Self> {
-        let engine = build_engine(&limits)?;
+        Self::with_options(
+            layer,
+            HostOptions {
+                limits,
+                compile_cache: None,
+            },
+        )
+    }
+
+    /// Build the engine (with the compile cache, if any) and the linker (WASI
+    /// without ambient authority plus the `host` interface), and start the
+    /// epoch ticker.
+    pub fn with_options(
+        layer: Arc<dyn ChannelLayer>,
+        options: HostOptions,
+    ) -> anyhow::Result<Self> {
+        let HostOptions {
+            limits,
+            compile_cache,
+        } = options;
+        let (engine, cache) = build_engine(&limits, compile_cache.as_deref())?;
         let mut linker: Linker<ConsumerState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
@@ -113,9 +225,20 @@ impl PluginHost {
             instances: Arc::new(Semaphore::new(slots.min(Semaphore::MAX_PERMITS))),
             limits,
             table: ArcSwap::from_pointee(RouteTable::default()),
+            update: Mutex::new(()),
+            retired: Mutex::new(Vec::new()),
+            failures: Mutex::new(BTreeMap::new()),
             next_connection: AtomicU64::new(1),
+            cache,
             _ticker: ticker,
         })
+    }
+
+    /// Hits and misses of the compile cache since start, if it is enabled.
+    pub fn compile_cache_stats(&self) -> Option<(usize, usize)> {
+        self.cache
+            .as_ref()
+            .map(|cache| (cache.cache_hits(), cache.cache_misses()))
     }
 
     pub fn layer(&self) -> &Arc<dyn ChannelLayer> {
@@ -126,40 +249,115 @@ impl PluginHost {
         &self.limits
     }
 
-    /// Compile one plugin off the async threads.
+    /// Read and compile one plugin off the async threads.
     pub async fn compile(&self, wasm_path: &Path) -> Result<Arc<Plugin>, PluginError> {
         let engine = self.engine.clone();
         let linker = self.linker.clone();
         let path = wasm_path.to_path_buf();
-        tokio::task::spawn_blocking(move || plugin::compile(&engine, &linker, &path))
-            .await
-            .map_err(|_| PluginError::Join {
-                path: wasm_path.display().to_string(),
-            })?
-            .map(Arc::new)
+        tokio::task::spawn_blocking(move || {
+            let files = PluginFiles::read(&path)?;
+            plugin::compile(&engine, &linker, files)
+        })
+        .await
+        .map_err(|_| PluginError::Join {
+            path: wasm_path.display().to_string(),
+        })?
+        .map(Arc::new)
     }
 
-    /// Make a compiled plugin live (or replace the version of the same
-    /// name). The swap is atomic: new handshakes see the new table, open
-    /// connections keep the version they started with.
-    pub fn install(&self, plugin: Arc<Plugin>) -> Result<(), PluginError> {
-        let name = plugin.name().to_owned();
-        let current = self.table.load();
-        let next = current.with_plugin(plugin)?;
-        self.table.store(Arc::new(next));
-        tracing::info!(plugin = name, "plugin live");
+    /// Make a compiled plugin live, replacing the live version of the same
+    /// name. The swap is atomic: new handshakes see the new table; open
+    /// connections of the old version follow the new manifest's
+    /// `on-replace` policy.
+    pub fn install(&self, plugin: &Arc<Plugin>) -> Result<(), PluginError> {
+        let previous = {
+            let _guard = lock(&self.update);
+            let current = self.table.load();
+            let previous = current.get(plugin.name()).cloned();
+            let next = current.with_plugin(Arc::clone(plugin))?;
+            self.table.store(Arc::new(next));
+            previous
+        };
+        lock(&self.failures).remove(plugin.name());
+        tracing::info!(
+            plugin = plugin.name(),
+            version = plugin.hash(),
+            routes = ?plugin.manifest().routes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "plugin live"
+        );
+        if let Some(old) = previous {
+            let how = match plugin.manifest().on_replace {
+                ReplacePolicy::Drain => Retirement::Drain,
+                ReplacePolicy::Restart => Retirement::Restart,
+                ReplacePolicy::Migrate => Retirement::Migrate(Arc::clone(plugin)),
+            };
+            self.retire(old, how);
+        }
         Ok(())
     }
 
-    /// Unroute a plugin: new handshakes no longer reach it.
+    /// Unroute a plugin: new handshakes no longer reach it, and its open
+    /// connections follow its own `on-replace` policy (`migrate`, having
+    /// nowhere to go, drains).
     pub fn remove(&self, name: &str) {
-        let next = self.table.load().without_plugin(name);
-        self.table.store(Arc::new(next));
+        let removed = {
+            let _guard = lock(&self.update);
+            let current = self.table.load();
+            let removed = current.get(name).cloned();
+            self.table.store(Arc::new(current.without_plugin(name)));
+            removed
+        };
+        lock(&self.failures).remove(name);
+        if let Some(old) = removed {
+            tracing::info!(plugin = name, version = old.hash(), "plugin removed");
+            let how = match old.manifest().on_replace {
+                ReplacePolicy::Restart => Retirement::Restart,
+                ReplacePolicy::Drain | ReplacePolicy::Migrate => Retirement::Drain,
+            };
+            self.retire(old, how);
+        }
     }
 
-    /// Load every `*.wasm` in `dir` (files starting with `.` are skipped: that
-    /// is where editors and copy tools keep partial files). A plugin that
-    /// fails to load is reported and skipped; the others go live.
+    fn retire(&self, old: Arc<Plugin>, how: Retirement) {
+        tracing::info!(
+            plugin = old.name(),
+            version = old.hash(),
+            open = old.open_connections(),
+            policy = match &how {
+                Retirement::Live | Retirement::Drain => "drain",
+                Retirement::Restart => "restart",
+                Retirement::Migrate(_) => "migrate",
+            },
+            "retiring the previous version"
+        );
+        old.retire(how);
+        let mut retired = lock(&self.retired);
+        retired.retain(|version| version.open_connections() > 0);
+        retired.push(old);
+    }
+
+    fn record_failure(&self, path: &Path, err: &PluginError) {
+        tracing::error!(path = %path.display(), "plugin not loaded: {err}");
+        let name = plugin::plugin_name(path).unwrap_or_else(|_| {
+            path.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        });
+        lock(&self.failures).insert(
+            name,
+            LoadFailure {
+                file: path.display().to_string(),
+                error: err.to_string(),
+                at: unix_secs(SystemTime::now()),
+            },
+        );
+    }
+
+    /// Bring the live plugins in line with `dir`: load new and changed
+    /// plugins (a version is the component plus its manifest), unroute the
+    /// ones whose `.wasm` is gone. Files whose names start with `.` are
+    /// ignored: that is where editors and copy tools keep partial files. A
+    /// plugin that fails to load never replaces its live version: the error
+    /// is logged and kept for the admin API.
     pub async fn load_dir(&self, dir: &Path) -> anyhow::Result<LoadReport> {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
             .with_context(|| format!("reading plugin directory {}", dir.display()))?
@@ -168,23 +366,70 @@ impl PluginHost {
             .collect();
         paths.sort();
         let mut report = LoadReport::default();
+        let mut present = Vec::new();
         for path in paths {
-            let outcome = match self.compile(&path).await {
-                Ok(plugin) => {
-                    let name = plugin.name().to_owned();
-                    self.install(plugin).map(|()| name)
+            if let Ok(name) = plugin::plugin_name(&path) {
+                present.push(name);
+            }
+            let before = file_stamp(&path);
+            match self.load_file(&path).await {
+                Ok(Some(name)) => report.loaded.push(name),
+                Ok(None) => report
+                    .unchanged
+                    .push(plugin::plugin_name(&path).unwrap_or_default()),
+                Err(err) if file_stamp(&path) != before => {
+                    // Still being written: the watcher will see the next write.
+                    tracing::debug!(path = %path.display(), "plugin file changed while loading: {err}");
                 }
-                Err(err) => Err(err),
-            };
-            match outcome {
-                Ok(name) => report.loaded.push(name),
                 Err(err) => {
-                    tracing::error!(path = %path.display(), "plugin not loaded: {err}");
+                    self.record_failure(&path, &err);
                     report.failed.push((path, err));
                 }
             }
         }
+        let live: Vec<String> = self
+            .table
+            .load()
+            .plugins()
+            .map(|p| p.name().to_owned())
+            .collect();
+        for name in live {
+            if !present.contains(&name) {
+                self.remove(&name);
+                report.removed.push(name);
+            }
+        }
+        lock(&self.failures).retain(|name, _| present.contains(name));
         Ok(report)
+    }
+
+    /// Load one plugin file unless the live version is the same; `Ok(None)`
+    /// when unchanged.
+    async fn load_file(&self, path: &Path) -> Result<Option<String>, PluginError> {
+        let engine = self.engine.clone();
+        let linker = self.linker.clone();
+        let owned = path.to_path_buf();
+        let table = self.table.load_full();
+        let compiled = tokio::task::spawn_blocking(move || {
+            let files = PluginFiles::read(&owned)?;
+            if table
+                .get(&files.name)
+                .is_some_and(|live| live.fingerprint() == files.fingerprint)
+            {
+                return Ok(None);
+            }
+            plugin::compile(&engine, &linker, files).map(Some)
+        })
+        .await
+        .map_err(|_| PluginError::Join {
+            path: path.display().to_string(),
+        })??;
+        let Some(plugin) = compiled else {
+            return Ok(None);
+        };
+        let name = plugin.name().to_owned();
+        self.install(&Arc::new(plugin))?;
+        Ok(Some(name))
     }
 
     /// The plugin version and kwargs for a request path.
@@ -197,28 +442,77 @@ impl PluginHost {
         self.table.load().routes()
     }
 
-    /// Start a consumer for a handshake: take an instance slot, create the
-    /// connection's channel, instantiate from the pre-instantiated plugin
-    /// and call `connect`.
-    pub async fn start(
+    /// Every plugin that is live, serves connections on a retired version,
+    /// or failed to load, for the admin API.
+    pub fn status(&self) -> Vec<PluginStatus> {
+        let table = self.table.load();
+        let retired = {
+            let mut retired = lock(&self.retired);
+            retired.retain(|version| version.open_connections() > 0);
+            retired.clone()
+        };
+        let failures = lock(&self.failures).clone();
+        let mut names: Vec<String> = table.plugins().map(|p| p.name().to_owned()).collect();
+        names.extend(retired.iter().map(|p| p.name().to_owned()));
+        names.extend(failures.keys().cloned());
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|name| {
+                let live = table.get(&name);
+                let version = |plugin: &Arc<Plugin>, is_live: bool| VersionStatus {
+                    version: plugin.hash().to_owned(),
+                    loaded_at: unix_secs(plugin.loaded_at()),
+                    live: is_live,
+                    open_connections: plugin.open_connections(),
+                    migratable: plugin.migratable(),
+                };
+                let mut versions: Vec<VersionStatus> =
+                    live.iter().map(|p| version(p, true)).collect();
+                versions.extend(
+                    retired
+                        .iter()
+                        .filter(|p| p.name() == name)
+                        .map(|p| version(p, false)),
+                );
+                PluginStatus {
+                    version: live.map(|p| p.hash().to_owned()),
+                    source: live.map(|p| p.source().display().to_string()),
+                    routes: live
+                        .map(|p| {
+                            p.manifest()
+                                .routes
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    on_replace: live.map(|p| p.manifest().on_replace),
+                    versions,
+                    last_error: failures.get(&name).cloned(),
+                    name,
+                }
+            })
+            .collect()
+    }
+
+    fn take_slot(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.instances).try_acquire_owned().ok()
+    }
+
+    /// A store and an instance of `plugin` serving `connection`.
+    async fn instantiate(
         &self,
-        matched: &RouteMatch,
-        request: ConnectRequest,
-        outbound: mpsc::Sender<Outbound>,
-    ) -> Result<Started, StartError> {
-        let permit = Arc::clone(&self.instances)
-            .try_acquire_owned()
-            .map_err(|_| StartError::AtCapacity(self.limits.max_instances))?;
-        let plugin = &matched.plugin;
-        let inbox = self.layer.new_channel();
-        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        plugin: &Arc<Plugin>,
+        connection: Connection,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Consumer, String> {
+        let id = connection.id;
         let mut connections = ResourceTable::new();
-        let connection = connections
-            .push(Connection::new(id, inbox.name().into(), outbound))
-            .map_err(|err| StartError::Instantiate {
-                plugin: plugin.name().to_owned(),
-                message: err.to_string(),
-            })?;
+        let handle = connections
+            .push(connection)
+            .map_err(|err| err.to_string())?;
         let host = HostCtx {
             connections,
             layer: Arc::clone(&self.layer),
@@ -232,26 +526,59 @@ impl PluginHost {
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(epoch_ticks(self.limits.call_timeout));
-        let bindings = tokio::time::timeout(
+        let instance = tokio::time::timeout(
             self.limits.call_timeout,
             plugin.pre.instantiate_async(&mut store),
         )
         .await
-        .map_err(|_| StartError::Instantiate {
-            plugin: plugin.name().to_owned(),
-            message: format!("timed out after {:?}", self.limits.call_timeout),
-        })?
-        .map_err(|err| StartError::Instantiate {
-            plugin: plugin.name().to_owned(),
-            message: format!("{err:#}"),
-        })?;
-        let mut consumer = Consumer::new(
+        .map_err(|_| format!("timed out after {:?}", self.limits.call_timeout))?
+        .map_err(|err| format!("{err:#}"))?;
+        let guest = plugin
+            .consumer_exports
+            .load(&mut store, &instance)
+            .map_err(|err| format!("{err:#}"))?;
+        let migration = match &plugin.migration_exports {
+            Some(indices) => Some(
+                indices
+                    .load(&mut store, &instance)
+                    .map_err(|err| format!("{err:#}"))?,
+            ),
+            None => None,
+        };
+        Ok(Consumer::new(
             store,
-            bindings,
-            connection,
+            guest,
+            migration,
+            handle,
+            Arc::clone(plugin),
             self.limits.call_timeout,
             permit,
-        );
+        ))
+    }
+
+    /// Start a consumer for a handshake: take an instance slot, create the
+    /// connection's channel, instantiate from the pre-instantiated plugin
+    /// and call `connect`.
+    pub async fn start(
+        &self,
+        matched: &RouteMatch,
+        request: ConnectRequest,
+        outbound: mpsc::Sender<Outbound>,
+    ) -> Result<Started, StartError> {
+        let permit = self
+            .take_slot()
+            .ok_or(StartError::AtCapacity(self.limits.max_instances))?;
+        let plugin = &matched.plugin;
+        let inbox = self.layer.new_channel();
+        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        let connection = Connection::new(id, inbox.name().into(), outbound);
+        let mut consumer =
+            self.instantiate(plugin, connection, permit)
+                .await
+                .map_err(|message| StartError::Instantiate {
+                    plugin: plugin.name().to_owned(),
+                    message,
+                })?;
         let scope = Scope {
             path: request.path,
             query_string: request.query_string,
@@ -276,10 +603,74 @@ impl PluginHost {
             }
         }
     }
+
+    /// Move a connection to `next`, a newer version of its plugin: snapshot
+    /// the old instance, instantiate `next` for the same connection, restore
+    /// there, and swap `consumer` in place. The connection keeps its id,
+    /// channel and groups; `connect` is not called again. On error the old
+    /// instance stays (unless [`MigrateError::old_version_usable`] says
+    /// otherwise).
+    pub async fn migrate(
+        &self,
+        consumer: &mut Consumer,
+        next: &Arc<Plugin>,
+    ) -> Result<(), MigrateError> {
+        if !next.migratable() {
+            return Err(MigrateError::NotMigratable {
+                plugin: next.name().to_owned(),
+                version: next.hash().to_owned(),
+            });
+        }
+        let old_version = Arc::clone(consumer.version());
+        let state = match consumer.snapshot().await {
+            None => {
+                return Err(MigrateError::NotMigratable {
+                    plugin: old_version.name().to_owned(),
+                    version: old_version.hash().to_owned(),
+                });
+            }
+            Some(Err(err)) => return Err(MigrateError::Snapshot(err)),
+            Some(Ok(state)) => state,
+        };
+        let permit = self.take_slot().ok_or(MigrateError::AtCapacity)?;
+        let connection = consumer.conn().successor();
+        let mut successor = self
+            .instantiate(next, connection, permit)
+            .await
+            .map_err(MigrateError::Instantiate)?;
+        match successor.restore(state).await {
+            Ok(Ok(())) => {
+                tracing::debug!(
+                    plugin = next.name(),
+                    connection = consumer.connection_id(),
+                    from = old_version.hash(),
+                    to = next.hash(),
+                    "connection migrated"
+                );
+                // The old instance goes without `disconnect` and without
+                // leaving groups: the connection lives on in `successor`.
+                *consumer = successor;
+                Ok(())
+            }
+            Ok(Err(reason)) => Err(MigrateError::Refused(reason)),
+            Err(err) => Err(MigrateError::Restore(err)),
+        }
+    }
+}
+
+/// Size and modification time of a file (and of its manifest), to notice a
+/// file that changes while it is being loaded.
+fn file_stamp(path: &Path) -> [Option<(u64, SystemTime)>; 2] {
+    let stamp = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .and_then(|m| Some((m.len(), m.modified().ok()?)))
+    };
+    [stamp(path), stamp(&path.with_extension("toml"))]
 }
 
 /// `*.wasm` files whose names do not start with `.`.
-fn is_plugin_file(path: &Path) -> bool {
+pub(crate) fn is_plugin_file(path: &Path) -> bool {
     let hidden = path
         .file_name()
         .and_then(|n| n.to_str())

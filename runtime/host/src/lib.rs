@@ -12,7 +12,8 @@
 //! - [`host`]: [`PluginHost`], which loads plugins and starts consumers.
 //! - [`consumer`]: one instance serving one connection.
 //! - [`connection`]: the `connection` resource and what it asks of the socket.
-//! - [`engine`]: the wasmtime engine and guest limits.
+//! - [`engine`]: the wasmtime engine, the compile cache and guest limits.
+//! - [`watch`]: watching the plugin directory for hot swap.
 //! - `bindings`, `state`, `host_api`, `guest_output` (private): the generated
 //!   bindings, the store's data, the host interface, guest stdout/stderr.
 
@@ -28,12 +29,17 @@ pub mod plugin;
 pub mod registry;
 pub mod route;
 mod state;
+pub mod watch;
 
 pub use connection::{Handshake, OutFrame, Outbound, OutboundOverflow};
 pub use consumer::{ConnectionStatus, Consumer, GuestError, InFrame};
 pub use engine::GuestLimits;
-pub use host::{ConnectRequest, LoadReport, PluginHost, StartError, Started};
-pub use manifest::{InstanceMode, Manifest};
-pub use plugin::{Plugin, PluginError};
+pub use host::{
+    ConnectRequest, HostOptions, LoadFailure, LoadReport, MigrateError, PluginHost, PluginStatus,
+    StartError, Started, VersionStatus,
+};
+pub use manifest::{InstanceMode, Manifest, ReplacePolicy};
+pub use plugin::{Plugin, PluginError, Retirement};
 pub use registry::{RouteInfo, RouteMatch};
 pub use route::RoutePattern;
+pub use watch::{PluginWatcher, WatchOptions};

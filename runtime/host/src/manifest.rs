@@ -5,6 +5,9 @@
 //! routes = ["ws/chat/<str:room_name>/"]
 //! # Optional; "per-connection" is the only mode implemented so far.
 //! instance = "per-connection"
+//! # Optional: what happens to open connections when this file replaces
+//! # the live version: "drain" (default), "restart" or "migrate".
+//! on-replace = "drain"
 //! ```
 //!
 //! Unknown keys are errors, so a typo never silently changes behaviour. A
@@ -16,6 +19,9 @@ use serde::Deserialize;
 
 use crate::route::{RouteError, RoutePattern};
 
+/// Paths the server keeps for itself (the admin API).
+pub const RESERVED_PREFIX: &str = "_switchyard/";
+
 /// How instances of a plugin map to connections.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -25,14 +31,33 @@ pub enum InstanceMode {
     PerConnection,
 }
 
+/// What happens to the open connections of the live version when a new
+/// version replaces it (the new version's manifest decides) or the plugin
+/// is removed (the old version's manifest decides).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplacePolicy {
+    /// Open connections finish on the old version; new ones get the new.
+    #[default]
+    Drain,
+    /// Open connections are closed with 1012 (service restart) so clients
+    /// reconnect to the new version.
+    Restart,
+    /// Open connections move to the new version through the `migration`
+    /// exports, without a disconnect; where that is not possible they drain.
+    Migrate,
+}
+
 /// A parsed, validated manifest.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Manifest {
     /// The WebSocket routes this plugin serves.
     pub routes: Vec<RoutePattern>,
     #[serde(default)]
     pub instance: InstanceMode,
+    #[serde(default)]
+    pub on_replace: ReplacePolicy,
 }
 
 /// Why a manifest could not be used.
@@ -55,6 +80,7 @@ impl Manifest {
         Ok(Self {
             routes: vec![RoutePattern::parse(&format!("ws/{name}/"))?],
             instance: InstanceMode::default(),
+            on_replace: ReplacePolicy::default(),
         })
     }
 
@@ -67,6 +93,18 @@ impl Manifest {
         if manifest.routes.is_empty() {
             return Err(ManifestError::NoRoutes {
                 path: path.display().to_string(),
+            });
+        }
+        if let Some(route) = manifest
+            .routes
+            .iter()
+            .find(|r| r.as_str().starts_with(RESERVED_PREFIX))
+        {
+            return Err(ManifestError::Invalid {
+                path: path.display().to_string(),
+                message: format!(
+                    "route `{route}`: paths under /{RESERVED_PREFIX} are reserved for the server"
+                ),
             });
         }
         Ok(manifest)
@@ -119,9 +157,25 @@ mod tests {
     }
 
     #[test]
+    fn server_paths_are_reserved() {
+        let err = parse("routes = [\"_switchyard/plugins\"]\n").expect_err("reserved");
+        assert!(err.to_string().contains("reserved"), "{err}");
+    }
+
+    #[test]
     fn unknown_instance_mode_is_an_error() {
         let err = parse("routes = [\"ws/a/\"]\ninstance = \"pooled\"\n").expect_err("bad mode");
         assert!(err.to_string().contains("pooled"), "{err}");
+    }
+
+    #[test]
+    fn replace_policy_defaults_to_drain_and_parses() {
+        let m = parse("routes = [\"ws/a/\"]\n").expect("valid");
+        assert_eq!(m.on_replace, ReplacePolicy::Drain);
+        let m = parse("routes = [\"ws/a/\"]\non-replace = \"migrate\"\n").expect("valid");
+        assert_eq!(m.on_replace, ReplacePolicy::Migrate);
+        let err = parse("routes = [\"ws/a/\"]\non-replace = \"reload\"\n").expect_err("bad");
+        assert!(err.to_string().contains("reload"), "{err}");
     }
 
     #[test]

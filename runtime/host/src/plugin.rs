@@ -3,13 +3,15 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 use wasmtime::Engine;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, InstancePre, Linker};
 
-use crate::bindings::ConsumerPre;
+use crate::bindings::{MigrationIndices, WebsocketConsumerIndices};
 use crate::manifest::{Manifest, ManifestError};
 use crate::route::RouteError;
 use crate::state::ConsumerState;
@@ -50,14 +52,36 @@ pub enum PluginError {
     Join { path: String },
 }
 
+/// What the host asks of a version's open connections once a newer version
+/// (or nothing) took its place.
+#[derive(Debug, Clone)]
+pub enum Retirement {
+    /// The version is live.
+    Live,
+    /// Finish on this version.
+    Drain,
+    /// Close with 1012 so the client reconnects.
+    Restart,
+    /// Move to this version through the `migration` exports.
+    Migrate(Arc<Plugin>),
+}
+
 /// A compiled, validated plugin version, ready to instantiate.
 pub struct Plugin {
     name: Arc<str>,
     manifest: Manifest,
     hash: String,
+    /// Identifies the version: the component and the manifest it came with.
+    fingerprint: String,
     source: PathBuf,
     loaded_at: SystemTime,
-    pub(crate) pre: ConsumerPre<ConsumerState>,
+    pub(crate) pre: InstancePre<ConsumerState>,
+    pub(crate) consumer_exports: WebsocketConsumerIndices,
+    /// Present when the component exports `migration`.
+    pub(crate) migration_exports: Option<MigrationIndices>,
+    /// Connections served by this version right now.
+    open: AtomicUsize,
+    retirement: watch::Sender<Retirement>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -87,6 +111,43 @@ impl Plugin {
     /// The first 16 hex digits of the SHA-256 of the component bytes.
     pub fn hash(&self) -> &str {
         &self.hash
+    }
+
+    /// The component's and the manifest's hashes: equal fingerprints are the
+    /// same version.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Whether the component exports the `migration` interface.
+    pub fn migratable(&self) -> bool {
+        self.migration_exports.is_some()
+    }
+
+    /// Connections this version serves now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn opened(&self) {
+        self.open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn closed(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Whether a newer version (or a removal) retired this one.
+    pub fn is_retired(&self) -> bool {
+        !matches!(*self.retirement.borrow(), Retirement::Live)
+    }
+
+    pub(crate) fn retire(&self, how: Retirement) {
+        self.retirement.send_replace(how);
+    }
+
+    pub(crate) fn watch_retirement(&self) -> watch::Receiver<Retirement> {
+        self.retirement.subscribe()
     }
 
     pub fn source(&self) -> &Path {
@@ -121,56 +182,100 @@ pub(crate) fn plugin_name(path: &Path) -> Result<String, PluginError> {
     Ok(stem.to_owned())
 }
 
-/// Read the manifest beside `wasm_path` (`<name>.toml`), or the default one.
-pub(crate) fn read_manifest(wasm_path: &Path, name: &str) -> Result<Manifest, PluginError> {
-    let manifest_path = wasm_path.with_extension("toml");
-    if manifest_path.exists() {
-        Ok(Manifest::read(&manifest_path)?)
-    } else {
-        Manifest::default_for(name).map_err(|source| PluginError::DefaultRoute {
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The files of one plugin version as read from the plugin directory.
+#[derive(Debug, Clone)]
+pub(crate) struct PluginFiles {
+    pub(crate) name: String,
+    pub(crate) wasm_path: PathBuf,
+    pub(crate) wasm: Vec<u8>,
+    pub(crate) manifest: Manifest,
+    pub(crate) fingerprint: String,
+}
+
+impl PluginFiles {
+    /// Read `<name>.wasm` and its manifest `<name>.toml` (or the default
+    /// manifest when there is none).
+    pub(crate) fn read(wasm_path: &Path) -> Result<Self, PluginError> {
+        let name = plugin_name(wasm_path)?;
+        let manifest_path = wasm_path.with_extension("toml");
+        let manifest_text = match std::fs::read_to_string(&manifest_path) {
+            Ok(text) => Some(text),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(ManifestError::Read {
+                    path: manifest_path.display().to_string(),
+                    source,
+                }
+                .into());
+            }
+        };
+        let manifest = match &manifest_text {
+            Some(text) => Manifest::parse(text, &manifest_path)?,
+            None => Manifest::default_for(&name).map_err(|source| PluginError::DefaultRoute {
+                path: wasm_path.display().to_string(),
+                source,
+            })?,
+        };
+        let wasm = std::fs::read(wasm_path).map_err(|source| PluginError::Read {
             path: wasm_path.display().to_string(),
             source,
+        })?;
+        let mut hasher = Sha256::new();
+        hasher.update(Sha256::digest(&wasm));
+        hasher.update(Sha256::digest(manifest_text.unwrap_or_default()));
+        Ok(Self {
+            name,
+            wasm_path: wasm_path.to_path_buf(),
+            fingerprint: hex(&hasher.finalize()[..16]),
+            wasm,
+            manifest,
         })
     }
 }
 
 /// Compile and pre-instantiate a plugin. Blocking and CPU-heavy: call it
-/// from `spawn_blocking`, never on an async worker.
+/// from `spawn_blocking`, never on an async worker. With the engine's cache
+/// (keyed by the component's content hash) an unchanged component is not
+/// compiled again, even across restarts.
 pub(crate) fn compile(
     engine: &Engine,
     linker: &Linker<ConsumerState>,
-    wasm_path: &Path,
+    files: PluginFiles,
 ) -> Result<Plugin, PluginError> {
-    let path = wasm_path.display().to_string();
-    let name = plugin_name(wasm_path)?;
-    let manifest = read_manifest(wasm_path, &name)?;
-    let bytes = std::fs::read(wasm_path).map_err(|source| PluginError::Read {
-        path: path.clone(),
-        source,
-    })?;
-    let digest = Sha256::digest(&bytes);
-    let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let component = Component::new(engine, &bytes).map_err(|err| PluginError::Compile {
+    let path = files.wasm_path.display().to_string();
+    let hash = hex(&Sha256::digest(&files.wasm)[..8]);
+    let component = Component::new(engine, &files.wasm).map_err(|err| PluginError::Compile {
         path: path.clone(),
         message: format!("{err:#}"),
     })?;
-    let instance_pre = linker
+    let pre = linker
         .instantiate_pre(&component)
         .map_err(|err| PluginError::Imports {
             path: path.clone(),
             message: format!("{err:#}"),
         })?;
-    let pre = ConsumerPre::new(instance_pre).map_err(|err| PluginError::Exports {
-        path: path.clone(),
-        message: format!("{err:#}"),
-    })?;
+    let consumer_exports =
+        WebsocketConsumerIndices::new(&pre).map_err(|err| PluginError::Exports {
+            path: path.clone(),
+            message: format!("{err:#}"),
+        })?;
+    let migration_exports = MigrationIndices::new(&pre).ok();
     Ok(Plugin {
-        name: name.into(),
-        manifest,
+        name: files.name.into(),
+        manifest: files.manifest,
         hash,
-        source: wasm_path.to_path_buf(),
+        fingerprint: files.fingerprint,
+        source: files.wasm_path,
         loaded_at: SystemTime::now(),
         pre,
+        consumer_exports,
+        migration_exports,
+        open: AtomicUsize::new(0),
+        retirement: watch::Sender::new(Retirement::Live),
     })
 }
 
