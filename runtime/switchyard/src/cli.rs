@@ -26,6 +26,21 @@ pub struct Cli {
 pub enum Command {
     /// Serve the plugins in a directory over HTTP and WebSocket.
     Serve(ServeArgs),
+    /// Show the plugins of a running server (its admin API).
+    Plugins(PluginsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PluginsArgs {
+    /// The server's base URL
+    #[arg(long, default_value = "http://127.0.0.1:8000", env = "SWITCHYARD_URL")]
+    pub url: String,
+    /// The admin token (the server's `admin.token`)
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Print the raw JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -46,6 +61,9 @@ pub struct ServeArgs {
     /// Redis URL for the Redis channel layer (reserved: not built yet)
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// Token that enables the admin API (GET /_switchyard/plugins)
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 impl ServeArgs {
@@ -66,6 +84,9 @@ impl ServeArgs {
         }
         if let Some(url) = self.redis_url.filter(|url| !url.is_empty()) {
             config.redis_url = Some(url);
+        }
+        if let Some(token) = self.admin_token.filter(|token| !token.is_empty()) {
+            config.admin.token = Some(token);
         }
         config.validate()?;
         Ok(config)
@@ -89,7 +110,9 @@ mod tests {
             "/tmp",
         ])
         .expect("valid flags");
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
         assert_eq!(args.bind, Some(IpAddr::from([0, 0, 0, 0])));
         assert_eq!(args.port, Some(9001));
         let config = args.into_config().expect("valid config");

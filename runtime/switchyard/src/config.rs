@@ -8,6 +8,11 @@
 //! port = 8000
 //! plugins = "plugins"
 //! shutdown-timeout-secs = 10
+//! watch-plugins = true          # hot swap: reload the plugin directory on change
+//! compile-cache = "/var/cache/switchyard"   # "" disables; default: $XDG_CACHE_HOME/switchyard
+//!
+//! [admin]
+//! token = "..."                # enables GET /_switchyard/plugins (Bearer token)
 //!
 //! [websocket]
 //! max-message-size = 1048576   # bytes; larger messages close with 1009
@@ -71,6 +76,12 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// How long open sockets get to close after a shutdown signal.
     pub shutdown_timeout_secs: u64,
+    /// Watch the plugin directory and swap plugins while serving.
+    pub watch_plugins: bool,
+    /// Where compiled components are cached by content hash; an empty path
+    /// disables the cache.
+    pub compile_cache: Option<PathBuf>,
+    pub admin: AdminConfig,
     pub websocket: WebSocketConfig,
     pub layer: LayerSection,
     pub guest: GuestSection,
@@ -84,11 +95,35 @@ impl Default for Config {
             plugins: PathBuf::from("plugins"),
             redis_url: None,
             shutdown_timeout_secs: 10,
+            watch_plugins: true,
+            compile_cache: default_compile_cache(),
+            admin: AdminConfig::default(),
             websocket: WebSocketConfig::default(),
             layer: LayerSection::default(),
             guest: GuestSection::default(),
         }
     }
+}
+
+/// `$XDG_CACHE_HOME/switchyard`, else `$HOME/.cache/switchyard`, else none.
+fn default_compile_cache() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|home| PathBuf::from(home).join(".cache"))
+        })?;
+    Some(base.join("switchyard"))
+}
+
+/// The admin API: JSON about plugins, behind a bearer token.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct AdminConfig {
+    /// The bearer token; the admin API is off without one.
+    pub token: Option<String>,
 }
 
 /// WebSocket limits, with Daphne's defaults where Daphne has one.
@@ -234,6 +269,12 @@ impl Config {
             ));
         }
         self.layer_config()?;
+        if self.admin.token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(invalid(
+                "admin.token",
+                "must be at least 16 characters (or unset to disable the admin API)",
+            ));
+        }
         if self.guest.call_timeout_ms == 0 {
             return Err(invalid("guest.call-timeout-ms", "must be at least 1"));
         }
@@ -274,6 +315,13 @@ impl Config {
             call_timeout: Duration::from_millis(self.guest.call_timeout_ms),
             max_instances: self.guest.max_instances,
         }
+    }
+
+    /// The compile cache directory, if enabled.
+    pub fn compile_cache_dir(&self) -> Option<&Path> {
+        self.compile_cache
+            .as_deref()
+            .filter(|dir| !dir.as_os_str().is_empty())
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

@@ -6,6 +6,7 @@
 //! anything else 404.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
@@ -113,6 +114,7 @@ pub(crate) async fn handle(
         outbound_tx,
         outbound_rx,
         shutdown: app.shutdown.clone(),
+        host: Arc::clone(&app.host),
     };
     app.tasks.spawn(connection.run(socket_rx));
     upgrade

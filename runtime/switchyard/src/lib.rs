@@ -7,6 +7,7 @@
 //! layer; dependencies run one way, server → host → layer.
 //!
 //! Modules:
+//! - [`admin`]: the admin API (`/_switchyard/plugins`) and its client.
 //! - [`cli`]: the `switchyard` command line.
 //! - [`config`]: the one strict configuration.
 //! - [`server`]: [`Server`] and [`run`]: build, serve, shut down.
@@ -14,6 +15,7 @@
 //! - `socket` (private): the task that owns one socket.
 //! - [`shutdown`]: SIGTERM and ctrl-c.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 mod handshake;

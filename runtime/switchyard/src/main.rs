@@ -33,7 +33,13 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(cli: Cli) -> anyhow::Result<()> {
-    let Command::Serve(args) = cli.command;
+    let args = match cli.command {
+        Command::Serve(args) => args,
+        Command::Plugins(args) => {
+            return tokio::task::spawn_blocking(move || switchyard::admin::print_plugins(&args))
+                .await?;
+        }
+    };
     let config = args.into_config()?;
     let addr = std::net::SocketAddr::new(config.bind, config.port);
     let server = Server::build(config).await?;

@@ -12,14 +12,14 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::Router;
-use switchyard_host::{PluginHost, RouteInfo};
+use switchyard_host::{HostOptions, PluginHost, PluginWatcher, RouteInfo, WatchOptions};
 use switchyard_layer::{ChannelLayer, MemoryLayer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::handshake;
+use crate::{admin, handshake};
 
 /// Everything a request handler needs, cheap to clone.
 #[derive(Debug, Clone)]
@@ -48,7 +48,11 @@ impl Server {
         let layer: Arc<dyn ChannelLayer> = Arc::new(
             MemoryLayer::new(config.layer_config()?).context("configuring the in-memory layer")?,
         );
-        let host = Arc::new(PluginHost::new(layer, config.guest_limits())?);
+        let options = HostOptions {
+            limits: config.guest_limits(),
+            compile_cache: config.compile_cache_dir().map(Into::into),
+        };
+        let host = Arc::new(PluginHost::with_options(layer, options)?);
         let report = host.load_dir(&config.plugins).await?;
         tracing::info!(
             dir = %config.plugins.display(),
@@ -87,7 +91,18 @@ impl Server {
             shutdown: token.clone(),
             tasks: tasks.clone(),
         };
+        // Dropping the watcher (when serving ends) stops hot swap.
+        let _watcher = if self.config.watch_plugins {
+            Some(PluginWatcher::start(
+                Arc::clone(&state.host),
+                self.config.plugins.clone(),
+                WatchOptions::default(),
+            )?)
+        } else {
+            None
+        };
         let app = Router::new()
+            .route(admin::PLUGINS_PATH, axum::routing::get(admin::plugins))
             .fallback(handshake::handle)
             .with_state(state)
             .into_make_service_with_connect_info::<SocketAddr>();

@@ -9,13 +9,18 @@
 //! - 1008: the client reads too slowly (its outbound queue filled up).
 //! - 1009: a message or frame exceeded the size limit.
 //! - 1011: the plugin trapped or ran past its deadline.
+//! - 1012: the plugin was replaced under the `restart` policy: reconnect.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt as _, StreamExt as _};
-use switchyard_host::{ConnectionStatus, Consumer, InFrame, OutFrame, Outbound, OutboundOverflow};
+use switchyard_host::{
+    ConnectionStatus, Consumer, InFrame, OutFrame, Outbound, OutboundOverflow, PluginHost,
+    Retirement,
+};
 use switchyard_layer::Inbox;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -39,6 +44,7 @@ const INVALID_PAYLOAD: u16 = 1007;
 const POLICY_VIOLATION: u16 = 1008;
 const MESSAGE_TOO_BIG: u16 = 1009;
 const INTERNAL_ERROR: u16 = 1011;
+const SERVICE_RESTART: u16 = 1012;
 
 /// An accepted connection waiting for its socket.
 #[derive(Debug)]
@@ -50,6 +56,8 @@ pub(crate) struct Connection {
     pub(crate) outbound_tx: mpsc::Sender<Outbound>,
     pub(crate) outbound_rx: mpsc::Receiver<Outbound>,
     pub(crate) shutdown: CancellationToken,
+    /// For moving the consumer to a new plugin version (hot swap).
+    pub(crate) host: Arc<PluginHost>,
 }
 
 /// How the read loop ended: the code the consumer's `disconnect` gets and
@@ -86,6 +94,7 @@ impl Connection {
             outbound_tx,
             outbound_rx,
             shutdown,
+            host,
         } = self;
         let Ok(socket) = socket.await else {
             // The upgrade failed: the consumer accepted a socket that never
@@ -100,6 +109,7 @@ impl Connection {
         let mut writer = tokio::spawn(write_loop(sink, outbound_rx, close_rx));
 
         let ending = read_loop(
+            &host,
             &mut consumer,
             &mut inbox,
             &mut stream,
@@ -133,9 +143,12 @@ impl Connection {
 ///
 /// # Cancel safety
 /// Every branch of the `select!` is cancel safe: `SplitStream::next`,
-/// `Inbox::recv` and `CancellationToken::cancelled` lose nothing when
-/// another branch wins, and a `JoinHandle` can be polled again.
+/// `Inbox::recv`, `Consumer::retired` and `CancellationToken::cancelled`
+/// lose nothing when another branch wins, and a `JoinHandle` can be polled
+/// again. While the consumer handles one input (or migrates) nothing else
+/// is read, so events wait in the inbox, in order.
 async fn read_loop(
+    host: &PluginHost,
     consumer: &mut Consumer,
     inbox: &mut Inbox,
     stream: &mut SplitStream<WebSocket>,
@@ -164,6 +177,31 @@ async fn read_loop(
             event = inbox.recv() => match event {
                 Some(event) => consumer.event(&event).await,
                 None => return Ending::host(INTERNAL_ERROR, "channel layer closed"),
+            },
+            retirement = consumer.retired() => match retirement {
+                Retirement::Restart => {
+                    return Ending::host(SERVICE_RESTART, "plugin replaced: please reconnect");
+                }
+                Retirement::Migrate(next) => match host.migrate(consumer, &next).await {
+                    Ok(()) => Ok(()),
+                    Err(err) if err.old_version_usable() => {
+                        tracing::warn!(
+                            plugin = consumer.plugin(),
+                            connection = consumer.connection_id(),
+                            "cannot migrate ({err}); the connection stays on the old version"
+                        );
+                        Ok(())
+                    }
+                    Err(err) => {
+                        tracing::error!(
+                            plugin = consumer.plugin(),
+                            connection = consumer.connection_id(),
+                            "migration failed ({err}); closing with 1011"
+                        );
+                        return Ending::host(INTERNAL_ERROR, "consumer error");
+                    }
+                },
+                Retirement::Live | Retirement::Drain => Ok(()),
             },
         };
         if let Err(err) = result {

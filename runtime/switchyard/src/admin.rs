@@ -1,0 +1,169 @@
+//! The admin API and its client.
+//!
+//! `GET /_switchyard/plugins` with `Authorization: Bearer <admin.token>`
+//! answers JSON: every plugin with its live version (hash, load time,
+//! routes, policy), the versions still serving connections and how many,
+//! and the last load error. Off unless `admin.token` is set. The
+//! `switchyard plugins` subcommand prints it.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context as _, bail};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::cli::PluginsArgs;
+use crate::server::AppState;
+
+/// The path of the plugin listing.
+pub(crate) const PLUGINS_PATH: &str = "/_switchyard/plugins";
+
+/// Compare without leaking where the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
+}
+
+pub(crate) async fn plugins(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(token) = app.config.admin.token.as_deref() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if !authorized(&headers, token) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "admin token required\n",
+        )
+            .into_response();
+    }
+    Json(json!({ "plugins": app.host.status() })).into_response()
+}
+
+/// `switchyard plugins`: fetch the listing and print it.
+pub fn print_plugins(args: &PluginsArgs) -> anyhow::Result<()> {
+    let url = format!("{}{PLUGINS_PATH}", args.url.trim_end_matches('/'));
+    let mut response = ureq::get(&url)
+        .header("Authorization", &format!("Bearer {}", args.token))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .with_context(|| format!("requesting {url}"))?;
+    let status = response.status();
+    let body: String = response
+        .body_mut()
+        .read_to_string()
+        .context("reading the answer")?;
+    if !status.is_success() {
+        bail!("{url} answered {status}: {}", body.trim());
+    }
+    if args.json {
+        println!("{body}");
+        return Ok(());
+    }
+    let listing: Value = serde_json::from_str(&body).context("the answer is not JSON")?;
+    print!("{}", render(&listing));
+    Ok(())
+}
+
+/// A plain-text table of a listing.
+fn render(listing: &Value) -> String {
+    let mut out = String::new();
+    let empty = Vec::new();
+    let plugins = listing["plugins"].as_array().unwrap_or(&empty);
+    if plugins.is_empty() {
+        out.push_str("no plugins\n");
+    }
+    for plugin in plugins {
+        let name = plugin["name"].as_str().unwrap_or("?");
+        let version = plugin["version"].as_str().unwrap_or("(not live)");
+        let policy = plugin["on_replace"].as_str().unwrap_or("-");
+        let _ = writeln!(out, "{name}  version {version}  on-replace {policy}");
+        for route in plugin["routes"].as_array().unwrap_or(&empty) {
+            let _ = writeln!(out, "  route    /{}", route.as_str().unwrap_or("?"));
+        }
+        for v in plugin["versions"].as_array().unwrap_or(&empty) {
+            let _ = writeln!(
+                out,
+                "  version  {} {}  open connections {}{}",
+                v["version"].as_str().unwrap_or("?"),
+                if v["live"].as_bool() == Some(true) {
+                    "live   "
+                } else {
+                    "retired"
+                },
+                v["open_connections"],
+                if v["migratable"].as_bool() == Some(true) {
+                    "  (migratable)"
+                } else {
+                    ""
+                },
+            );
+        }
+        if let Some(error) = plugin["last_error"].as_object() {
+            let _ = writeln!(
+                out,
+                "  error    {}: {}",
+                error.get("file").and_then(Value::as_str).unwrap_or("?"),
+                error.get("error").and_then(Value::as_str).unwrap_or("?"),
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_token_must_match_exactly() {
+        let mut headers = HeaderMap::new();
+        assert!(!authorized(&headers, "secret-token-123456"));
+        headers.insert(
+            header::AUTHORIZATION,
+            "Bearer secret-token-123456".parse().expect("header"),
+        );
+        assert!(authorized(&headers, "secret-token-123456"));
+        assert!(!authorized(&headers, "secret-token-1234567"));
+        headers.insert(
+            header::AUTHORIZATION,
+            "Basic secret-token-123456".parse().expect("header"),
+        );
+        assert!(!authorized(&headers, "secret-token-123456"));
+    }
+
+    #[test]
+    fn the_table_shows_versions_and_errors() {
+        let listing = json!({"plugins": [{
+            "name": "chat", "version": "abc", "on_replace": "migrate",
+            "routes": ["ws/chat/<str:room_name>/"],
+            "versions": [
+                {"version": "abc", "live": true, "open_connections": 2, "migratable": true},
+                {"version": "old", "live": false, "open_connections": 1, "migratable": false}
+            ],
+            "last_error": {"file": "/p/chat.wasm", "error": "not a component", "at": 0}
+        }]});
+        let text = render(&listing);
+        assert!(
+            text.contains("chat  version abc  on-replace migrate"),
+            "{text}"
+        );
+        assert!(text.contains("/ws/chat/<str:room_name>/"), "{text}");
+        assert!(text.contains("old retired  open connections 1"), "{text}");
+        assert!(
+            text.contains("error    /p/chat.wasm: not a component"),
+            "{text}"
+        );
+    }
+}
