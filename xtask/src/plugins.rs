@@ -16,7 +16,12 @@ const TARGET: &str = "wasm32-wasip2";
 
 /// Plugins that exist for the integration tests: installed in
 /// `target/test-plugins/` only, never beside the examples.
-const TEST_ONLY: &[&str] = &["probe"];
+const TEST_ONLY: &[&str] = &["probe", "counter"];
+
+/// Second versions of plugins, for the hot-swap tests: `(crate, plugin)`.
+/// Installed as `target/test-plugins/v2/<plugin>.wasm`, so a test can copy
+/// them over the first version.
+const SECOND_VERSIONS: &[(&str, &str)] = &[("chat_v2", "chat"), ("counter_v2", "counter")];
 
 /// Variables that the outer cargo (or the shell) sets for the root workspace
 /// and that must not reach the plugin build: host rustflags, wrappers, and
@@ -92,24 +97,28 @@ pub(crate) fn install(root: &Path) -> Result<()> {
         let manifest = manifest.is_file().then_some(manifest);
         let size = fs::metadata(&wasm)?.len();
 
-        let dirs = if TEST_ONLY.contains(&name.as_str()) {
-            vec![test_dir(root)]
-        } else {
-            vec![example_dir(root), test_dir(root)]
+        let second_version = SECOND_VERSIONS.iter().find(|(krate, _)| *krate == name);
+        let (dirs, installed) = match second_version {
+            Some((_, plugin)) => (vec![test_dir(root).join("v2")], (*plugin).to_owned()),
+            None if TEST_ONLY.contains(&name.as_str()) => (vec![test_dir(root)], name.clone()),
+            None => (vec![example_dir(root), test_dir(root)], name.clone()),
         };
         for dir in &dirs {
             fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
             // The manifest first: a server watching `dir` loads a new
             // component together with the manifest beside it.
-            let toml = dir.join(format!("{name}.toml"));
+            let toml = dir.join(format!("{installed}.toml"));
             match &manifest {
                 Some(manifest) => replace(manifest, &toml)?,
                 None => remove(&toml)?,
             }
-            replace(&wasm, &dir.join(format!("{name}.wasm")))?;
+            replace(&wasm, &dir.join(format!("{installed}.wasm")))?;
         }
         let dirs: Vec<String> = dirs.iter().map(|dir| relative(root, dir)).collect();
-        println!("xtask: {name}.wasm ({size} bytes) -> {}", dirs.join(", "));
+        println!(
+            "xtask: {name}.wasm ({size} bytes) -> {} as {installed}.wasm",
+            dirs.join(", ")
+        );
     }
     Ok(())
 }

@@ -29,10 +29,16 @@
 //! The room of each connection is kept in a map keyed by `connection.id`, so
 //! the plugin works in both the `per-connection` and the `shared` instance
 //! modes.
+//!
+//! Hot swap: the plugin exports `migration` (world `migratable-consumer`):
+//! `snapshot` hands over the connection's group name, so with
+//! `on-replace = "migrate"` open connections move to a new version without
+//! a disconnect. Built with the `v2` feature (the test build `chat_v2`), every
+//! frame it sends carries `"version": "v2"`, so tests can tell versions apart.
 
 #[allow(unsafe_code)] // wit-bindgen's canonical-ABI glue needs `unsafe`.
 mod bindings {
-    wit_bindgen::generate!({ path: "../../wit", world: "consumer" });
+    wit_bindgen::generate!({ path: "../../wit", world: "migratable-consumer" });
 
     use super::Chat;
     export!(Chat);
@@ -41,6 +47,7 @@ mod bindings {
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
+use bindings::exports::switchyard::consumer::migration::Guest as Migration;
 use bindings::exports::switchyard::consumer::websocket_consumer::Guest;
 use bindings::switchyard::consumer::host::{self, Connection, Level};
 use bindings::switchyard::consumer::types::{Frame, LayerError, Scope};
@@ -145,8 +152,31 @@ fn group_of(conn: &Connection) -> Option<String> {
     GROUPS.with_borrow(|groups| groups.get(&conn.id()).cloned())
 }
 
-/// Sends `value` as a JSON text frame.
+impl Migration for Chat {
+    /// The state of a connection is its group name, as UTF-8.
+    fn snapshot(conn: &Connection) -> Vec<u8> {
+        group_of(conn).unwrap_or_default().into_bytes()
+    }
+
+    fn restore(conn: &Connection, state: Vec<u8>) -> Result<(), String> {
+        let group = String::from_utf8(state).map_err(|_| "state is not UTF-8".to_owned())?;
+        if !group.starts_with("chat_") {
+            return Err(format!("unexpected state {group:?}"));
+        }
+        GROUPS.with_borrow_mut(|groups| groups.insert(conn.id(), group));
+        Ok(())
+    }
+}
+
+/// Sends `value` as a JSON text frame (tagged `"version": "v2"` in the v2
+/// test build).
 fn send_text(conn: &Connection, value: &Value) {
+    let mut value = value.clone();
+    if cfg!(feature = "v2")
+        && let Value::Object(fields) = &mut value
+    {
+        fields.insert("version".to_owned(), Value::from("v2"));
+    }
     conn.send(&Frame::Text(value.to_string()));
 }
 

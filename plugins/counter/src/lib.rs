@@ -1,0 +1,81 @@
+//! A stateful test plugin (not an example): it counts the text messages of
+//! each connection and hands the count to the next version of itself when
+//! it is hot-swapped with `on-replace = "migrate"`.
+//!
+//! Route: `test/counter/`. Every text frame `t` is answered with
+//! `{"count": n, "version": "v1"|"v2", "echo": t}`, `n` counting from 1 per
+//! connection. The migration state is one format byte (1) and the count as
+//! 8 little-endian bytes.
+
+#[allow(unsafe_code)] // wit-bindgen's canonical-ABI glue needs `unsafe`.
+mod bindings {
+    wit_bindgen::generate!({ path: "../../wit", world: "migratable-consumer" });
+
+    use super::Counter;
+    export!(Counter);
+}
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use bindings::exports::switchyard::consumer::migration::Guest as Migration;
+use bindings::exports::switchyard::consumer::websocket_consumer::Guest;
+use bindings::switchyard::consumer::host::Connection;
+use bindings::switchyard::consumer::types::{Frame, Scope};
+use serde_json::json;
+
+const VERSION: &str = if cfg!(feature = "v2") { "v2" } else { "v1" };
+const STATE_FORMAT: u8 = 1;
+
+thread_local! {
+    /// Messages counted so far, by connection id.
+    static COUNTS: RefCell<BTreeMap<u64, u64>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+struct Counter;
+
+impl Guest for Counter {
+    fn connect(conn: &Connection, _scope: Scope) {
+        COUNTS.with_borrow_mut(|counts| counts.insert(conn.id(), 0));
+        conn.accept(None);
+    }
+
+    fn receive(conn: &Connection, message: Frame) {
+        let Frame::Text(text) = message else {
+            return;
+        };
+        let count = COUNTS.with_borrow_mut(|counts| {
+            let count = counts.entry(conn.id()).or_insert(0);
+            *count += 1;
+            *count
+        });
+        let reply = json!({"count": count, "version": VERSION, "echo": text});
+        conn.send(&Frame::Text(reply.to_string()));
+    }
+
+    fn event(_conn: &Connection, _event: String) {}
+
+    fn disconnect(conn: &Connection, _code: u16) {
+        COUNTS.with_borrow_mut(|counts| counts.remove(&conn.id()));
+    }
+}
+
+impl Migration for Counter {
+    fn snapshot(conn: &Connection) -> Vec<u8> {
+        let count = COUNTS.with_borrow(|counts| counts.get(&conn.id()).copied().unwrap_or(0));
+        let mut state = vec![STATE_FORMAT];
+        state.extend_from_slice(&count.to_le_bytes());
+        state
+    }
+
+    fn restore(conn: &Connection, state: Vec<u8>) -> Result<(), String> {
+        let Some((&STATE_FORMAT, count)) = state.split_first() else {
+            return Err("unknown state format".to_owned());
+        };
+        let count: [u8; 8] = count
+            .try_into()
+            .map_err(|_| format!("state has {} count bytes, expected 8", count.len()))?;
+        COUNTS.with_borrow_mut(|counts| counts.insert(conn.id(), u64::from_le_bytes(count)));
+        Ok(())
+    }
+}
