@@ -43,12 +43,21 @@ pub fn test_plugins_dir() -> PathBuf {
     dir
 }
 
+pub mod plugin_dir;
+
+/// A compile cache under `target/`, shared by the tests (and never the
+/// user's own cache).
+pub fn test_compile_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-compile-cache")
+}
+
 /// A configuration for tests: a free port on loopback, the test plugins.
 pub fn test_config() -> Config {
     Config {
         port: 0,
         plugins: test_plugins_dir(),
         shutdown_timeout_secs: 5,
+        compile_cache: Some(test_compile_cache()),
         ..Config::default()
     }
 }
@@ -122,10 +131,13 @@ pub struct Client {
     pub subprotocol: Option<String>,
 }
 
-/// What a handshake that should fail got instead of 101.
+/// The HTTP status a handshake got: 101 when it succeeded.
 pub async fn handshake_status(server: &TestServer, path: &str) -> u16 {
     match tokio_tungstenite::connect_async(server.url(path)).await {
-        Ok(_) => panic!("handshake to {path} unexpectedly succeeded"),
+        Ok((mut ws, response)) => {
+            let _ = ws.close(None).await;
+            response.status().as_u16()
+        }
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
         Err(other) => panic!("handshake to {path} failed without an HTTP answer: {other}"),
     }

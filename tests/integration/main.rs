@@ -4,5 +4,6 @@
 mod chat;
 mod echo;
 mod handshake;
+mod hotswap;
 mod layer;
 mod shutdown;
