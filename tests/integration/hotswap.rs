@@ -475,3 +475,19 @@ async fn a_restart_with_unchanged_plugins_skips_compilation() {
     assert_eq!(misses_again, 0, "nothing compiled again");
     assert_eq!(hits, misses, "every plugin came from the cache");
 }
+
+#[tokio::test]
+async fn a_plugin_dropped_into_the_directory_goes_live() {
+    let dir = PluginDir::new();
+    let server = serve(&dir).await;
+    assert_eq!(handshake_status(&server, "/test/counter/").await, 404);
+    dir.install("counter", Build::V1, &counter_manifest("drain"));
+    let start = Instant::now();
+    while handshake_status(&server, "/test/counter/").await != 101 {
+        assert!(start.elapsed() < PATIENCE, "the new plugin never went live");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut client = Client::connect(&server, "/test/counter/").await;
+    assert_eq!(count(&mut client, "hi").await["count"], 1);
+    server.shutdown().await.expect("clean shutdown");
+}

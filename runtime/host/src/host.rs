@@ -338,10 +338,7 @@ impl PluginHost {
 
     fn record_failure(&self, path: &Path, err: &PluginError) {
         tracing::error!(path = %path.display(), "plugin not loaded: {err}");
-        let name = plugin::plugin_name(path).unwrap_or_else(|_| {
-            path.file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-        });
+        let name = failure_key(path);
         lock(&self.failures).insert(
             name,
             LoadFailure {
@@ -368,9 +365,7 @@ impl PluginHost {
         let mut report = LoadReport::default();
         let mut present = Vec::new();
         for path in paths {
-            if let Ok(name) = plugin::plugin_name(&path) {
-                present.push(name);
-            }
+            present.push(failure_key(&path));
             let before = file_stamp(&path);
             match self.load_file(&path).await {
                 Ok(Some(name)) => report.loaded.push(name),
@@ -656,6 +651,15 @@ impl PluginHost {
             Err(err) => Err(MigrateError::Restore(err)),
         }
     }
+}
+
+/// The name a file's load failure is kept under: its plugin name, or the
+/// file name when that cannot name a plugin.
+fn failure_key(path: &Path) -> String {
+    plugin::plugin_name(path).unwrap_or_else(|_| {
+        path.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    })
 }
 
 /// Size and modification time of a file (and of its manifest), to notice a

@@ -86,6 +86,8 @@ impl PluginWatcher {
     ) -> anyhow::Result<Self> {
         // Capacity 1: a pending signal already means "reconcile soon".
         let (tx, rx) = mpsc::channel::<()>(1);
+        // One reconcile right away covers changes made before the watch began.
+        let _ = tx.try_send(());
         let handler = move |event: notify::Result<notify::Event>| match event {
             Ok(event) => {
                 let rescan = event.need_rescan() || event.paths.iter().any(|p| relevant(p));
