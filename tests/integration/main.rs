@@ -5,4 +5,5 @@ mod chat;
 mod echo;
 mod handshake;
 mod layer;
+mod redis;
 mod shutdown;

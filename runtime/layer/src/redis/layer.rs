@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Script, Value as RedisValue};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::config::{RedisConfig, redact_url};
@@ -220,18 +220,10 @@ impl Inner {
         self.shards[shard].commands.clone()
     }
 
-    /// The event as a JSON object, refusing a `__asgi_channel__` key (reserved
-    /// for routing, as in channels_redis).
-    fn event_map(event: &Event) -> Result<Map<String, Value>, LayerError> {
-        let Value::Object(map) = event.to_value() else {
-            return Err(LayerError::InvalidEvent("not a JSON object".into()));
-        };
-        if map.contains_key(ASGI_CHANNEL) {
-            return Err(LayerError::InvalidEvent(format!(
-                "the key {ASGI_CHANNEL:?} is reserved for channels_redis routing"
-            )));
-        }
-        Ok(map)
+    /// The event's msgpack map entries and their count, refusing a
+    /// `__asgi_channel__` key (reserved for routing, as in channels_redis).
+    fn event_entries(event: &Event) -> Result<(Vec<u8>, u32), LayerError> {
+        Codec::encode_entries(event.as_str()).map_err(LayerError::InvalidEvent)
     }
 
     fn deliver_local(&self, channel: &str, event: Event) -> Result<(), LayerError> {
@@ -249,13 +241,14 @@ impl Inner {
         Ok(())
     }
 
-    /// Writes memberships to Redis again: every local membership whose group
-    /// lives on `shard` (all shards when `None`), with a fresh join time, and the
-    /// discards that failed earlier.
-    async fn readd_memberships(&self, shard: Option<usize>) -> Result<usize, LayerError> {
-        let on_shard = |group: &str| {
-            shard.is_none_or(|s| consistent_hash(group, self.shards.len()) == s)
-        };
+    /// Writes this process's memberships of the groups on `shard` to Redis
+    /// again, with a fresh join time, and the discards that failed earlier;
+    /// over `conn`, a connection to that shard. Returns how many memberships.
+    async fn readd_memberships<C>(&self, shard: usize, conn: &mut C) -> Result<usize, LayerError>
+    where
+        C: ::redis::aio::ConnectionLike + Send,
+    {
+        let on_shard = |group: &str| consistent_hash(group, self.shards.len()) == shard;
         let snapshot: Vec<(String, Vec<Arc<str>>)> = lock_unpoisoned(&self.memberships)
             .iter()
             .filter(|(group, _)| on_shard(group))
@@ -266,41 +259,39 @@ impl Inner {
             .filter(|(group, _)| on_shard(group))
             .cloned()
             .collect();
-        let mut by_shard: HashMap<usize, redis::Pipeline> = HashMap::new();
+        if snapshot.is_empty() && discards.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = ::redis::pipe();
+        pipe.atomic();
         let mut count = 0;
         for (group, members) in &snapshot {
             let key = self.group_key(group);
             let score = self.next_score().to_string();
-            let mut zadd = redis::cmd("ZADD");
+            let mut zadd = ::redis::cmd("ZADD");
             zadd.arg(&key);
             for member in members {
                 zadd.arg(&score).arg(&**member);
             }
             count += members.len();
-            let pipe = by_shard
-                .entry(consistent_hash(group, self.shards.len()))
-                .or_insert_with(|| {
-                    let mut pipe = redis::pipe();
-                    pipe.atomic();
-                    pipe
-                });
             pipe.add_command(zadd).ignore();
-            pipe.cmd("EXPIRE").arg(&key).arg(self.group_expiry_secs).ignore();
+            pipe.cmd("EXPIRE")
+                .arg(&key)
+                .arg(self.group_expiry_secs)
+                .ignore();
         }
         for (group, channel) in &discards {
-            by_shard
-                .entry(consistent_hash(group, self.shards.len()))
-                .or_insert_with(redis::pipe)
-                .cmd("ZREM")
+            pipe.cmd("ZREM")
                 .arg(self.group_key(group))
                 .arg(channel)
                 .ignore();
         }
-        for (index, pipe) in by_shard {
-            let mut conn = self.conn(index);
-            self.run(index, "re-adding group memberships", pipe.query_async::<()>(&mut conn))
-                .await?;
-        }
+        self.run(
+            shard,
+            "re-adding group memberships",
+            pipe.query_async::<()>(conn),
+        )
+        .await?;
         lock_unpoisoned(&self.pending_discards).retain(|d| !discards.contains(d));
         // A member discarded while the pipeline ran was just re-added: remove it.
         let stale: Vec<(String, Arc<str>)> = {
@@ -317,11 +308,12 @@ impl Inner {
                 .collect()
         };
         for (group, member) in stale {
-            let index = consistent_hash(&group, self.shards.len());
-            let mut conn = self.conn(index);
-            let key = self.group_key(&group);
-            let zrem = redis::cmd("ZREM").arg(&key).arg(&*member).to_owned();
-            self.run(index, "ZREM", zrem.query_async::<()>(&mut conn)).await?;
+            let zrem = ::redis::cmd("ZREM")
+                .arg(self.group_key(&group))
+                .arg(&*member)
+                .to_owned();
+            self.run(shard, "ZREM", zrem.query_async::<()>(conn))
+                .await?;
         }
         Ok(count)
     }
@@ -465,14 +457,36 @@ async fn receive_loop(inner: Arc<Inner>, shard: usize, stop: CancellationToken) 
         }
         failures = 0;
         backoff = Duration::from_millis(100);
-        let resync = Arc::clone(&inner);
-        tokio::spawn(async move {
-            match resync.readd_memberships(Some(shard)).await {
-                Ok(0) => {}
-                Ok(count) => tracing::info!(count, "re-added group memberships after connecting"),
-                Err(error) => tracing::warn!(%error, "cannot re-add group memberships"),
+        // A restarted Redis may have lost the groups: put ours back before
+        // popping; a failure here is a connection failure like any other.
+        let resynced = tokio::select! {
+            () = stop.cancelled() => return,
+            resynced = inner.readd_memberships(shard, &mut conn) => resynced,
+        };
+        // Wake the command connection too, so the first send after an outage
+        // does not land on the dead connection (the first PING may fail and
+        // make it reconnect).
+        for _ in 0..2 {
+            let mut commands = inner.conn(shard);
+            if ::redis::cmd("PING")
+                .query_async::<()>(&mut commands)
+                .await
+                .is_ok()
+            {
+                break;
             }
-        });
+        }
+        match resynced {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(redis = %url, count, "re-added group memberships"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot re-add group memberships; reconnecting");
+                if stopped_during(&stop, backoff).await {
+                    return;
+                }
+                continue;
+            }
+        }
         let error = tokio::select! {
             () = stop.cancelled() => return,
             error = pop_until_error(&inner, shard, &mut conn) => error,
@@ -532,8 +546,12 @@ async fn refresh_loop(inner: Arc<Inner>, stop: CancellationToken) {
         if stopped_during(&stop, period).await {
             return;
         }
-        if let Err(error) = inner.readd_memberships(None).await {
-            tracing::warn!(%error, "cannot refresh group memberships; retrying after the next reconnect or period");
+        for shard in 0..inner.shards.len() {
+            let mut conn = inner.conn(shard);
+            if let Err(error) = inner.readd_memberships(shard, &mut conn).await {
+                tracing::warn!(%error,
+                    "cannot refresh group memberships; retrying after the next reconnect or period");
+            }
         }
     }
 }
@@ -550,7 +568,7 @@ impl ChannelLayer for RedisLayer {
     async fn send(&self, channel: &str, event: Event) -> Result<(), LayerError> {
         validate_channel_name(channel)?;
         let inner = &*self.inner;
-        let map = Inner::event_map(&event)?;
+        let (entries, count) = Inner::event_entries(&event)?;
         stats::add(&inner.stats.sent, 1);
         if inner.is_local(channel) {
             return inner.deliver_local(channel, event);
@@ -566,7 +584,6 @@ impl ChannelLayer for RedisLayer {
             let next = inner.round_robin.fetch_add(1, Ordering::Relaxed);
             (next % inner.shards.len(), Target::None)
         };
-        let (entries, count) = Codec::encode_entries(&map);
         let member = inner.codec.seal(&entries, count, &target);
         let now = Inner::now_secs();
         let mut conn = inner.conn(shard);
@@ -615,8 +632,7 @@ impl ChannelLayer for RedisLayer {
                 .entry(group.to_owned())
                 .or_default()
                 .insert(Arc::from(channel));
-            lock_unpoisoned(&inner.pending_discards)
-                .retain(|(g, c)| !(g == group && c == channel));
+            lock_unpoisoned(&inner.pending_discards).retain(|(g, c)| !(g == group && c == channel));
         }
         Ok(())
     }
@@ -657,17 +673,36 @@ impl ChannelLayer for RedisLayer {
     async fn group_send(&self, group: &str, event: Event) -> Result<GroupSendReport, LayerError> {
         validate_group_name(group)?;
         let inner = &*self.inner;
-        let map = Inner::event_map(&event)?;
+        let (entries, count) = Inner::event_entries(&event)?;
         stats::add(&inner.stats.sent, 1);
         let shards = inner.shards.len();
         let group_shard = consistent_hash(group, shards);
-        let mut conn = inner.conn(group_shard);
         let prune = Inner::now_secs().saturating_sub(inner.group_expiry_secs);
         let mut invocation = inner.members_script.key(inner.group_key(group));
         invocation.arg(prune);
-        let members: Vec<String> = inner
-            .run(group_shard, "reading the group", invocation.invoke_async(&mut conn))
-            .await?;
+        // Reading is idempotent: one retry covers a connection that died since
+        // its last use (the retry runs on the reconnected connection).
+        let mut conn = inner.conn(group_shard);
+        let members: Vec<String> = match inner
+            .run(
+                group_shard,
+                "reading the group",
+                invocation.invoke_async(&mut conn),
+            )
+            .await
+        {
+            Ok(members) => members,
+            Err(_) => {
+                let mut conn = inner.conn(group_shard);
+                inner
+                    .run(
+                        group_shard,
+                        "reading the group",
+                        invocation.invoke_async(&mut conn),
+                    )
+                    .await?
+            }
+        };
 
         // Bucket by inbox key, keeping first-seen order.
         let mut local: Vec<Arc<str>> = Vec::new();
@@ -699,7 +734,6 @@ impl ChannelLayer for RedisLayer {
         }
 
         if !buckets.is_empty() {
-            let (entries, count) = Codec::encode_entries(&map);
             let score = inner.next_score().to_string();
             let now = Inner::now_secs();
             let mut per_shard: Vec<Vec<usize>> = vec![Vec::new(); shards];
@@ -716,7 +750,11 @@ impl ChannelLayer for RedisLayer {
                 }
                 for &i in indexes {
                     let names = &buckets[i].1;
-                    invocation.arg(inner.codec.seal(&entries, count, &Target::Many(names.clone())));
+                    invocation.arg(
+                        inner
+                            .codec
+                            .seal(&entries, count, &Target::Many(names.clone())),
+                    );
                 }
                 for &i in indexes {
                     invocation.arg(inner.capacity.capacity_for(&buckets[i].1[0]));
@@ -742,7 +780,10 @@ impl ChannelLayer for RedisLayer {
             }
         }
         stats::add(&inner.stats.delivered, report.delivered as u64);
-        stats::add(&inner.stats.group_over_capacity, report.over_capacity as u64);
+        stats::add(
+            &inner.stats.group_over_capacity,
+            report.over_capacity as u64,
+        );
         stats::add(&inner.stats.undeliverable, undeliverable);
         Ok(report)
     }
@@ -758,7 +799,11 @@ impl fmt::Debug for RedisLayer {
         f.debug_struct("RedisLayer")
             .field(
                 "hosts",
-                &inner.shards.iter().map(|s| s.url.as_str()).collect::<Vec<_>>(),
+                &inner
+                    .shards
+                    .iter()
+                    .map(|s| s.url.as_str())
+                    .collect::<Vec<_>>(),
             )
             .field("inbox_key", &inner.inbox_key)
             .field("local", &inner.local)

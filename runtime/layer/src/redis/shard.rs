@@ -13,7 +13,11 @@ pub(crate) fn consistent_hash(value: &str, ring_size: usize) -> usize {
     let bigval = crc32fast::hash(value.as_bytes()) & 0xFFF;
     // Truncation towards zero is Python's `int()` of a positive float; the result
     // is below `ring_size` because `bigval < 4096`.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
     let index = (f64::from(bigval) / (4096.0 / ring_size as f64)) as usize;
     index
 }

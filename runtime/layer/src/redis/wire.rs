@@ -28,6 +28,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use rmpv::Value as Mp;
 use serde_json::{Map, Number, Value};
+
 use sha2::{Digest as _, Sha256};
 
 /// The key channels_redis uses to route a message inside a process inbox.
@@ -97,15 +98,29 @@ impl Codec {
         }
     }
 
-    /// The msgpack map entries of an event (everything after the map header), and
-    /// their count. The event must be a JSON object without `__asgi_channel__`.
-    pub(crate) fn encode_entries(event: &Map<String, Value>) -> (Vec<u8>, u32) {
-        let mut entries = Vec::with_capacity(64);
-        for (key, value) in event {
-            write(&mut entries, &Mp::from(key.as_str()));
-            write(&mut entries, &from_json(value));
+    /// The msgpack map entries of an event's JSON text (everything after the map
+    /// header), and their count, keeping the keys in the order written (as
+    /// Python keeps dict order).
+    ///
+    /// # Errors
+    /// The text is not a JSON object, or it has a `__asgi_channel__` key
+    /// (reserved for routing, as in channels_redis).
+    pub(crate) fn encode_entries(json: &str) -> Result<(Vec<u8>, u32), String> {
+        let value: Mp = serde_json::from_str(json).map_err(|error| error.to_string())?;
+        let Mp::Map(pairs) = value else {
+            return Err("not a JSON object".to_owned());
+        };
+        let mut entries = Vec::with_capacity(json.len() + 16);
+        for (key, value) in &pairs {
+            if key.as_str() == Some(ASGI_CHANNEL) {
+                return Err(format!(
+                    "the key {ASGI_CHANNEL:?} is reserved for channels_redis routing"
+                ));
+            }
+            write(&mut entries, key);
+            write(&mut entries, &bytes_objects_to_bin(value.clone()));
         }
-        (entries, u32::try_from(event.len()).unwrap_or(u32::MAX))
+        Ok((entries, u32::try_from(pairs.len()).unwrap_or(u32::MAX)))
     }
 
     /// A stored entry: the map of `entries` plus `__asgi_channel__` = `target`,
@@ -218,44 +233,27 @@ fn map_key(key: Mp) -> Result<String, WireError> {
     }
 }
 
-/// A JSON value as msgpack, by the table in the module docs.
-pub(crate) fn from_json(value: &Value) -> Mp {
+/// A JSON value parsed into msgpack form, with each `{"__bytes__": "<base64>"}`
+/// object turned into bin (see the module docs).
+pub(crate) fn bytes_objects_to_bin(value: Mp) -> Mp {
     match value {
-        Value::Null => Mp::Nil,
-        Value::Bool(b) => Mp::Boolean(*b),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Mp::from(i)
-            } else if let Some(u) = n.as_u64() {
-                Mp::from(u)
-            } else {
-                Mp::F64(n.as_f64().unwrap_or(f64::NAN))
-            }
-        }
-        Value::String(s) => Mp::from(s.as_str()),
-        Value::Array(items) => Mp::Array(items.iter().map(from_json).collect()),
-        Value::Object(map) => {
-            if let Some(bytes) = as_bytes(map) {
+        Mp::Array(items) => Mp::Array(items.into_iter().map(bytes_objects_to_bin).collect()),
+        Mp::Map(pairs) => {
+            if let [(Mp::String(key), Mp::String(encoded))] = pairs.as_slice()
+                && key.as_str() == Some(BYTES_KEY)
+                && let Some(bytes) = encoded.as_str().and_then(|e| STANDARD.decode(e).ok())
+            {
                 return Mp::Binary(bytes);
             }
             Mp::Map(
-                map.iter()
-                    .map(|(k, v)| (Mp::from(k.as_str()), from_json(v)))
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| (k, bytes_objects_to_bin(v)))
                     .collect(),
             )
         }
+        other => other,
     }
-}
-
-/// The bytes of `{"__bytes__": "<base64>"}`, if `map` is exactly that.
-fn as_bytes(map: &Map<String, Value>) -> Option<Vec<u8>> {
-    if map.len() != 1 {
-        return None;
-    }
-    let Some(Value::String(encoded)) = map.get(BYTES_KEY) else {
-        return None;
-    };
-    STANDARD.decode(encoded).ok()
 }
 
 /// A msgpack value as JSON, by the table in the module docs.
@@ -285,7 +283,9 @@ pub(crate) fn to_json(value: Mp) -> Result<Value, WireError> {
             Value::Object(map)
         }
         Mp::Ext(kind, _) => {
-            return Err(WireError::Shape(format!("msgpack ext type {kind} is not supported")));
+            return Err(WireError::Shape(format!(
+                "msgpack ext type {kind} is not supported"
+            )));
         }
     })
 }
@@ -306,29 +306,33 @@ mod tests {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    fn body(event: &Value, target: &Target) -> Vec<u8> {
+    fn body(event: &str, target: &Target) -> Vec<u8> {
         let codec = Codec::new(0, &[], 60);
-        let (entries, count) = Codec::encode_entries(event.as_object().expect("object"));
+        let (entries, count) = Codec::encode_entries(event).expect("an object");
         codec.seal(&entries, count, target)
+    }
+
+    fn from_json(value: &Value) -> Mp {
+        bytes_objects_to_bin(serde_json::from_str(&value.to_string()).expect("JSON"))
     }
 
     /// The msgpack test vectors of the wire spec (1.4.1).
     #[test]
     fn matches_the_spec_test_vectors() {
-        let plain = json!({"type": "chat.message", "text": "hi"});
+        let plain = r#"{"type": "chat.message", "text": "hi"}"#;
         assert_eq!(
-            hex(&body(&plain, &Target::None)),
+            hex(&body(plain, &Target::None)),
             "82a474797065ac636861742e6d657373616765a474657874a26869"
         );
         assert_eq!(
-            hex(&body(&plain, &Target::Many(vec!["specific.abc!x".into()]))),
+            hex(&body(plain, &Target::Many(vec!["specific.abc!x".into()]))),
             "83a474797065ac636861742e6d657373616765a474657874a26869\
              b05f5f617367695f6368616e6e656c5f5f91ae73706563696669632e6162632178"
         );
-        let typed = json!({"type": "chat.message", "bytes": {"__bytes__": "AP8="}, "n": -1,
-            "big": 300, "f": 0.5, "none": null, "ok": false});
+        let typed = r#"{"type": "chat.message", "bytes": {"__bytes__": "AP8="}, "n": -1,
+            "big": 300, "f": 0.5, "none": null, "ok": false}"#;
         assert_eq!(
-            hex(&body(&typed, &Target::None)),
+            hex(&body(typed, &Target::None)),
             "87a474797065ac636861742e6d657373616765a56279746573c40200ffa16effa3626967\
              cd012ca166cb3fe0000000000000a46e6f6e65c0a26f6bc2"
         );
@@ -339,7 +343,7 @@ mod tests {
         let codec = Codec::new(12, &["secret".to_owned(), "old".to_owned()], 60);
         let event = json!({"type": "x", "b": {"__bytes__": "AAEC"}, "f": 2.0, "l": [1, "s", null],
             "m": {"k": true}, "big": u64::MAX});
-        let (entries, count) = Codec::encode_entries(event.as_object().expect("object"));
+        let (entries, count) = Codec::encode_entries(&event.to_string()).expect("an object");
         let sealed = codec.seal(&entries, count, &Target::One("specific.a!b".into()));
         let (map, target) = codec.open(&sealed).expect("opens");
         assert_eq!(Value::Object(map), event);
@@ -355,9 +359,12 @@ mod tests {
     #[test]
     fn malformed_entries_are_errors() {
         let codec = Codec::new(12, &[], 60);
-        assert!(matches!(codec.open(b"short"), Err(WireError::ShortPrefix { .. })));
+        assert!(matches!(
+            codec.open(b"short"),
+            Err(WireError::ShortPrefix { .. })
+        ));
         let mut bad = vec![0; 12];
-        bad.push(0xc1); // never used in msgpack
+        bad.push(0x82); // a map of two entries, cut short
         assert!(matches!(codec.open(&bad), Err(WireError::Msgpack(_))));
         // {1: "x"}: an integer map key, which Python refuses too.
         let mut int_key = vec![0; 12];
@@ -366,6 +373,13 @@ mod tests {
         let mut not_map = vec![0; 12];
         not_map.push(0x01);
         assert!(matches!(codec.open(&not_map), Err(WireError::Shape(_))));
+    }
+
+    #[test]
+    fn the_routing_key_is_reserved() {
+        let err = Codec::encode_entries(r#"{"type": "x", "__asgi_channel__": "y"}"#)
+            .expect_err("reserved");
+        assert!(err.contains("reserved"), "{err}");
     }
 
     #[test]
