@@ -1,11 +1,12 @@
 //! Fan-out through Redis across two `switchyard` processes (a measurement, not
 //! a test): one chat room with `MEMBERS` sockets on each process, one sender on
-//! the first; messages go out in bursts of `BURST` (below the default capacity
-//! of 100), each burst waited for at every member.
+//! the first; messages go out in bursts (default 20, below the default
+//! capacity of 100), each burst waited for at every member. A burst of 1
+//! measures latency without queueing.
 //!
 //! ```text
 //! cargo xtask plugins && cargo test --workspace --no-run   # builds target/debug/switchyard
-//! cargo run -p switchyard-tests --example redis_fanout [members-per-process] [messages]
+//! cargo run -p switchyard-tests --example redis_fanout [members-per-process] [messages] [burst]
 //! ```
 //!
 //! Needs `redis-server` on PATH; `SWITCHYARD_BIN` may name a release binary.
@@ -16,8 +17,6 @@ use serde_json::json;
 use switchyard_tests::Client;
 use switchyard_tests::redis_support::{RedisServer, ServerProcess};
 use tokio::sync::mpsc;
-
-const BURST: usize = 20;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -38,6 +37,7 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let members: usize = args.next().map_or(50, |a| a.parse().expect("members"));
     let messages: usize = args.next().map_or(500, |a| a.parse().expect("messages"));
+    let burst_size: usize = args.next().map_or(20, |a| a.parse().expect("burst"));
     let redis = RedisServer::start();
     let first = ServerProcess::start(&redis.url());
     let second = ServerProcess::start(&redis.url());
@@ -55,8 +55,8 @@ async fn main() {
             }
             let tx = tx.clone();
             tokio::spawn(async move {
-                loop {
-                    let message = client.recv_json().await;
+                // Ends when the servers go away at the end of the run.
+                while let Some(message) = client.try_recv_json(Duration::from_secs(30)).await {
                     let text = message["message"].as_str().unwrap_or_default().to_owned();
                     let Some((seq, sent_ns)) = text.split_once(':') else {
                         continue;
@@ -83,7 +83,7 @@ async fn main() {
     let began = Instant::now();
     let mut seq = 0u64;
     while (seq as usize) < messages {
-        let burst = BURST.min(messages - seq as usize);
+        let burst = burst_size.min(messages - seq as usize);
         for _ in 0..burst {
             let now = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
             sender
@@ -116,7 +116,7 @@ async fn main() {
     #[allow(clippy::cast_precision_loss)]
     let rate = deliveries as f64 / elapsed.as_secs_f64();
     println!(
-        "members: {members} per process x 2 processes, messages: {messages} (bursts of {BURST})"
+        "members: {members} per process x 2 processes, messages: {messages} (bursts of {burst_size})"
     );
     println!("deliveries: {deliveries} in {elapsed:.2?} = {rate:.0} deliveries/s");
     for (name, lat) in [("same process", &local), ("other process", &remote)] {
