@@ -288,3 +288,20 @@ async fn live_memberships_are_refreshed_past_the_group_expiry() {
         .expect("event");
     assert_eq!(got.to_value(), event.to_value());
 }
+
+/// `rediss://` builds a TLS client (rustls with ring); against a plain-text
+/// Redis the handshake fails as `Unavailable`, never a panic or a hang.
+#[tokio::test]
+async fn rediss_urls_use_tls() {
+    let redis = RedisServer::start();
+    let layer = RedisLayer::new(RedisConfig::single(format!(
+        "rediss://127.0.0.1:{}/0",
+        redis.port
+    )))
+    .expect("a rediss:// URL is accepted");
+    let error = layer
+        .group_add("g", "specific.x!y")
+        .await
+        .expect_err("no TLS on this Redis");
+    assert!(matches!(error, LayerError::Unavailable(_)), "{error}");
+}
