@@ -4,6 +4,8 @@
 //! The plugins under test are built by `cargo xtask test` into
 //! `target/test-plugins/` (or the directory in `SWITCHYARD_TEST_PLUGINS`).
 
+pub mod redis_support;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -174,6 +176,33 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         Self { ws, subprotocol }
+    }
+
+    /// Connects to a full `ws://` URL (e.g. a server in another process).
+    pub async fn connect_url(url: &str) -> Self {
+        let (ws, _) = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(url))
+            .await
+            .unwrap_or_else(|_| panic!("handshake to {url} timed out"))
+            .unwrap_or_else(|err| panic!("handshake to {url} failed: {err}"));
+        Self {
+            ws,
+            subprotocol: None,
+        }
+    }
+
+    /// The next text frame as JSON if one arrives within `wait`.
+    pub async fn try_recv_json(&mut self, wait: Duration) -> Option<Value> {
+        loop {
+            let message = tokio::time::timeout(wait, self.ws.next())
+                .await
+                .ok()??
+                .ok()?;
+            match message {
+                Message::Text(text) => return serde_json::from_str(text.as_str()).ok(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                _ => return None,
+            }
+        }
     }
 
     pub async fn send_text(&mut self, text: &str) {

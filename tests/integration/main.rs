@@ -6,4 +6,5 @@ mod echo;
 mod handshake;
 mod hotswap;
 mod layer;
+mod redis;
 mod shutdown;

@@ -16,9 +16,11 @@
 //!   (`fnmatch` glob) capacities.
 //! - [`memory`]: [`MemoryLayer`], the single-process layer (Channels'
 //!   `InMemoryChannelLayer`).
+//! - [`redis`]: [`RedisLayer`], the multi-process layer that speaks
+//!   channels_redis's wire format, so Django processes share it.
 //! - `inbox`: [`Inbox`], the receiving end of one channel.
 //! - `local`: the registry of this process's channels; every layer delivers to
-//!   local inboxes through it (the Redis layer will too, for messages it pops).
+//!   local inboxes through it (the Redis layer too, for the entries it pops).
 //! - `stats`: [`LayerStats`], counters of what the layer delivered and dropped.
 //! - `error`: [`LayerError`].
 //! - `glob`: the `fnmatch` matcher behind [`capacity`].
@@ -31,6 +33,7 @@ mod inbox;
 mod local;
 pub mod memory;
 pub mod names;
+pub mod redis;
 mod stats;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -41,6 +44,7 @@ pub use error::LayerError;
 pub use event::Event;
 pub use inbox::Inbox;
 pub use memory::MemoryLayer;
+pub use redis::{RedisConfig, RedisLayer};
 pub use stats::LayerStats;
 
 /// Channels' layer options, with Channels' defaults.

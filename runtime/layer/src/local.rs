@@ -78,6 +78,12 @@ impl LocalChannels {
         }
     }
 
+    /// `specific.<client prefix>!`: the non-local name of every channel created
+    /// here (the Redis layer's process inbox name).
+    pub(crate) fn channel_prefix(&self) -> &str {
+        &self.channel_prefix
+    }
+
     /// Creates a channel and returns its inbox.
     ///
     /// The name is `specific.<32 hex>!<32 hex>` (74 characters, the shape of

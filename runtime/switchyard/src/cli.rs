@@ -58,7 +58,8 @@ pub struct ServeArgs {
     /// Config file (TOML); see the README for its keys
     #[arg(short = 'c', long, env = "SWITCHYARD_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Redis URL for the Redis channel layer (reserved: not built yet)
+    /// Redis URL: use the Redis channel layer (channels_redis-compatible) with
+    /// this one host; replaces `[redis] hosts`
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// Token that enables the admin API (GET /_switchyard/plugins)

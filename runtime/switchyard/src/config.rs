@@ -26,6 +26,12 @@
 //! group-expiry = 86400
 //! channel-capacity = [{ pattern = "specific.*", capacity = 200 }]
 //!
+//! [redis]                      # channels_redis's RedisChannelLayer CONFIG
+//! hosts = ["redis://127.0.0.1:6379/0"]   # REDIS_URL replaces this with one host
+//! prefix = "asgi"
+//! symmetric-encryption-keys = []
+//! random-prefix-length = 12
+//!
 //! [guest]
 //! memory-bytes = 67108864
 //! call-timeout-ms = 5000
@@ -38,7 +44,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use switchyard_host::GuestLimits;
-use switchyard_layer::{CapacityRules, LayerConfig};
+use switchyard_layer::{CapacityRules, LayerConfig, RedisConfig};
 
 /// Why a configuration was refused. Each names the key or file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -71,8 +77,8 @@ pub struct Config {
     pub port: u16,
     /// The plugin directory.
     pub plugins: PathBuf,
-    /// Reserved for the Redis channel layer (not built yet): setting it is
-    /// an error rather than a silent fall-back to the in-memory layer.
+    /// One Redis host for the Redis channel layer (`REDIS_URL`); replaces
+    /// `[redis] hosts`.
     pub redis_url: Option<String>,
     /// How long open sockets get to close after a shutdown signal.
     pub shutdown_timeout_secs: u64,
@@ -85,6 +91,7 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     pub layer: LayerSection,
     pub guest: GuestSection,
+    pub redis: RedisSection,
 }
 
 impl Default for Config {
@@ -101,6 +108,33 @@ impl Default for Config {
             websocket: WebSocketConfig::default(),
             layer: LayerSection::default(),
             guest: GuestSection::default(),
+            redis: RedisSection::default(),
+        }
+    }
+}
+
+/// The Redis channel layer's own options (channels_redis's CONFIG keys; the
+/// shared ones, `capacity`, `expiry`, `group-expiry` and `channel-capacity`,
+/// stay in `[layer]`). The Redis layer is used when `hosts` (or `redis-url` /
+/// `REDIS_URL`) names a host; otherwise the in-memory layer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RedisSection {
+    /// `redis://`, `rediss://` or `unix://` URLs; a host's position is its
+    /// shard index, so list them in the Django processes' order.
+    pub hosts: Vec<String>,
+    pub prefix: String,
+    pub symmetric_encryption_keys: Vec<String>,
+    pub random_prefix_length: usize,
+}
+
+impl Default for RedisSection {
+    fn default() -> Self {
+        Self {
+            hosts: Vec::new(),
+            prefix: RedisConfig::DEFAULT_PREFIX.to_owned(),
+            symmetric_encryption_keys: Vec::new(),
+            random_prefix_length: RedisConfig::DEFAULT_RANDOM_PREFIX_LENGTH,
         }
     }
 }
@@ -224,16 +258,7 @@ impl Config {
 
     /// Check everything that can be checked before binding.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(url) = &self.redis_url {
-            return Err(invalid(
-                "redis-url",
-                format!(
-                    "REDIS_URL / redis-url is set ({}), but this build has only the in-memory \
-                     channel layer; unset it to serve with the in-memory layer",
-                    redact_url(url)
-                ),
-            ));
-        }
+        self.redis_config()?;
         if !self.plugins.is_dir() {
             return Err(invalid(
                 "plugins",
@@ -308,6 +333,47 @@ impl Config {
         })
     }
 
+    /// The Redis layer's options, or `None` for the in-memory layer.
+    pub fn redis_config(&self) -> Result<Option<RedisConfig>, ConfigError> {
+        let hosts = match &self.redis_url {
+            Some(url) => vec![url.clone()],
+            None => self.redis.hosts.clone(),
+        };
+        if hosts.is_empty() {
+            return Ok(None);
+        }
+        for host in &hosts {
+            let known = ["redis://", "rediss://", "unix://", "redis+unix://"];
+            if !known.iter().any(|scheme| host.starts_with(scheme)) {
+                return Err(invalid(
+                    "redis.hosts",
+                    format!(
+                        "{} is not a redis://, rediss:// or unix:// URL",
+                        redact_url(host)
+                    ),
+                ));
+            }
+        }
+        if self
+            .redis
+            .symmetric_encryption_keys
+            .iter()
+            .any(String::is_empty)
+        {
+            return Err(invalid(
+                "redis.symmetric-encryption-keys",
+                "keys must not be empty",
+            ));
+        }
+        Ok(Some(RedisConfig {
+            layer: self.layer_config()?,
+            hosts,
+            prefix: self.redis.prefix.clone(),
+            symmetric_encryption_keys: self.redis.symmetric_encryption_keys.clone(),
+            random_prefix_length: self.redis.random_prefix_length,
+        }))
+    }
+
     /// The limits every guest runs under.
     pub fn guest_limits(&self) -> GuestLimits {
         GuestLimits {
@@ -329,17 +395,7 @@ impl Config {
     }
 }
 
-/// A URL with any password replaced, for messages.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
-}
+use switchyard_layer::redis::config::redact_url;
 
 #[cfg(test)]
 mod tests {
@@ -404,14 +460,31 @@ mod tests {
     }
 
     #[test]
-    fn redis_url_is_refused_with_password_redacted() {
+    fn redis_url_selects_the_redis_layer_and_replaces_hosts() {
+        let mut config = parse(
+            "[redis]\nhosts = [\"redis://a:6379\", \"redis://b:6379\"]\nprefix = \"p\"\n\
+             symmetric-encryption-keys = [\"k\"]\n[layer]\ncapacity = 7\n",
+        )
+        .expect("valid");
+        let redis = config.redis_config().expect("valid").expect("redis");
+        assert_eq!(redis.hosts.len(), 2);
+        assert_eq!(redis.prefix, "p");
+        assert_eq!(redis.layer.capacity, 7);
+        config.redis_url = Some("redis://u:pw@c:6379/1".into());
+        let redis = config.redis_config().expect("valid").expect("redis");
+        assert_eq!(redis.hosts, vec!["redis://u:pw@c:6379/1".to_owned()]);
+        assert!(Config::default().redis_config().expect("valid").is_none());
+    }
+
+    #[test]
+    fn a_bad_redis_url_is_refused_with_password_redacted() {
         let config = Config {
             plugins: std::env::temp_dir(),
-            redis_url: Some("redis://user:secret@127.0.0.1:6379/0".into()),
+            redis_url: Some("http://user:secret@127.0.0.1:6379/0".into()),
             ..Config::default()
         };
-        let err = config.validate().expect_err("not built yet").to_string();
-        assert!(err.contains("in-memory"), "{err}");
+        let err = config.validate().expect_err("not a redis URL").to_string();
+        assert!(err.contains("redis.hosts"), "{err}");
         assert!(!err.contains("secret"), "{err}");
         assert!(err.contains("user:***@127.0.0.1"), "{err}");
     }

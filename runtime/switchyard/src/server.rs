@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use axum::Router;
 use switchyard_host::{HostOptions, PluginHost, PluginWatcher, RouteInfo, WatchOptions};
-use switchyard_layer::{ChannelLayer, MemoryLayer};
+use switchyard_layer::{ChannelLayer, MemoryLayer, RedisLayer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -40,14 +40,24 @@ pub struct Server {
 }
 
 impl Server {
-    /// Create the in-memory channel layer and the plugin host, and load the
-    /// plugin directory. A plugin that fails to load is logged and left
-    /// out; the others serve.
+    /// Create the channel layer (Redis when configured, else in-memory) and
+    /// the plugin host, and load the plugin directory. A plugin that fails to
+    /// load is logged and left out; the others serve.
+    ///
+    /// Redis need not be reachable: the server serves meanwhile, layer
+    /// operations fail as `unavailable`, and the layer logs each failed
+    /// connection (URL redacted) and keeps retrying.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
-        let layer: Arc<dyn ChannelLayer> = Arc::new(
-            MemoryLayer::new(config.layer_config()?).context("configuring the in-memory layer")?,
-        );
+        let layer: Arc<dyn ChannelLayer> = match config.redis_config()? {
+            Some(redis) => {
+                Arc::new(RedisLayer::new(redis).context("configuring the Redis channel layer")?)
+            }
+            None => Arc::new(
+                MemoryLayer::new(config.layer_config()?)
+                    .context("configuring the in-memory layer")?,
+            ),
+        };
         let options = HostOptions {
             limits: config.guest_limits(),
             compile_cache: config.compile_cache_dir().map(Into::into),

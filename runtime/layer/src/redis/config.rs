@@ -1,0 +1,90 @@
+//! [`RedisConfig`]: the options of channels_redis's `RedisChannelLayer`.
+
+use crate::LayerConfig;
+
+/// The Redis layer's options: Channels' shared options in [`LayerConfig`], plus
+/// the channels_redis ones. Set them to the values of the Django processes that
+/// share the Redis (hosts in the same order).
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// `expiry`, `group_expiry`, `capacity`, `channel_capacity`.
+    pub layer: LayerConfig,
+    /// Redis URLs (`redis://`, `rediss://`, `unix://`), one per shard; a host's
+    /// position is its shard index, as in channels_redis's `hosts`.
+    pub hosts: Vec<String>,
+    /// Put before every key with no separator (channels_redis's `prefix`).
+    pub prefix: String,
+    /// Fernet keys (channels_redis's `symmetric_encryption_keys`): messages are
+    /// encrypted with the first, and any of them decrypts.
+    pub symmetric_encryption_keys: Vec<String>,
+    /// Random bytes before every stored message (channels_redis 4.2.1+'s
+    /// `random_prefix_length`, 12 before that).
+    pub random_prefix_length: usize,
+}
+
+impl RedisConfig {
+    /// channels_redis's default `prefix`.
+    pub const DEFAULT_PREFIX: &'static str = "asgi";
+    /// channels_redis's default `random_prefix_length`.
+    pub const DEFAULT_RANDOM_PREFIX_LENGTH: usize = 12;
+
+    /// One host with channels_redis's defaults for everything else.
+    pub fn single(url: impl Into<String>) -> Self {
+        Self {
+            layer: LayerConfig::default(),
+            hosts: vec![url.into()],
+            prefix: Self::DEFAULT_PREFIX.to_owned(),
+            symmetric_encryption_keys: Vec::new(),
+            random_prefix_length: Self::DEFAULT_RANDOM_PREFIX_LENGTH,
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("layer", &self.layer)
+            .field(
+                "hosts",
+                &self.hosts.iter().map(|h| redact_url(h)).collect::<Vec<_>>(),
+            )
+            .field("prefix", &self.prefix)
+            .field(
+                "symmetric_encryption_keys",
+                &format_args!("{} (redacted)", self.symmetric_encryption_keys.len()),
+            )
+            .field("random_prefix_length", &self.random_prefix_length)
+            .finish()
+    }
+}
+
+/// A URL with its password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                // `redis://password@host` is a password with no user.
+                None => format!("{}***{}", &url[..scheme_end + 3], &url[at..]),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("rediss://u:secret@h:6380/0"),
+            "rediss://u:***@h:6380/0"
+        );
+        assert_eq!(redact_url("redis://:secret@h"), "redis://:***@h");
+        assert_eq!(redact_url("redis://secret@h"), "redis://***@h");
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+    }
+}

@@ -1,0 +1,41 @@
+//! The Redis channel layer: a peer of channels_redis's `RedisChannelLayer` 4.x
+//! on the same Redis, byte for byte (see `shared/specs/channels_redis_wire.md`).
+//!
+//! - Keys: `<prefix><channel>` for normal channels, `<prefix>specific.<client
+//!   prefix>!` for a process's shared inbox, `<prefix>:group:<group>` for groups;
+//!   zsets scored by Unix time, as channels_redis writes them.
+//! - Entries: a random prefix, then a msgpack map (Fernet-encrypted when keys
+//!   are set); routing in `__asgi_channel__` (a str for `send`, a list for
+//!   `group_send`). [`wire`] documents how JSON events map to msgpack, including
+//!   bytes as `{"__bytes__": "<base64>"}`.
+//! - Shards: several hosts are picked by channels_redis's CRC-32 hash. A direct
+//!   send goes to `hash(non_local_name)`, where the receiver reads, and each
+//!   process polls its inbox on *every* shard, so direct sends are received from
+//!   Switchyard and from Python (whose `send` hashes the full name:
+//!   channels_redis#221).
+//! - Efficiency: one blocking-pop loop per shard per process, draining a backlog
+//!   with batched `ZPOPMIN`; a `group_send` reads the member names once, delivers
+//!   to this process's members directly, and writes one entry per other process
+//!   inbox with one script per shard, so its Redis writes and the receivers' pops
+//!   grow with the number of processes, not members.
+//! - Ordering: this process's scores strictly increase, so one sender's messages
+//!   pop in order at every receiver; a sender's messages to local members are
+//!   always delivered directly, and to remote members always through Redis, so
+//!   each (sender, receiver) pair sees one path in order.
+//! - Faults: Redis may be down at start or restart at any time. Operations then
+//!   fail as [`LayerError::Unavailable`](crate::LayerError::Unavailable) (within
+//!   5 s); the receive loops reconnect with backoff (logging the redacted URL),
+//!   then re-add this process's group memberships; memberships are refreshed
+//!   every half group expiry. A malformed entry is logged and skipped.
+//!
+//! Modules: [`config`] ([`RedisConfig`]), [`wire`] (entry encoding), `shard`
+//! (the consistent hash), `scripts` (Lua), `layer` ([`RedisLayer`]).
+
+pub mod config;
+mod layer;
+mod scripts;
+mod shard;
+pub mod wire;
+
+pub use config::RedisConfig;
+pub use layer::RedisLayer;
