@@ -13,6 +13,7 @@ use wasmtime::component::Resource;
 use crate::bindings::{Consumer as Bindings, Frame, Scope};
 use crate::connection::{Connection, Handshake, OutboundOverflow};
 use crate::engine::epoch_ticks;
+use crate::failures::FailureCounter;
 use crate::state::ConsumerState;
 
 /// A frame received from the client.
@@ -58,10 +59,13 @@ pub struct Consumer {
     plugin: Arc<str>,
     layer: Arc<dyn ChannelLayer>,
     call_timeout: Duration,
+    /// The plugin's failure counters.
+    failures: Arc<FailureCounter>,
     /// Set once a call failed; the instance is never called again.
     failed: bool,
-    /// Held for the instance's life: the cap on live instances.
-    _permit: OwnedSemaphorePermit,
+    /// Held for the instance's life: the caps on live instances (the
+    /// server's and the plugin's).
+    _permits: [OwnedSemaphorePermit; 2],
 }
 
 impl std::fmt::Debug for Consumer {
@@ -79,7 +83,8 @@ impl Consumer {
         bindings: Bindings,
         connection: Resource<Connection>,
         call_timeout: Duration,
-        permit: OwnedSemaphorePermit,
+        failures: Arc<FailureCounter>,
+        permits: [OwnedSemaphorePermit; 2],
     ) -> Self {
         let plugin = Arc::clone(&store.data().host.plugin);
         let layer = Arc::clone(&store.data().host.layer);
@@ -90,8 +95,9 @@ impl Consumer {
             plugin,
             layer,
             call_timeout,
+            failures,
             failed: false,
-            _permit: permit,
+            _permits: permits,
         }
     }
 
@@ -144,7 +150,7 @@ impl Consumer {
         plugin: &Arc<str>,
         call: &'static str,
         timeout: Duration,
-        failed: &mut bool,
+        (failed, failures): (&mut bool, &FailureCounter),
         future: impl Future<Output = wasmtime::Result<R>>,
     ) -> Result<R, GuestError> {
         let outcome = match tokio::time::timeout(timeout, future).await {
@@ -174,6 +180,16 @@ impl Consumer {
             },
         };
         *failed = true;
+        let total = match outcome {
+            GuestError::Trap { .. } => failures.trap(),
+            GuestError::Deadline { .. } => failures.deadline(),
+        };
+        tracing::warn!(
+            plugin = %plugin,
+            call,
+            failures = total,
+            "guest failure {total} of plugin `{plugin}` since start"
+        );
         Err(outcome)
     }
 
@@ -192,7 +208,7 @@ impl Consumer {
             &self.plugin,
             "connect",
             self.call_timeout,
-            &mut self.failed,
+            (&mut self.failed, &self.failures),
             guest.call_connect(&mut self.store, conn, &scope),
         )
         .await?;
@@ -224,7 +240,7 @@ impl Consumer {
             &self.plugin,
             "receive",
             self.call_timeout,
-            &mut self.failed,
+            (&mut self.failed, &self.failures),
             guest.call_receive(&mut self.store, conn, &frame),
         )
         .await
@@ -239,7 +255,7 @@ impl Consumer {
             &self.plugin,
             "event",
             self.call_timeout,
-            &mut self.failed,
+            (&mut self.failed, &self.failures),
             guest.call_event(&mut self.store, conn, event.as_str()),
         )
         .await
@@ -257,7 +273,7 @@ impl Consumer {
                 &self.plugin,
                 "disconnect",
                 self.call_timeout,
-                &mut self.failed,
+                (&mut self.failed, &self.failures),
                 guest.call_disconnect(&mut self.store, conn, code),
             )
             .await;

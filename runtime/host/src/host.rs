@@ -16,6 +16,7 @@ use crate::bindings::{Scope, add_host_to_linker, add_types_to_linker};
 use crate::connection::{Connection, Handshake, Outbound};
 use crate::consumer::{Consumer, GuestError};
 use crate::engine::{EpochTicker, GuestLimits, build_engine, epoch_ticks};
+use crate::failures::{FailureBook, PluginFailures};
 use crate::plugin::{self, Plugin, PluginError};
 use crate::registry::{RouteInfo, RouteMatch, RouteTable};
 use crate::state::{ConsumerState, HostCtx};
@@ -44,6 +45,9 @@ pub enum StartError {
     /// The cap on live instances is reached (the server answers 503).
     #[error("all {0} instance slots are in use")]
     AtCapacity(u32),
+    /// The plugin's own `limits.max-instances` is reached (503 too).
+    #[error("all {slots} instance slots of plugin `{plugin}` are in use")]
+    PluginAtCapacity { plugin: String, slots: u32 },
     #[error("instantiating plugin `{plugin}`: {message}")]
     Instantiate { plugin: String, message: String },
     #[error(transparent)]
@@ -76,6 +80,7 @@ pub struct PluginHost {
     limits: GuestLimits,
     table: ArcSwap<RouteTable>,
     instances: Arc<Semaphore>,
+    failures: FailureBook,
     next_connection: AtomicU64,
     _ticker: EpochTicker,
 }
@@ -112,6 +117,7 @@ impl PluginHost {
             layer,
             instances: Arc::new(Semaphore::new(slots.min(Semaphore::MAX_PERMITS))),
             limits,
+            failures: FailureBook::default(),
             table: ArcSwap::from_pointee(RouteTable::default()),
             next_connection: AtomicU64::new(1),
             _ticker: ticker,
@@ -126,12 +132,19 @@ impl PluginHost {
         &self.limits
     }
 
+    /// Traps and deadline overruns counted per plugin since start, for
+    /// every plugin that has failed at least once.
+    pub fn failures(&self) -> Vec<PluginFailures> {
+        self.failures.report()
+    }
+
     /// Compile one plugin off the async threads.
     pub async fn compile(&self, wasm_path: &Path) -> Result<Arc<Plugin>, PluginError> {
         let engine = self.engine.clone();
         let linker = self.linker.clone();
+        let limits = self.limits.clone();
         let path = wasm_path.to_path_buf();
-        tokio::task::spawn_blocking(move || plugin::compile(&engine, &linker, &path))
+        tokio::task::spawn_blocking(move || plugin::compile(&engine, &linker, &limits, &path))
             .await
             .map_err(|_| PluginError::Join {
                 path: wasm_path.display().to_string(),
@@ -206,10 +219,17 @@ impl PluginHost {
         request: ConnectRequest,
         outbound: mpsc::Sender<Outbound>,
     ) -> Result<Started, StartError> {
-        let permit = Arc::clone(&self.instances)
+        let plugin = &matched.plugin;
+        let limits = plugin.limits();
+        let server_permit = Arc::clone(&self.instances)
             .try_acquire_owned()
             .map_err(|_| StartError::AtCapacity(self.limits.max_instances))?;
-        let plugin = &matched.plugin;
+        let plugin_permit = Arc::clone(&plugin.slots).try_acquire_owned().map_err(|_| {
+            StartError::PluginAtCapacity {
+                plugin: plugin.name().to_owned(),
+                slots: limits.max_instances,
+            }
+        })?;
         let inbox = self.layer.new_channel();
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let mut connections = ResourceTable::new();
@@ -225,21 +245,18 @@ impl PluginHost {
             plugin: plugin.name_arc(),
             current_connection: id,
         };
-        let mut store = Store::new(
-            &self.engine,
-            ConsumerState::new(host, self.limits.memory_bytes),
-        );
+        let mut store = Store::new(&self.engine, ConsumerState::new(host, limits.memory_bytes));
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(epoch_ticks(self.limits.call_timeout));
+        store.set_epoch_deadline(epoch_ticks(limits.call_timeout));
         let bindings = tokio::time::timeout(
-            self.limits.call_timeout,
+            limits.call_timeout,
             plugin.pre.instantiate_async(&mut store),
         )
         .await
         .map_err(|_| StartError::Instantiate {
             plugin: plugin.name().to_owned(),
-            message: format!("timed out after {:?}", self.limits.call_timeout),
+            message: format!("timed out after {:?}", limits.call_timeout),
         })?
         .map_err(|err| StartError::Instantiate {
             plugin: plugin.name().to_owned(),
@@ -249,8 +266,9 @@ impl PluginHost {
             store,
             bindings,
             connection,
-            self.limits.call_timeout,
-            permit,
+            limits.call_timeout,
+            self.failures.counter(plugin.name()),
+            [server_permit, plugin_permit],
         );
         let scope = Scope {
             path: request.path,

@@ -13,6 +13,7 @@
 //! - [`consumer`]: one instance serving one connection.
 //! - [`connection`]: the `connection` resource and what it asks of the socket.
 //! - [`engine`]: the wasmtime engine and guest limits.
+//! - `failures` (private): guest traps and deadlines counted per plugin.
 //! - `bindings`, `state`, `host_api`, `guest_output` (private): the generated
 //!   bindings, the store's data, the host interface, guest stdout/stderr.
 
@@ -20,6 +21,7 @@ mod bindings;
 pub mod connection;
 pub mod consumer;
 pub mod engine;
+mod failures;
 mod guest_output;
 pub mod host;
 mod host_api;
@@ -32,8 +34,9 @@ mod state;
 pub use connection::{Handshake, OutFrame, Outbound, OutboundOverflow};
 pub use consumer::{ConnectionStatus, Consumer, GuestError, InFrame};
 pub use engine::GuestLimits;
+pub use failures::PluginFailures;
 pub use host::{ConnectRequest, LoadReport, PluginHost, StartError, Started};
-pub use manifest::{InstanceMode, Manifest};
+pub use manifest::{InstanceMode, Manifest, PluginLimits};
 pub use plugin::{Plugin, PluginError};
 pub use registry::{RouteInfo, RouteMatch};
 pub use route::RoutePattern;

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
 use crate::bindings::ConsumerPre;
+use crate::engine::GuestLimits;
 use crate::manifest::{Manifest, ManifestError};
 use crate::route::RouteError;
 use crate::state::ConsumerState;
@@ -46,6 +48,8 @@ pub enum PluginError {
         other_route: String,
         other: String,
     },
+    #[error("invalid [limits] in the manifest of {path}: {message}")]
+    Limits { path: String, message: String },
     #[error("compiling {path} panicked or was cancelled")]
     Join { path: String },
 }
@@ -57,6 +61,10 @@ pub struct Plugin {
     hash: String,
     source: PathBuf,
     loaded_at: SystemTime,
+    /// The server's guest limits narrowed by the manifest's `[limits]`.
+    limits: GuestLimits,
+    /// This version's instance slots (`limits.max-instances`).
+    pub(crate) slots: Arc<Semaphore>,
     pub(crate) pre: ConsumerPre<ConsumerState>,
 }
 
@@ -95,6 +103,11 @@ impl Plugin {
 
     pub fn loaded_at(&self) -> SystemTime {
         self.loaded_at
+    }
+
+    /// The limits this plugin's instances run under.
+    pub fn limits(&self) -> &GuestLimits {
+        &self.limits
     }
 }
 
@@ -139,11 +152,21 @@ pub(crate) fn read_manifest(wasm_path: &Path, name: &str) -> Result<Manifest, Pl
 pub(crate) fn compile(
     engine: &Engine,
     linker: &Linker<ConsumerState>,
+    server_limits: &GuestLimits,
     wasm_path: &Path,
 ) -> Result<Plugin, PluginError> {
     let path = wasm_path.display().to_string();
     let name = plugin_name(wasm_path)?;
     let manifest = read_manifest(wasm_path, &name)?;
+    let limits = server_limits
+        .for_plugin(&manifest.limits)
+        .map_err(|message| PluginError::Limits {
+            path: path.clone(),
+            message,
+        })?;
+    let slots = usize::try_from(limits.max_instances)
+        .unwrap_or(usize::MAX)
+        .min(Semaphore::MAX_PERMITS);
     let bytes = std::fs::read(wasm_path).map_err(|source| PluginError::Read {
         path: path.clone(),
         source,
@@ -170,6 +193,8 @@ pub(crate) fn compile(
         hash,
         source: wasm_path.to_path_buf(),
         loaded_at: SystemTime::now(),
+        limits,
+        slots: Arc::new(Semaphore::new(slots)),
         pre,
     })
 }

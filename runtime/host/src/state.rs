@@ -8,6 +8,9 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::engine::{
+    CORE_INSTANCES_PER_COMPONENT, MEMORIES_PER_COMPONENT, TABLE_ELEMENTS, TABLES_PER_COMPONENT,
+};
 use crate::guest_output::{GuestOutput, Stream};
 
 /// Everything one store holds.
@@ -49,6 +52,10 @@ impl ConsumerState {
             .build();
         let limits = StoreLimitsBuilder::new()
             .memory_size(memory_bytes)
+            .table_elements(TABLE_ELEMENTS)
+            .instances(CORE_INSTANCES_PER_COMPONENT as usize)
+            .tables(TABLES_PER_COMPONENT as usize)
+            .memories(MEMORIES_PER_COMPONENT as usize)
             .trap_on_grow_failure(true)
             .build();
         Self {
