@@ -1,8 +1,11 @@
 //! End-to-end tests: the real server on 127.0.0.1:0, a real WebSocket
 //! client, and the plugins built by `cargo xtask test`.
 
+mod access;
 mod chat;
 mod echo;
 mod handshake;
+mod isolation;
 mod layer;
 mod shutdown;
+mod wslimits;
