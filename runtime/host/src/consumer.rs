@@ -193,9 +193,11 @@ impl Consumer {
         Err(outcome)
     }
 
+    /// Give the next call its ticks; the store's epoch callback yields at
+    /// each tick and traps when they are spent.
     fn arm(&mut self) {
-        self.store
-            .set_epoch_deadline(epoch_ticks(self.call_timeout));
+        self.store.data_mut().ticks_left = epoch_ticks(self.call_timeout);
+        self.store.set_epoch_deadline(1);
     }
 
     /// Call `connect`; returns the plugin's answer to the handshake. A plugin

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::manifest::PluginLimits;
+use crate::state::ConsumerState;
 
 /// Limits applied to every guest instance.
 #[derive(Debug, Clone)]
@@ -73,6 +74,22 @@ const WASM_PAGE: usize = 1 << 16;
 /// How often the epoch advances. A runaway guest is stopped within one tick
 /// of its deadline.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The store's epoch callback, called at every tick while the guest runs:
+/// yield to the async executor (so a spinning guest shares its worker
+/// thread with every other task instead of holding it until the deadline),
+/// or trap with [`wasmtime::Trap::Interrupt`] once the call's ticks are
+/// spent.
+pub(crate) fn yield_or_interrupt(
+    mut store: wasmtime::StoreContextMut<'_, ConsumerState>,
+) -> wasmtime::Result<wasmtime::UpdateDeadline> {
+    let left = &mut store.data_mut().ticks_left;
+    if *left == 0 {
+        return Err(wasmtime::Trap::Interrupt.into());
+    }
+    *left -= 1;
+    Ok(wasmtime::UpdateDeadline::Yield(1))
+}
 
 /// Epoch ticks for a call timeout (at least one).
 pub(crate) fn epoch_ticks(timeout: Duration) -> u64 {

@@ -15,7 +15,7 @@ use wasmtime::{Engine, Store};
 use crate::bindings::{Scope, add_host_to_linker, add_types_to_linker};
 use crate::connection::{Connection, Handshake, Outbound};
 use crate::consumer::{Consumer, GuestError};
-use crate::engine::{EpochTicker, GuestLimits, build_engine, epoch_ticks};
+use crate::engine::{EpochTicker, GuestLimits, build_engine, epoch_ticks, yield_or_interrupt};
 use crate::failures::{FailureBook, PluginFailures};
 use crate::plugin::{self, Plugin, PluginError};
 use crate::registry::{RouteInfo, RouteMatch, RouteTable};
@@ -247,8 +247,9 @@ impl PluginHost {
         };
         let mut store = Store::new(&self.engine, ConsumerState::new(host, limits.memory_bytes));
         store.limiter(|state| &mut state.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(epoch_ticks(limits.call_timeout));
+        store.epoch_deadline_callback(yield_or_interrupt);
+        store.data_mut().ticks_left = epoch_ticks(limits.call_timeout);
+        store.set_epoch_deadline(1);
         let bindings = tokio::time::timeout(
             limits.call_timeout,
             plugin.pre.instantiate_async(&mut store),

@@ -23,6 +23,9 @@ pub(crate) struct ConsumerState {
     pub(crate) host: HostCtx,
     /// Memory and table caps of this store.
     pub(crate) limits: StoreLimits,
+    /// Epoch ticks the current guest call may still run (see
+    /// [`crate::engine::yield_or_interrupt`]).
+    pub(crate) ticks_left: u64,
 }
 
 impl std::fmt::Debug for ConsumerState {
@@ -63,6 +66,7 @@ impl ConsumerState {
             wasi_table: ResourceTable::new(),
             host,
             limits,
+            ticks_left: 0,
         }
     }
 }
