@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::Value;
-use switchyard::{Config, Server};
+use switchyard::{Config, Counters, Server};
 use switchyard_host::PluginHost;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -70,6 +70,8 @@ pub fn test_config() -> Config {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub host: Arc<PluginHost>,
+    /// The server's refusal and forced-close counters.
+    pub counters: Arc<Counters>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -86,6 +88,7 @@ impl TestServer {
         let addr = listener.local_addr().expect("local address");
         let server = Server::build(config).await.expect("server builds");
         let host = Arc::clone(server.host());
+        let counters = Arc::clone(server.counters());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(listener, async {
             let _ = rx.await;
@@ -93,6 +96,7 @@ impl TestServer {
         Self {
             addr,
             host,
+            counters,
             shutdown: Some(tx),
             task: Some(task),
         }
@@ -203,6 +207,44 @@ impl Client {
                 _ => return None,
             }
         }
+    }
+
+    /// Open a connection with extra request headers; `Err(status)` when the
+    /// handshake got an HTTP answer instead of 101.
+    pub async fn try_connect_with_headers(
+        server: &TestServer,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Self, u16> {
+        let mut request = server
+            .url(path)
+            .into_client_request()
+            .expect("valid request");
+        for (name, value) in headers {
+            request.headers_mut().append(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                    .expect("valid header name"),
+                HeaderValue::from_str(value).expect("valid header value"),
+            );
+        }
+        let result = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(request))
+            .await
+            .unwrap_or_else(|_| panic!("handshake to {path} timed out"));
+        match result {
+            Ok((ws, _)) => Ok(Self {
+                ws,
+                subprotocol: None,
+            }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(other) => panic!("handshake to {path} failed without an HTTP answer: {other}"),
+        }
+    }
+
+    /// Send any message, raw frames included.
+    pub async fn send_message(&mut self, message: Message) {
+        self.ws.send(message).await.expect("send a message");
     }
 
     pub async fn send_text(&mut self, text: &str) {

@@ -1,10 +1,13 @@
 //! End-to-end tests: the real server on 127.0.0.1:0, a real WebSocket
 //! client, and the plugins built by `cargo xtask test`.
 
+mod access;
 mod chat;
 mod echo;
 mod handshake;
 mod hotswap;
+mod isolation;
 mod layer;
 mod redis;
 mod shutdown;
+mod wslimits;

@@ -27,6 +27,9 @@
 //! | `{"cmd": "echo", "text": t}`                         | `{"echo": t}`             |
 //! | `{"cmd": "send_many", "count": n}`                   | `n` frames `{"seq": i}`   |
 //! | `{"cmd": "panic"}`                                   | none: the guest traps     |
+//! | `{"cmd": "spin"}`                                    | none: loops forever       |
+//! | `{"cmd": "hog"}`                                     | none: grows memory until it traps |
+//! | `{"cmd": "ambient"}`                                 | `{"env": n, "args": n, "read_dir": ok, "tcp": ok}` |
 //! | a text frame that is not JSON                        | `{"error": "invalid_json"}` |
 //! | any other JSON                                       | `{"error": "bad_command", "detail": text}` |
 //!
@@ -111,6 +114,9 @@ enum Command {
     Echo { text: Value },
     SendMany { count: u32 },
     Panic,
+    Spin,
+    Hog,
+    Ambient,
 }
 
 fn run(conn: &Connection, command: Command) {
@@ -131,7 +137,38 @@ fn run(conn: &Connection, command: Command) {
             }
         }
         Command::Panic => panic!("probe panic on request"),
+        Command::Spin => spin(),
+        Command::Hog => hog(),
+        Command::Ambient => send_json(conn, &ambient()),
     }
+}
+
+/// Loops until the host's deadline stops it.
+fn spin() {
+    let mut n: u64 = 0;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+/// Grows memory 1 MiB at a time until an allocation fails (the host's
+/// memory cap makes `memory.grow` trap).
+fn hog() {
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    loop {
+        held.push(std::hint::black_box(vec![1u8; 1 << 20]));
+    }
+}
+
+/// What the guest can reach without being given it: environment
+/// variables, arguments, the file system, the network.
+fn ambient() -> Value {
+    json!({
+        "env": std::env::vars_os().count(),
+        "args": std::env::args_os().count(),
+        "read_dir": std::fs::read_dir("/").is_ok() || std::fs::read_dir(".").is_ok(),
+        "tcp": std::net::TcpStream::connect(("127.0.0.1", 80)).is_ok(),
+    })
 }
 
 /// The connect frame: the scope, the channel name and the connection id.

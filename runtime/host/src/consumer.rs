@@ -13,6 +13,7 @@ use wasmtime::component::Resource;
 use crate::bindings::{Frame, Migration, Scope, WebsocketConsumer};
 use crate::connection::{Connection, Handshake, OutboundOverflow};
 use crate::engine::epoch_ticks;
+use crate::failures::FailureCounter;
 use crate::plugin::{Plugin, Retirement};
 use crate::state::ConsumerState;
 
@@ -66,10 +67,13 @@ pub struct Consumer {
     retirement: Option<watch::Receiver<Retirement>>,
     layer: Arc<dyn ChannelLayer>,
     call_timeout: Duration,
+    /// The plugin's failure counters.
+    failures: Arc<FailureCounter>,
     /// Set once a call failed; the instance is never called again.
     failed: bool,
-    /// Held for the instance's life: the cap on live instances.
-    _permit: OwnedSemaphorePermit,
+    /// Held for the instance's life: the caps on live instances (the
+    /// server's and the plugin's).
+    _permits: [OwnedSemaphorePermit; 2],
 }
 
 impl std::fmt::Debug for Consumer {
@@ -95,9 +99,10 @@ impl Consumer {
         migration: Option<Migration>,
         connection: Resource<Connection>,
         version: Arc<Plugin>,
-        call_timeout: Duration,
-        permit: OwnedSemaphorePermit,
+        failures: Arc<FailureCounter>,
+        permits: [OwnedSemaphorePermit; 2],
     ) -> Self {
+        let call_timeout = version.limits().call_timeout;
         let plugin = Arc::clone(&store.data().host.plugin);
         let layer = Arc::clone(&store.data().host.layer);
         version.opened();
@@ -112,8 +117,9 @@ impl Consumer {
             retirement,
             layer,
             call_timeout,
+            failures,
             failed: false,
-            _permit: permit,
+            _permits: permits,
         }
     }
 
@@ -193,7 +199,7 @@ impl Consumer {
         plugin: &Arc<str>,
         call: &'static str,
         timeout: Duration,
-        failed: &mut bool,
+        (failed, failures): (&mut bool, &FailureCounter),
         future: impl Future<Output = wasmtime::Result<R>>,
     ) -> Result<R, GuestError> {
         let outcome = match tokio::time::timeout(timeout, future).await {
@@ -223,12 +229,24 @@ impl Consumer {
             },
         };
         *failed = true;
+        let total = match outcome {
+            GuestError::Trap { .. } => failures.trap(),
+            GuestError::Deadline { .. } => failures.deadline(),
+        };
+        tracing::warn!(
+            plugin = %plugin,
+            call,
+            failures = total,
+            "guest failure {total} of plugin `{plugin}` since start"
+        );
         Err(outcome)
     }
 
+    /// Give the next call its ticks; the store's epoch callback yields at
+    /// each tick and traps when they are spent.
     fn arm(&mut self) {
-        self.store
-            .set_epoch_deadline(epoch_ticks(self.call_timeout));
+        self.store.data_mut().ticks_left = epoch_ticks(self.call_timeout);
+        self.store.set_epoch_deadline(1);
     }
 
     /// Call `connect`; returns the plugin's answer to the handshake. A plugin
@@ -241,7 +259,7 @@ impl Consumer {
             &self.plugin,
             "connect",
             self.call_timeout,
-            &mut self.failed,
+            (&mut self.failed, &self.failures),
             guest.call_connect(&mut self.store, conn, &scope),
         )
         .await?;
@@ -273,7 +291,7 @@ impl Consumer {
             &self.plugin,
             "receive",
             self.call_timeout,
-            &mut self.failed,
+            (&mut self.failed, &self.failures),
             guest.call_receive(&mut self.store, conn, &frame),
         )
         .await
@@ -288,7 +306,7 @@ impl Consumer {
             &self.plugin,
             "event",
             self.call_timeout,
-            &mut self.failed,
+            (&mut self.failed, &self.failures),
             guest.call_event(&mut self.store, conn, event.as_str()),
         )
         .await
@@ -306,7 +324,7 @@ impl Consumer {
                 &self.plugin,
                 "disconnect",
                 self.call_timeout,
-                &mut self.failed,
+                (&mut self.failed, &self.failures),
                 guest.call_disconnect(&mut self.store, conn, code),
             )
             .await;
@@ -320,16 +338,16 @@ impl Consumer {
     /// Ask the guest for this connection's state (`migration.snapshot`).
     /// `None` when the plugin does not export `migration`.
     pub(crate) async fn snapshot(&mut self) -> Option<Result<Vec<u8>, GuestError>> {
+        self.migration.as_ref()?;
+        self.arm();
         let migration = self.migration.as_ref()?;
-        self.store
-            .set_epoch_deadline(epoch_ticks(self.call_timeout));
         let conn = Resource::new_borrow(self.connection.rep());
         Some(
             Self::guarded(
                 &self.plugin,
                 "snapshot",
                 self.call_timeout,
-                &mut self.failed,
+                (&mut self.failed, &self.failures),
                 migration.call_snapshot(&mut self.store, conn),
             )
             .await,
@@ -341,17 +359,19 @@ impl Consumer {
         &mut self,
         state: Vec<u8>,
     ) -> Result<Result<(), String>, GuestError> {
+        if self.migration.is_none() {
+            return Ok(Err("this version does not export `migration`".to_owned()));
+        }
+        self.arm();
         let Some(migration) = self.migration.as_ref() else {
             return Ok(Err("this version does not export `migration`".to_owned()));
         };
-        self.store
-            .set_epoch_deadline(epoch_ticks(self.call_timeout));
         let conn = Resource::new_borrow(self.connection.rep());
         Self::guarded(
             &self.plugin,
             "restore",
             self.call_timeout,
-            &mut self.failed,
+            (&mut self.failed, &self.failures),
             migration.call_restore(&mut self.store, conn, &state),
         )
         .await

@@ -12,6 +12,9 @@ use wasmtime::{
     Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
 };
 
+use crate::manifest::PluginLimits;
+use crate::state::ConsumerState;
+
 /// Limits applied to every guest instance.
 #[derive(Debug, Clone)]
 pub struct GuestLimits {
@@ -35,9 +38,62 @@ impl Default for GuestLimits {
     }
 }
 
+impl GuestLimits {
+    /// These (server-wide) limits narrowed by a plugin's `[limits]` table.
+    /// A plugin may ask for less memory than the server allows, never more:
+    /// the pool's memory slots are sized by the server's limit.
+    pub fn for_plugin(&self, own: &PluginLimits) -> Result<Self, String> {
+        let memory_bytes = own.memory_bytes.unwrap_or(self.memory_bytes);
+        if memory_bytes > self.memory_bytes {
+            return Err(format!(
+                "limits.memory-bytes = {memory_bytes} exceeds the server's guest.memory-bytes ({})",
+                self.memory_bytes
+            ));
+        }
+        if memory_bytes < WASM_PAGE {
+            return Err(format!(
+                "limits.memory-bytes = {memory_bytes} is below one wasm page ({WASM_PAGE})"
+            ));
+        }
+        let call_timeout = own
+            .call_timeout_ms
+            .map_or(self.call_timeout, Duration::from_millis);
+        if call_timeout.is_zero() {
+            return Err("limits.call-timeout-ms must be at least 1".to_owned());
+        }
+        let max_instances = own.max_instances.unwrap_or(self.max_instances);
+        if max_instances == 0 {
+            return Err("limits.max-instances must be at least 1".to_owned());
+        }
+        Ok(Self {
+            memory_bytes,
+            call_timeout,
+            max_instances: max_instances.min(self.max_instances),
+        })
+    }
+}
+
+const WASM_PAGE: usize = 1 << 16;
+
 /// How often the epoch advances. A runaway guest is stopped within one tick
 /// of its deadline.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The store's epoch callback, called at every tick while the guest runs:
+/// yield to the async executor (so a spinning guest shares its worker
+/// thread with every other task instead of holding it until the deadline),
+/// or trap with [`wasmtime::Trap::Interrupt`] once the call's ticks are
+/// spent.
+pub(crate) fn yield_or_interrupt(
+    mut store: wasmtime::StoreContextMut<'_, ConsumerState>,
+) -> wasmtime::Result<wasmtime::UpdateDeadline> {
+    let left = &mut store.data_mut().ticks_left;
+    if *left == 0 {
+        return Err(wasmtime::Trap::Interrupt.into());
+    }
+    *left -= 1;
+    Ok(wasmtime::UpdateDeadline::Yield(1))
+}
 
 /// Epoch ticks for a call timeout (at least one).
 pub(crate) fn epoch_ticks(timeout: Duration) -> u64 {
@@ -48,9 +104,13 @@ pub(crate) fn epoch_ticks(timeout: Duration) -> u64 {
 /// Core wasm items one component instance may hold. A Rust `wasm32-wasip2`
 /// component has one memory and a handful of core instances and tables (its
 /// own module plus the canonical-ABI shims).
-const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
-const TABLES_PER_COMPONENT: u32 = 8;
-const MEMORIES_PER_COMPONENT: u32 = 2;
+pub(crate) const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+pub(crate) const TABLES_PER_COMPONENT: u32 = 8;
+pub(crate) const MEMORIES_PER_COMPONENT: u32 = 2;
+/// Most elements in one table (the pooling allocator's default slot size).
+/// A Rust guest's function table holds a few hundred entries; a guest
+/// growing a table without bound fails here.
+pub(crate) const TABLE_ELEMENTS: usize = 20_000;
 
 /// Build the engine: Cranelift, epoch interruption, copy-on-write memory
 /// images, and the pooling allocator sized from `limits` (instantiation in
@@ -159,6 +219,36 @@ impl Drop for EpochTicker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plugin_limits_narrow_but_never_widen() {
+        let server = GuestLimits::default();
+        let same = server
+            .for_plugin(&PluginLimits::default())
+            .expect("defaults");
+        assert_eq!(same.memory_bytes, server.memory_bytes);
+        assert_eq!(same.call_timeout, server.call_timeout);
+        let own = PluginLimits {
+            memory_bytes: Some(16 << 20),
+            call_timeout_ms: Some(300),
+            max_instances: Some(u32::MAX),
+        };
+        let narrowed = server.for_plugin(&own).expect("narrower");
+        assert_eq!(narrowed.memory_bytes, 16 << 20);
+        assert_eq!(narrowed.call_timeout, Duration::from_millis(300));
+        assert_eq!(narrowed.max_instances, server.max_instances);
+        let greedy = PluginLimits {
+            memory_bytes: Some(server.memory_bytes + 1),
+            ..PluginLimits::default()
+        };
+        let err = server.for_plugin(&greedy).expect_err("wider");
+        assert!(err.contains("guest.memory-bytes"), "{err}");
+        let zero = PluginLimits {
+            call_timeout_ms: Some(0),
+            ..PluginLimits::default()
+        };
+        assert!(server.for_plugin(&zero).is_err());
+    }
 
     #[test]
     fn epoch_ticks_round_down_but_never_to_zero() {

@@ -18,7 +18,8 @@ use wasmtime::{Engine, Store};
 use crate::bindings::{Scope, add_host_to_linker, add_types_to_linker};
 use crate::connection::{Connection, Handshake, Outbound};
 use crate::consumer::{Consumer, GuestError};
-use crate::engine::{EpochTicker, GuestLimits, build_engine, epoch_ticks};
+use crate::engine::{EpochTicker, GuestLimits, build_engine, epoch_ticks, yield_or_interrupt};
+use crate::failures::{FailureBook, PluginFailures};
 use crate::manifest::ReplacePolicy;
 use crate::plugin::{self, Plugin, PluginError, PluginFiles, Retirement};
 use crate::registry::{RouteInfo, RouteMatch, RouteTable};
@@ -48,6 +49,9 @@ pub enum StartError {
     /// The cap on live instances is reached (the server answers 503).
     #[error("all {0} instance slots are in use")]
     AtCapacity(u32),
+    /// The plugin's own `limits.max-instances` is reached (503 too).
+    #[error("all {slots} instance slots of plugin `{plugin}` are in use")]
+    PluginAtCapacity { plugin: String, slots: u32 },
     #[error("instantiating plugin `{plugin}`: {message}")]
     Instantiate { plugin: String, message: String },
     #[error(transparent)]
@@ -166,8 +170,9 @@ pub struct PluginHost {
     /// Versions replaced or removed while connections still ran on them.
     retired: Mutex<Vec<Arc<Plugin>>>,
     /// The last load failure of each plugin name, cleared when it loads.
-    failures: Mutex<BTreeMap<String, LoadFailure>>,
+    load_failures: Mutex<BTreeMap<String, LoadFailure>>,
     instances: Arc<Semaphore>,
+    failures: FailureBook,
     next_connection: AtomicU64,
     cache: Option<wasmtime::Cache>,
     _ticker: EpochTicker,
@@ -227,7 +232,8 @@ impl PluginHost {
             table: ArcSwap::from_pointee(RouteTable::default()),
             update: Mutex::new(()),
             retired: Mutex::new(Vec::new()),
-            failures: Mutex::new(BTreeMap::new()),
+            failures: FailureBook::default(),
+            load_failures: Mutex::new(BTreeMap::new()),
             next_connection: AtomicU64::new(1),
             cache,
             _ticker: ticker,
@@ -239,6 +245,12 @@ impl PluginHost {
         self.cache
             .as_ref()
             .map(|cache| (cache.cache_hits(), cache.cache_misses()))
+    }
+
+    /// Traps and deadline overruns counted per plugin since start, for
+    /// every plugin that has failed at least once.
+    pub fn failures(&self) -> Vec<PluginFailures> {
+        self.failures.report()
     }
 
     pub fn layer(&self) -> &Arc<dyn ChannelLayer> {
@@ -253,10 +265,11 @@ impl PluginHost {
     pub async fn compile(&self, wasm_path: &Path) -> Result<Arc<Plugin>, PluginError> {
         let engine = self.engine.clone();
         let linker = self.linker.clone();
+        let limits = self.limits.clone();
         let path = wasm_path.to_path_buf();
         tokio::task::spawn_blocking(move || {
             let files = PluginFiles::read(&path)?;
-            plugin::compile(&engine, &linker, files)
+            plugin::compile(&engine, &linker, &limits, files)
         })
         .await
         .map_err(|_| PluginError::Join {
@@ -278,7 +291,7 @@ impl PluginHost {
             self.table.store(Arc::new(next));
             previous
         };
-        lock(&self.failures).remove(plugin.name());
+        lock(&self.load_failures).remove(plugin.name());
         tracing::info!(
             plugin = plugin.name(),
             version = plugin.hash(),
@@ -307,7 +320,7 @@ impl PluginHost {
             self.table.store(Arc::new(current.without_plugin(name)));
             removed
         };
-        lock(&self.failures).remove(name);
+        lock(&self.load_failures).remove(name);
         if let Some(old) = removed {
             tracing::info!(plugin = name, version = old.hash(), "plugin removed");
             let how = match old.manifest().on_replace {
@@ -339,7 +352,7 @@ impl PluginHost {
     fn record_failure(&self, path: &Path, err: &PluginError) {
         tracing::error!(path = %path.display(), "plugin not loaded: {err}");
         let name = failure_key(path);
-        lock(&self.failures).insert(
+        lock(&self.load_failures).insert(
             name,
             LoadFailure {
                 file: path.display().to_string(),
@@ -394,7 +407,7 @@ impl PluginHost {
                 report.removed.push(name);
             }
         }
-        lock(&self.failures).retain(|name, _| present.contains(name));
+        lock(&self.load_failures).retain(|name, _| present.contains(name));
         Ok(report)
     }
 
@@ -403,6 +416,7 @@ impl PluginHost {
     async fn load_file(&self, path: &Path) -> Result<Option<String>, PluginError> {
         let engine = self.engine.clone();
         let linker = self.linker.clone();
+        let limits = self.limits.clone();
         let owned = path.to_path_buf();
         let table = self.table.load_full();
         let compiled = tokio::task::spawn_blocking(move || {
@@ -413,7 +427,7 @@ impl PluginHost {
             {
                 return Ok(None);
             }
-            plugin::compile(&engine, &linker, files).map(Some)
+            plugin::compile(&engine, &linker, &limits, files).map(Some)
         })
         .await
         .map_err(|_| PluginError::Join {
@@ -446,7 +460,7 @@ impl PluginHost {
             retired.retain(|version| version.open_connections() > 0);
             retired.clone()
         };
-        let failures = lock(&self.failures).clone();
+        let failures = lock(&self.load_failures).clone();
         let mut names: Vec<String> = table.plugins().map(|p| p.name().to_owned()).collect();
         names.extend(retired.iter().map(|p| p.name().to_owned()));
         names.extend(failures.keys().cloned());
@@ -492,8 +506,18 @@ impl PluginHost {
             .collect()
     }
 
-    fn take_slot(&self) -> Option<OwnedSemaphorePermit> {
-        Arc::clone(&self.instances).try_acquire_owned().ok()
+    /// An instance slot of the server and one of the plugin version.
+    fn take_slots(&self, plugin: &Plugin) -> Result<[OwnedSemaphorePermit; 2], StartError> {
+        let server = Arc::clone(&self.instances)
+            .try_acquire_owned()
+            .map_err(|_| StartError::AtCapacity(self.limits.max_instances))?;
+        let own = Arc::clone(&plugin.slots).try_acquire_owned().map_err(|_| {
+            StartError::PluginAtCapacity {
+                plugin: plugin.name().to_owned(),
+                slots: plugin.limits().max_instances,
+            }
+        })?;
+        Ok([server, own])
     }
 
     /// A store and an instance of `plugin` serving `connection`.
@@ -501,8 +525,9 @@ impl PluginHost {
         &self,
         plugin: &Arc<Plugin>,
         connection: Connection,
-        permit: OwnedSemaphorePermit,
+        permits: [OwnedSemaphorePermit; 2],
     ) -> Result<Consumer, String> {
+        let limits = plugin.limits();
         let id = connection.id;
         let mut connections = ResourceTable::new();
         let handle = connections
@@ -514,19 +539,17 @@ impl PluginHost {
             plugin: plugin.name_arc(),
             current_connection: id,
         };
-        let mut store = Store::new(
-            &self.engine,
-            ConsumerState::new(host, self.limits.memory_bytes),
-        );
+        let mut store = Store::new(&self.engine, ConsumerState::new(host, limits.memory_bytes));
         store.limiter(|state| &mut state.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(epoch_ticks(self.limits.call_timeout));
+        store.epoch_deadline_callback(yield_or_interrupt);
+        store.data_mut().ticks_left = epoch_ticks(limits.call_timeout);
+        store.set_epoch_deadline(1);
         let instance = tokio::time::timeout(
-            self.limits.call_timeout,
+            limits.call_timeout,
             plugin.pre.instantiate_async(&mut store),
         )
         .await
-        .map_err(|_| format!("timed out after {:?}", self.limits.call_timeout))?
+        .map_err(|_| format!("timed out after {:?}", limits.call_timeout))?
         .map_err(|err| format!("{err:#}"))?;
         let guest = plugin
             .consumer_exports
@@ -546,8 +569,8 @@ impl PluginHost {
             migration,
             handle,
             Arc::clone(plugin),
-            self.limits.call_timeout,
-            permit,
+            self.failures.counter(plugin.name()),
+            permits,
         ))
     }
 
@@ -560,20 +583,18 @@ impl PluginHost {
         request: ConnectRequest,
         outbound: mpsc::Sender<Outbound>,
     ) -> Result<Started, StartError> {
-        let permit = self
-            .take_slot()
-            .ok_or(StartError::AtCapacity(self.limits.max_instances))?;
         let plugin = &matched.plugin;
+        let permits = self.take_slots(plugin)?;
         let inbox = self.layer.new_channel();
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let connection = Connection::new(id, inbox.name().into(), outbound);
-        let mut consumer =
-            self.instantiate(plugin, connection, permit)
-                .await
-                .map_err(|message| StartError::Instantiate {
-                    plugin: plugin.name().to_owned(),
-                    message,
-                })?;
+        let mut consumer = self
+            .instantiate(plugin, connection, permits)
+            .await
+            .map_err(|message| StartError::Instantiate {
+                plugin: plugin.name().to_owned(),
+                message,
+            })?;
         let scope = Scope {
             path: request.path,
             query_string: request.query_string,
@@ -627,10 +648,12 @@ impl PluginHost {
             Some(Err(err)) => return Err(MigrateError::Snapshot(err)),
             Some(Ok(state)) => state,
         };
-        let permit = self.take_slot().ok_or(MigrateError::AtCapacity)?;
+        let permits = self
+            .take_slots(next)
+            .map_err(|_| MigrateError::AtCapacity)?;
         let connection = consumer.conn().successor();
         let mut successor = self
-            .instantiate(next, connection, permit)
+            .instantiate(next, connection, permits)
             .await
             .map_err(MigrateError::Instantiate)?;
         match successor.restore(state).await {

@@ -14,6 +14,7 @@
 //! - [`connection`]: the `connection` resource and what it asks of the socket.
 //! - [`engine`]: the wasmtime engine, the compile cache and guest limits.
 //! - [`watch`]: watching the plugin directory for hot swap.
+//! - `failures` (private): guest traps and deadlines counted per plugin.
 //! - `bindings`, `state`, `host_api`, `guest_output` (private): the generated
 //!   bindings, the store's data, the host interface, guest stdout/stderr.
 
@@ -21,6 +22,7 @@ mod bindings;
 pub mod connection;
 pub mod consumer;
 pub mod engine;
+mod failures;
 mod guest_output;
 pub mod host;
 mod host_api;
@@ -34,11 +36,12 @@ pub mod watch;
 pub use connection::{Handshake, OutFrame, Outbound, OutboundOverflow};
 pub use consumer::{ConnectionStatus, Consumer, GuestError, InFrame};
 pub use engine::GuestLimits;
+pub use failures::PluginFailures;
 pub use host::{
     ConnectRequest, HostOptions, LoadFailure, LoadReport, MigrateError, PluginHost, PluginStatus,
     StartError, Started, VersionStatus,
 };
-pub use manifest::{InstanceMode, Manifest, ReplacePolicy};
+pub use manifest::{InstanceMode, Manifest, PluginLimits, ReplacePolicy};
 pub use plugin::{Plugin, PluginError, Retirement};
 pub use registry::{RouteInfo, RouteMatch};
 pub use route::RoutePattern;

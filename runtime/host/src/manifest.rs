@@ -8,6 +8,12 @@
 //! # Optional: what happens to open connections when this file replaces
 //! # the live version: "drain" (default), "restart" or "migrate".
 //! on-replace = "drain"
+//!
+//! # Optional; each key defaults to the server's `[guest]` setting.
+//! [limits]
+//! memory-bytes = 16777216   # at most the server's guest.memory-bytes
+//! call-timeout-ms = 1000    # epoch deadline and tokio timeout per call
+//! max-instances = 100       # live instances of this plugin (503 past it)
 //! ```
 //!
 //! Unknown keys are errors, so a typo never silently changes behaviour. A
@@ -58,6 +64,21 @@ pub struct Manifest {
     pub instance: InstanceMode,
     #[serde(default)]
     pub on_replace: ReplacePolicy,
+    #[serde(default)]
+    pub limits: PluginLimits,
+}
+
+/// A plugin's own guest limits (`[limits]`); `None` takes the server's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PluginLimits {
+    /// Most linear memory one instance may grow to; at most the server's
+    /// `guest.memory-bytes` (the pool's slot size).
+    pub memory_bytes: Option<usize>,
+    /// Longest one call into the guest may run.
+    pub call_timeout_ms: Option<u64>,
+    /// Most live instances of this plugin; within the server-wide cap.
+    pub max_instances: Option<u32>,
 }
 
 /// Why a manifest could not be used.
@@ -81,6 +102,7 @@ impl Manifest {
             routes: vec![RoutePattern::parse(&format!("ws/{name}/"))?],
             instance: InstanceMode::default(),
             on_replace: ReplacePolicy::default(),
+            limits: PluginLimits::default(),
         })
     }
 
@@ -166,6 +188,21 @@ mod tests {
     fn unknown_instance_mode_is_an_error() {
         let err = parse("routes = [\"ws/a/\"]\ninstance = \"pooled\"\n").expect_err("bad mode");
         assert!(err.to_string().contains("pooled"), "{err}");
+    }
+
+    #[test]
+    fn limits_table_is_optional_and_strict() {
+        let m = parse("routes = [\"ws/a/\"]\n").expect("no limits");
+        assert_eq!(m.limits, PluginLimits::default());
+        let m = parse(
+            "routes = [\"ws/a/\"]\n[limits]\nmemory-bytes = 1048576\ncall-timeout-ms = 300\nmax-instances = 3\n",
+        )
+        .expect("limits");
+        assert_eq!(m.limits.memory_bytes, Some(1 << 20));
+        assert_eq!(m.limits.call_timeout_ms, Some(300));
+        assert_eq!(m.limits.max_instances, Some(3));
+        let err = parse("routes = [\"ws/a/\"]\n[limits]\nmemory = 1\n").expect_err("typo");
+        assert!(err.to_string().contains("memory"), "{err}");
     }
 
     #[test]

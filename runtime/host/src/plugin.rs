@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use wasmtime::Engine;
 use wasmtime::component::{Component, InstancePre, Linker};
 
 use crate::bindings::{MigrationIndices, WebsocketConsumerIndices};
+use crate::engine::GuestLimits;
 use crate::manifest::{Manifest, ManifestError};
 use crate::route::RouteError;
 use crate::state::ConsumerState;
@@ -48,6 +49,8 @@ pub enum PluginError {
         other_route: String,
         other: String,
     },
+    #[error("invalid [limits] in the manifest of {path}: {message}")]
+    Limits { path: String, message: String },
     #[error("compiling {path} panicked or was cancelled")]
     Join { path: String },
 }
@@ -75,6 +78,10 @@ pub struct Plugin {
     fingerprint: String,
     source: PathBuf,
     loaded_at: SystemTime,
+    /// The server's guest limits narrowed by the manifest's `[limits]`.
+    limits: GuestLimits,
+    /// This version's instance slots (`limits.max-instances`).
+    pub(crate) slots: Arc<Semaphore>,
     pub(crate) pre: InstancePre<ConsumerState>,
     pub(crate) consumer_exports: WebsocketConsumerIndices,
     /// Present when the component exports `migration`.
@@ -156,6 +163,11 @@ impl Plugin {
 
     pub fn loaded_at(&self) -> SystemTime {
         self.loaded_at
+    }
+
+    /// The limits this plugin's instances run under.
+    pub fn limits(&self) -> &GuestLimits {
+        &self.limits
     }
 }
 
@@ -244,9 +256,19 @@ impl PluginFiles {
 pub(crate) fn compile(
     engine: &Engine,
     linker: &Linker<ConsumerState>,
+    server_limits: &GuestLimits,
     files: PluginFiles,
 ) -> Result<Plugin, PluginError> {
     let path = files.wasm_path.display().to_string();
+    let limits = server_limits
+        .for_plugin(&files.manifest.limits)
+        .map_err(|message| PluginError::Limits {
+            path: path.clone(),
+            message,
+        })?;
+    let slots = usize::try_from(limits.max_instances)
+        .unwrap_or(usize::MAX)
+        .min(Semaphore::MAX_PERMITS);
     let hash = hex(&Sha256::digest(&files.wasm)[..8]);
     let component = Component::new(engine, &files.wasm).map_err(|err| PluginError::Compile {
         path: path.clone(),
@@ -271,6 +293,8 @@ pub(crate) fn compile(
         fingerprint: files.fingerprint,
         source: files.wasm_path,
         loaded_at: SystemTime::now(),
+        limits,
+        slots: Arc::new(Semaphore::new(slots)),
         pre,
         consumer_exports,
         migration_exports,

@@ -8,6 +8,9 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::engine::{
+    CORE_INSTANCES_PER_COMPONENT, MEMORIES_PER_COMPONENT, TABLE_ELEMENTS, TABLES_PER_COMPONENT,
+};
 use crate::guest_output::{GuestOutput, Stream};
 
 /// Everything one store holds.
@@ -20,6 +23,9 @@ pub(crate) struct ConsumerState {
     pub(crate) host: HostCtx,
     /// Memory and table caps of this store.
     pub(crate) limits: StoreLimits,
+    /// Epoch ticks the current guest call may still run (see
+    /// [`crate::engine::yield_or_interrupt`]).
+    pub(crate) ticks_left: u64,
 }
 
 impl std::fmt::Debug for ConsumerState {
@@ -49,6 +55,10 @@ impl ConsumerState {
             .build();
         let limits = StoreLimitsBuilder::new()
             .memory_size(memory_bytes)
+            .table_elements(TABLE_ELEMENTS)
+            .instances(CORE_INSTANCES_PER_COMPONENT as usize)
+            .tables(TABLES_PER_COMPONENT as usize)
+            .memories(MEMORIES_PER_COMPONENT as usize)
             .trap_on_grow_failure(true)
             .build();
         Self {
@@ -56,6 +66,7 @@ impl ConsumerState {
             wasi_table: ResourceTable::new(),
             host,
             limits,
+            ticks_left: 0,
         }
     }
 }

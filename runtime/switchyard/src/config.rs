@@ -19,6 +19,11 @@
 //! max-frame-size = 1048576
 //! handshake-timeout-secs = 5
 //! outbound-queue = 1024        # frames queued per connection
+//! ping-interval-secs = 20      # ping an idle client this often (Daphne's)
+//! ping-timeout-secs = 30       # close (1001) when silent this long after a ping
+//! max-connections = 20000      # open sockets and handshakes; 503 past it
+//! max-path-bytes = 2048        # longer request paths: 414
+//! max-header-bytes = 16384     # larger request headers (names + values): 431
 //!
 //! [layer]                      # Channels' CHANNEL_LAYERS CONFIG
 //! capacity = 100
@@ -36,6 +41,28 @@
 //! memory-bytes = 67108864
 //! call-timeout-ms = 5000
 //! max-instances = 20000
+//!
+//! [access]
+//! # Channels' OriginValidator; absent = every origin (and none) allowed.
+//! allowed-origins = ["https://example.com", ".example.org"]
+//! # Peers whose X-Forwarded-For is believed; everyone else's is ignored.
+//! trusted-proxies = ["127.0.0.1"]
+//!
+//! [auth]                       # JWT verified by the host; see crate::auth
+//! keys = [{ algorithm = "HS256", secret = "..." },
+//!         { algorithm = "ES256", public-key-file = "/etc/switchyard/es256.pem" }]
+//! from-header = true           # Authorization: Bearer <token>
+//! cookie = "token"             # optional cookie name
+//! query-param = "token"        # optional query parameter name
+//! leeway-secs = 30
+//! required-plugins = ["chat"]  # "*" for every plugin
+//! required-routes = ["ws/private/<str:room>/"]
+//!
+//! [rate-limit]                 # every limit is off unless set
+//! connections-per-minute-per-ip = 600   # 429 on the handshake past it
+//! concurrent-connections-per-ip = 200   # 429 on the handshake past it
+//! messages-per-second = 50              # per connection; close 1008 past it
+//! message-burst = 100
 //! ```
 
 use std::net::IpAddr;
@@ -92,6 +119,9 @@ pub struct Config {
     pub layer: LayerSection,
     pub guest: GuestSection,
     pub redis: RedisSection,
+    pub access: AccessSection,
+    pub auth: AuthSection,
+    pub rate_limit: RateLimitSection,
 }
 
 impl Default for Config {
@@ -109,6 +139,9 @@ impl Default for Config {
             layer: LayerSection::default(),
             guest: GuestSection::default(),
             redis: RedisSection::default(),
+            access: AccessSection::default(),
+            auth: AuthSection::default(),
+            rate_limit: RateLimitSection::default(),
         }
     }
 }
@@ -173,6 +206,19 @@ pub struct WebSocketConfig {
     /// is closed (1008); a bound, so one slow client never holds memory or
     /// stalls a group send for the others.
     pub outbound_queue: usize,
+    /// A client silent this long is pinged (Daphne's `--ping-interval`).
+    pub ping_interval_secs: u64,
+    /// A client silent this long after a ping is closed with 1001
+    /// (Daphne's `--ping-timeout`).
+    pub ping_timeout_secs: u64,
+    /// Open sockets plus handshakes in progress; past it the handshake is
+    /// answered 503. Distinct from `guest.max-instances`, which counts
+    /// instances.
+    pub max_connections: usize,
+    /// Longest request path (before percent-decoding); longer: 414.
+    pub max_path_bytes: usize,
+    /// Most bytes of request header names and values; more: 431.
+    pub max_header_bytes: usize,
 }
 
 impl Default for WebSocketConfig {
@@ -182,6 +228,11 @@ impl Default for WebSocketConfig {
             max_frame_size: 1 << 20,
             handshake_timeout_secs: 5,
             outbound_queue: 1024,
+            ping_interval_secs: 20,
+            ping_timeout_secs: 30,
+            max_connections: 20_000,
+            max_path_bytes: 2048,
+            max_header_bytes: 16 << 10,
         }
     }
 }
@@ -236,6 +287,86 @@ impl Default for GuestSection {
             max_instances: defaults.max_instances,
         }
     }
+}
+
+/// Who may connect: origins and trusted proxies (see [`crate::access`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct AccessSection {
+    /// Channels' `OriginValidator` list; `None` = no origin check.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Peers whose `X-Forwarded-For` header is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+/// JWT authentication (see [`crate::auth`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct AuthSection {
+    /// Verification keys; a token is checked against those of its `alg`.
+    pub keys: Vec<JwtKey>,
+    /// Take the token from `Authorization: Bearer <token>`.
+    pub from_header: bool,
+    /// Take the token from this cookie.
+    pub cookie: Option<String>,
+    /// Take the token from this query-string parameter.
+    pub query_param: Option<String>,
+    /// Required `iss`, if set.
+    pub issuer: Option<String>,
+    /// Required `aud`, if set.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway_secs: u64,
+    /// Plugins whose routes need a valid token (403 without); `"*"` = all.
+    pub required_plugins: Vec<String>,
+    /// Route patterns (as the plugins' manifests spell them) that need a
+    /// valid token.
+    pub required_routes: Vec<String>,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            from_header: true,
+            cookie: None,
+            query_param: None,
+            issuer: None,
+            audience: None,
+            leeway_secs: 30,
+            required_plugins: Vec::new(),
+            required_routes: Vec::new(),
+        }
+    }
+}
+
+/// One JWT verification key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct JwtKey {
+    /// `HS256`, `RS256` or `ES256`.
+    pub algorithm: String,
+    /// The HS256 shared secret.
+    pub secret: Option<String>,
+    /// PEM public key (RS256, ES256), inline.
+    pub public_key: Option<String>,
+    /// PEM public key (RS256, ES256), from a file.
+    pub public_key_file: Option<PathBuf>,
+}
+
+/// Rate limits (see [`crate::ratelimit`]); each is off unless set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RateLimitSection {
+    /// New connections one client IP may open per minute (429 past it).
+    pub connections_per_minute_per_ip: Option<u32>,
+    /// Connections one client IP may hold open at once (429 past it).
+    pub concurrent_connections_per_ip: Option<u32>,
+    /// Messages per second one connection may send (close 1008 past it).
+    pub messages_per_second: Option<u32>,
+    /// Messages a connection may send in a burst; defaults to
+    /// `messages-per-second`.
+    pub message_burst: Option<u32>,
 }
 
 impl Config {
@@ -310,6 +441,45 @@ impl Config {
             return Err(invalid(
                 "guest.memory-bytes",
                 "must be at least one wasm page (65536)",
+            ));
+        }
+        self.validate_limits()?;
+        crate::auth::Verifier::new(&self.auth)?;
+        Ok(())
+    }
+
+    /// Check the connection limits and access rules.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let ws = &self.websocket;
+        if ws.ping_interval_secs == 0 || ws.ping_timeout_secs == 0 {
+            return Err(invalid(
+                "websocket.ping-interval-secs",
+                "ping interval and timeout must be at least 1 s",
+            ));
+        }
+        if ws.max_connections == 0 {
+            return Err(invalid("websocket.max-connections", "must be at least 1"));
+        }
+        if ws.max_path_bytes == 0 || ws.max_header_bytes == 0 {
+            return Err(invalid(
+                "websocket.max-path-bytes",
+                "path and header limits must be at least 1 byte",
+            ));
+        }
+        if let Some(origins) = &self.access.allowed_origins {
+            crate::access::OriginPolicy::new(origins)
+                .map_err(|message| invalid("access.allowed-origins", message))?;
+        }
+        let rl = &self.rate_limit;
+        let zero = |v: Option<u32>| v == Some(0);
+        if zero(rl.connections_per_minute_per_ip)
+            || zero(rl.concurrent_connections_per_ip)
+            || zero(rl.messages_per_second)
+            || zero(rl.message_burst)
+        {
+            return Err(invalid(
+                "rate-limit",
+                "a limit of 0 would refuse everything; leave it out to turn it off",
             ));
         }
         Ok(())

@@ -1,7 +1,14 @@
 //! Every request lands here. WebSocket handshakes are routed to a plugin,
 //! whose `connect` decides the answer before the upgrade, as Daphne does:
 //! no route is 404, a reject is 403, a plugin failure is 500, no free
-//! instance slot is 503. Plain HTTP has no routes yet (ProtocolTypeRouter
+//! instance slot is 503.
+//!
+//! Before any plugin work, the server's own gates, in this order: a request
+//! target longer than `websocket.max-path-bytes` is 414, headers larger
+//! than `websocket.max-header-bytes` 431; `websocket.max-connections`
+//! reached is 503 and a per-IP limit 429 (see `ratelimit`); then, for a
+//! routed WebSocket request, a disallowed origin is 403 and a missing
+//! (where required) or invalid token is 403 (see `access`, `auth`). Plain HTTP has no routes yet (ProtocolTypeRouter
 //! keeps the two apart): a WebSocket path asked for over plain HTTP is 426,
 //! anything else 404.
 
@@ -17,6 +24,10 @@ use percent_encoding::percent_decode_str;
 use switchyard_host::{ConnectRequest, Handshake, StartError, Started};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::access;
+use crate::auth::AuthError;
+use crate::counters::Counters;
+use crate::ratelimit::Refusal;
 use crate::server::AppState;
 use crate::socket;
 
@@ -27,11 +38,50 @@ fn plain(status: StatusCode, body: &'static str) -> Response {
 
 pub(crate) async fn handle(
     State(app): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let ws = &app.config.websocket;
+    let target_len = uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target_len > ws.max_path_bytes {
+        let total = Counters::bump(&app.counters.oversized_requests);
+        tracing::info!(peer = %peer, bytes = target_len, total, "WSREJECT 414: path too long");
+        return plain(StatusCode::URI_TOO_LONG, "request path too long\n");
+    }
+    let header_len = header_bytes(&headers);
+    if header_len > ws.max_header_bytes {
+        let total = Counters::bump(&app.counters.oversized_requests);
+        tracing::info!(peer = %peer, bytes = header_len, total, "WSREJECT 431: headers too large");
+        return plain(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request headers too large\n",
+        );
+    }
+    let client = access::client_addr(peer, &headers, &app.config.access.trusted_proxies);
+    let ticket = match app.admission.admit(client.ip()) {
+        Ok(ticket) => ticket,
+        Err(Refusal::AtCapacity) => {
+            let total = Counters::bump(&app.counters.at_capacity);
+            tracing::warn!(
+                max = app.admission.max_open(),
+                total,
+                "WSREJECT 503: websocket.max-connections reached"
+            );
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "server at capacity\n");
+        }
+        Err(refusal @ (Refusal::TooFast | Refusal::TooMany)) => {
+            let total = Counters::bump(&app.counters.ip_limited);
+            let why = if refusal == Refusal::TooFast {
+                "too many new connections from this address\n"
+            } else {
+                "too many open connections from this address\n"
+            };
+            tracing::info!(client = %client.ip(), total, "WSREJECT 429: {}", why.trim_end());
+            return plain(StatusCode::TOO_MANY_REQUESTS, why);
+        }
+    };
     let Ok(path) = percent_decode_str(uri.path()).decode_utf8() else {
         return plain(StatusCode::BAD_REQUEST, "path is not valid UTF-8\n");
     };
@@ -45,16 +95,40 @@ pub(crate) async fn handle(
             "this path serves WebSocket connections only\n",
         );
     };
+    let plugin = matched.plugin.name();
+    let route = matched.route.to_string();
+    if let Some(origins) = &app.origins
+        && !origins.allows(access::origin_header(&headers))
+    {
+        let total = Counters::bump(&app.counters.bad_origin);
+        tracing::info!(plugin, route, client = %client, total, "WSREJECT 403: origin not allowed");
+        return plain(StatusCode::FORBIDDEN, "origin not allowed\n");
+    }
+    let query = uri.query().unwrap_or_default();
+    let identity = match app.verifier.authenticate(&headers, query) {
+        Ok(Some(identity)) => Some(identity),
+        Ok(None) if app.verifier.requires(plugin, &route) => {
+            let total = Counters::bump(&app.counters.unauthenticated);
+            tracing::info!(plugin, route, client = %client, total, "WSREJECT 403: {}", AuthError::Missing);
+            return plain(StatusCode::FORBIDDEN, "authentication required\n");
+        }
+        Ok(None) => None,
+        Err(err) => {
+            let total = Counters::bump(&app.counters.unauthenticated);
+            tracing::info!(plugin, route, client = %client, total, "WSREJECT 403: {err}");
+            return plain(StatusCode::FORBIDDEN, "invalid token\n");
+        }
+    };
+    let (user, claims) = identity.map_or((None, None), |id| (id.user, Some(id.claims)));
     let request = ConnectRequest {
         path: path.into_owned(),
-        query_string: uri.query().unwrap_or_default().to_owned(),
+        query_string: query.to_owned(),
         headers: scope_headers(&headers),
         client: Some(client.to_string()),
         subprotocols: requested_subprotocols(&headers),
-        user: None,
-        claims: None,
+        user,
+        claims,
     };
-    let ws = &app.config.websocket;
     let (outbound_tx, outbound_rx) = mpsc::channel(ws.outbound_queue);
     let timeout = Duration::from_secs(ws.handshake_timeout_secs);
     let started = tokio::time::timeout(
@@ -69,8 +143,14 @@ pub(crate) async fn handle(
     } = match started {
         Ok(Ok(started)) => started,
         Ok(Err(StartError::AtCapacity(slots))) => {
-            tracing::warn!(slots, "WSREJECT 503: every instance slot is in use");
+            let total = Counters::bump(&app.counters.at_capacity);
+            tracing::warn!(slots, total, "WSREJECT 503: every instance slot is in use");
             return plain(StatusCode::SERVICE_UNAVAILABLE, "server at capacity\n");
+        }
+        Ok(Err(err @ StartError::PluginAtCapacity { .. })) => {
+            let total = Counters::bump(&app.counters.at_capacity);
+            tracing::warn!(total, "WSREJECT 503: {err}");
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "plugin at capacity\n");
         }
         Ok(Err(err)) => {
             tracing::error!(route = %matched.route, "WSREJECT 500: {err}");
@@ -115,6 +195,10 @@ pub(crate) async fn handle(
         outbound_rx,
         shutdown: app.shutdown.clone(),
         host: Arc::clone(&app.host),
+        route,
+        ticket,
+        limits: socket::Limits::new(&app.config),
+        counters: Arc::clone(&app.counters),
     };
     app.tasks.spawn(connection.run(socket_rx));
     upgrade
@@ -123,6 +207,14 @@ pub(crate) async fn handle(
             // If the connection task is gone the socket just closes.
             let _ = socket_tx.send(socket);
         })
+}
+
+/// Bytes of header names and values, as the limit counts them.
+fn header_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum()
 }
 
 /// Header names lower-case (as HTTP/1 parsing gives them), values decoded

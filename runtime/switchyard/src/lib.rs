@@ -8,20 +8,30 @@
 //!
 //! Modules:
 //! - [`admin`]: the admin API (`/_switchyard/plugins`) and its client.
+//! - `access` (private): allowed origins and the client address behind
+//!   trusted proxies.
+//! - `auth` (private): JWT verification and which routes require it.
 //! - [`cli`]: the `switchyard` command line.
 //! - [`config`]: the one strict configuration.
+//! - [`counters`]: refusals and forced closes, counted.
+//! - `ratelimit` (private): connection caps and rate limits.
 //! - [`server`]: [`Server`] and [`run`]: build, serve, shut down.
 //! - `handshake` (private): routing a request and answering the handshake.
 //! - `socket` (private): the task that owns one socket.
 //! - [`shutdown`]: SIGTERM and ctrl-c.
 
+mod access;
 pub mod admin;
+mod auth;
 pub mod cli;
 pub mod config;
+pub mod counters;
 mod handshake;
+mod ratelimit;
 pub mod server;
 pub mod shutdown;
 mod socket;
 
 pub use config::Config;
+pub use counters::Counters;
 pub use server::{Server, run};

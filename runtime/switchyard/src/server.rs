@@ -18,7 +18,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::access::OriginPolicy;
+use crate::auth::Verifier;
+use crate::config::{Config, ConfigError};
+use crate::counters::Counters;
+use crate::ratelimit::Admission;
 use crate::{admin, handshake};
 
 /// Everything a request handler needs, cheap to clone.
@@ -30,6 +34,11 @@ pub(crate) struct AppState {
     pub(crate) shutdown: CancellationToken,
     /// Tracks every connection task.
     pub(crate) tasks: TaskTracker,
+    /// `[access] allowed-origins`, when set.
+    pub(crate) origins: Option<Arc<OriginPolicy>>,
+    pub(crate) verifier: Arc<Verifier>,
+    pub(crate) admission: Arc<Admission>,
+    pub(crate) counters: Arc<Counters>,
 }
 
 /// A configured server with its plugins loaded, not yet serving.
@@ -37,6 +46,9 @@ pub(crate) struct AppState {
 pub struct Server {
     host: Arc<PluginHost>,
     config: Arc<Config>,
+    origins: Option<Arc<OriginPolicy>>,
+    verifier: Arc<Verifier>,
+    counters: Arc<Counters>,
 }
 
 impl Server {
@@ -70,15 +82,33 @@ impl Server {
             failed = report.failed.len(),
             "plugins loaded"
         );
+        let origins = match &config.access.allowed_origins {
+            Some(list) => Some(Arc::new(OriginPolicy::new(list).map_err(|message| {
+                ConfigError::Invalid {
+                    key: "access.allowed-origins",
+                    message,
+                }
+            })?)),
+            None => None,
+        };
+        let verifier = Arc::new(Verifier::new(&config.auth)?);
         Ok(Self {
             host,
             config: Arc::new(config),
+            origins,
+            verifier,
+            counters: Arc::new(Counters::default()),
         })
     }
 
     /// The plugin host (for tests and tools).
     pub fn host(&self) -> &Arc<PluginHost> {
         &self.host
+    }
+
+    /// Refusals and forced closes counted since the server was built.
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
     }
 
     /// Live routes, in the order they are tried.
@@ -100,6 +130,10 @@ impl Server {
             config: Arc::clone(&self.config),
             shutdown: token.clone(),
             tasks: tasks.clone(),
+            origins: self.origins,
+            verifier: self.verifier,
+            admission: Arc::new(Admission::new(&self.config)),
+            counters: self.counters,
         };
         // Dropping the watcher (when serving ends) stops hot swap.
         let _watcher = if self.config.watch_plugins {

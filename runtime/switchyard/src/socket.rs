@@ -4,12 +4,21 @@
 //! guest call never waits on a slow client.
 //!
 //! Close codes the host uses:
-//! - 1001: the server is shutting down.
+//! - 1001: the server is shutting down, or the client answered no ping for
+//!   `websocket.ping-timeout-secs` (reason `ping timeout`; the consumer's
+//!   `disconnect` gets 1006 then, as under Daphne).
 //! - 1007: a text frame was not valid UTF-8.
-//! - 1008: the client reads too slowly (its outbound queue filled up).
+//! - 1008: the client reads too slowly (its outbound queue filled up;
+//!   reason `outbound queue full (slow reader)`), or sends more messages
+//!   than `rate-limit.messages-per-second` allows (reason
+//!   `message rate limit exceeded`).
 //! - 1009: a message or frame exceeded the size limit.
 //! - 1011: the plugin trapped or ran past its deadline.
 //! - 1012: the plugin was replaced under the `restart` policy: reconnect.
+//!
+//! Pings follow Daphne: a client silent for `ping-interval-secs` is pinged;
+//! one still silent `ping-timeout-secs` after the ping is closed. Any frame
+//! from the client (a pong included) counts as an answer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +32,12 @@ use switchyard_host::{
 };
 use switchyard_layer::Inbox;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::counters::Counters;
+use crate::ratelimit::{MessageLimit, Ticket};
 
 /// Bytes read from the socket at a time. tungstenite's default (128 KiB)
 /// is allocated per socket; 4 KiB keeps idle sockets cheap and still reads
@@ -56,8 +70,79 @@ pub(crate) struct Connection {
     pub(crate) outbound_tx: mpsc::Sender<Outbound>,
     pub(crate) outbound_rx: mpsc::Receiver<Outbound>,
     pub(crate) shutdown: CancellationToken,
+    /// The route pattern that matched, for log lines.
+    pub(crate) route: String,
+    /// The connection's admission; its places are given back on drop.
+    pub(crate) ticket: Ticket,
+    pub(crate) limits: Limits,
+    pub(crate) counters: Arc<Counters>,
     /// For moving the consumer to a new plugin version (hot swap).
     pub(crate) host: Arc<PluginHost>,
+}
+
+/// Per-connection limits from the config.
+#[derive(Debug)]
+pub(crate) struct Limits {
+    ping_interval: Duration,
+    ping_timeout: Duration,
+    messages: Option<MessageLimit>,
+}
+
+impl Limits {
+    pub(crate) fn new(config: &Config) -> Self {
+        Self {
+            ping_interval: Duration::from_secs(config.websocket.ping_interval_secs),
+            ping_timeout: Duration::from_secs(config.websocket.ping_timeout_secs),
+            messages: MessageLimit::new(config),
+        }
+    }
+}
+
+/// When to ping, and when a ping went unanswered.
+#[derive(Debug)]
+struct Keepalive {
+    interval: Duration,
+    timeout: Duration,
+    last_heard: Instant,
+    ping_sent: Option<Instant>,
+}
+
+impl Keepalive {
+    fn new(interval: Duration, timeout: Duration) -> Self {
+        Self {
+            interval,
+            timeout,
+            last_heard: Instant::now(),
+            ping_sent: None,
+        }
+    }
+
+    fn heard(&mut self) {
+        self.last_heard = Instant::now();
+        self.ping_sent = None;
+    }
+
+    /// When [`Keepalive::due`] should next be called.
+    fn deadline(&self) -> Instant {
+        match self.ping_sent {
+            Some(sent) => sent + self.timeout,
+            None => self.last_heard + self.interval,
+        }
+    }
+
+    /// At the deadline: `Ok(true)` to send a ping, `Ok(false)` for nothing
+    /// to do, `Err(())` when the ping went unanswered.
+    fn due(&mut self, now: Instant) -> Result<bool, ()> {
+        match self.ping_sent {
+            Some(sent) if now >= sent + self.timeout => Err(()),
+            Some(_) => Ok(false),
+            None if now >= self.last_heard + self.interval => {
+                self.ping_sent = Some(now);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
 }
 
 /// How the read loop ended: the code the consumer's `disconnect` gets and
@@ -82,6 +167,15 @@ impl Ending {
             close: Some((code, reason)),
         }
     }
+
+    /// The client stopped answering: closed like a dropped socket for the
+    /// consumer (1006), with a 1001 frame in case it is still reading.
+    fn ping_timeout() -> Self {
+        Self {
+            disconnect_code: ABNORMAL,
+            close: Some((GOING_AWAY, "ping timeout")),
+        }
+    }
 }
 
 impl Connection {
@@ -94,6 +188,10 @@ impl Connection {
             outbound_tx,
             outbound_rx,
             shutdown,
+            route,
+            ticket,
+            limits,
+            counters,
             host,
         } = self;
         let Ok(socket) = socket.await else {
@@ -106,15 +204,22 @@ impl Connection {
         tracing::debug!(plugin = consumer.plugin(), connection, "WSCONNECT");
         let (sink, mut stream) = socket.split();
         let (close_tx, close_rx) = oneshot::channel();
-        let mut writer = tokio::spawn(write_loop(sink, outbound_rx, close_rx));
+        let (ping_tx, ping_rx) = mpsc::channel(1);
+        let mut writer = tokio::spawn(write_loop(sink, outbound_rx, close_rx, ping_rx));
 
         let ending = read_loop(
-            &host,
-            &mut consumer,
-            &mut inbox,
-            &mut stream,
-            &shutdown,
-            &mut writer,
+            Io {
+                consumer: &mut consumer,
+                inbox: &mut inbox,
+                stream: &mut stream,
+                shutdown: &shutdown,
+                writer: &mut writer,
+                ping: &ping_tx,
+                host: &host,
+            },
+            &route,
+            &limits,
+            &counters,
         )
         .await;
         if let Some((code, reason)) = ending.close {
@@ -136,43 +241,73 @@ impl Connection {
         {
             writer.abort();
         }
+        drop(ticket);
     }
+}
+
+/// What the read loop drives.
+struct Io<'a> {
+    consumer: &'a mut Consumer,
+    inbox: &'a mut Inbox,
+    stream: &'a mut SplitStream<WebSocket>,
+    shutdown: &'a CancellationToken,
+    writer: &'a mut tokio::task::JoinHandle<()>,
+    ping: &'a mpsc::Sender<()>,
+    host: &'a PluginHost,
 }
 
 /// Feed the consumer until the connection ends.
 ///
 /// # Cancel safety
 /// Every branch of the `select!` is cancel safe: `SplitStream::next`,
-/// `Inbox::recv`, `Consumer::retired` and `CancellationToken::cancelled`
-/// lose nothing when another branch wins, and a `JoinHandle` can be polled
-/// again. While the consumer handles one input (or migrates) nothing else
-/// is read, so events wait in the inbox, in order.
-async fn read_loop(
-    host: &PluginHost,
-    consumer: &mut Consumer,
-    inbox: &mut Inbox,
-    stream: &mut SplitStream<WebSocket>,
-    shutdown: &CancellationToken,
-    writer: &mut tokio::task::JoinHandle<()>,
-) -> Ending {
+/// `Inbox::recv`, `Consumer::retired`, `CancellationToken::cancelled` and
+/// `sleep_until` lose nothing when another branch wins, and a `JoinHandle`
+/// can be polled again. While the consumer handles one input (or migrates)
+/// nothing else is read, so events wait in the inbox, in order.
+async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters) -> Ending {
+    let Io {
+        consumer,
+        inbox,
+        stream,
+        shutdown,
+        writer,
+        ping,
+        host,
+    } = io;
+    let mut keepalive = Keepalive::new(limits.ping_interval, limits.ping_timeout);
     loop {
         let result = tokio::select! {
             biased;
             () = shutdown.cancelled() => return Ending::host(GOING_AWAY, "server shutting down"),
             _ = &mut *writer => return Ending::client(ABNORMAL),
-            message = stream.next() => match message {
-                Some(Ok(Message::Text(text))) => {
-                    consumer.receive(InFrame::Text(text.as_str().to_owned())).await
+            message = stream.next() => {
+                keepalive.heard();
+                let is_data = matches!(message, Some(Ok(Message::Text(_) | Message::Binary(_))));
+                if is_data && limits.messages.as_ref().is_some_and(|limit| !limit.allow()) {
+                    let total = Counters::bump(&counters.message_rate);
+                    tracing::warn!(
+                        plugin = consumer.plugin(),
+                        route,
+                        connection = consumer.connection_id(),
+                        total,
+                        "client exceeds rate-limit.messages-per-second; closing with 1008"
+                    );
+                    return Ending::host(POLICY_VIOLATION, "message rate limit exceeded");
                 }
-                Some(Ok(Message::Binary(bytes))) => {
-                    consumer.receive(InFrame::Binary(bytes.to_vec())).await
+                match message {
+                    Some(Ok(Message::Text(text))) => {
+                        consumer.receive(InFrame::Text(text.as_str().to_owned())).await
+                    }
+                    Some(Ok(Message::Binary(bytes))) => {
+                        consumer.receive(InFrame::Binary(bytes.to_vec())).await
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(frame))) => {
+                        return Ending::client(frame.map_or(1005, |f| f.code));
+                    }
+                    Some(Err(err)) => return read_error(&err),
+                    None => return Ending::client(ABNORMAL),
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(Message::Close(frame))) => {
-                    return Ending::client(frame.map_or(1005, |f| f.code));
-                }
-                Some(Err(err)) => return read_error(&err),
-                None => return Ending::client(ABNORMAL),
             },
             event = inbox.recv() => match event {
                 Some(event) => consumer.event(&event).await,
@@ -187,6 +322,7 @@ async fn read_loop(
                     Err(err) if err.old_version_usable() => {
                         tracing::warn!(
                             plugin = consumer.plugin(),
+                            route,
                             connection = consumer.connection_id(),
                             "cannot migrate ({err}); the connection stays on the old version"
                         );
@@ -195,6 +331,7 @@ async fn read_loop(
                     Err(err) => {
                         tracing::error!(
                             plugin = consumer.plugin(),
+                            route,
                             connection = consumer.connection_id(),
                             "migration failed ({err}); closing with 1011"
                         );
@@ -203,10 +340,36 @@ async fn read_loop(
                 },
                 Retirement::Live | Retirement::Drain => Ok(()),
             },
+            () = tokio::time::sleep_until(keepalive.deadline()) => {
+                match keepalive.due(Instant::now()) {
+                    Ok(true) => {
+                        // A ping already waiting in the writer is enough.
+                        let _ = ping.try_send(());
+                    }
+                    Ok(false) => {}
+                    Err(()) => {
+                        let total = Counters::bump(&counters.ping_timeouts);
+                        tracing::info!(
+                            plugin = consumer.plugin(),
+                            route,
+                            connection = consumer.connection_id(),
+                            total,
+                            "client answered no ping within {:?}; closing",
+                            limits.ping_timeout
+                        );
+                        return Ending::ping_timeout();
+                    }
+                }
+                continue;
+            }
         };
         if let Err(err) = result {
+            let total = Counters::bump(&counters.plugin_failures);
             tracing::error!(
+                plugin = consumer.plugin(),
+                route,
                 connection = consumer.connection_id(),
+                total,
                 "{err}; closing with 1011"
             );
             return Ending::host(INTERNAL_ERROR, "consumer error");
@@ -215,9 +378,12 @@ async fn read_loop(
             ConnectionStatus::Open => {}
             ConnectionStatus::Closed => return Ending::client(1000),
             ConnectionStatus::Overflowed(OutboundOverflow::QueueFull) => {
+                let total = Counters::bump(&counters.slow_readers);
                 tracing::warn!(
                     plugin = consumer.plugin(),
+                    route,
                     connection = consumer.connection_id(),
+                    total,
                     "client reads too slowly: outbound queue full; closing with 1008"
                 );
                 return Ending::host(POLICY_VIOLATION, "outbound queue full (slow reader)");
@@ -252,8 +418,10 @@ async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut outbound: mpsc::Receiver<Outbound>,
     mut host_close: oneshot::Receiver<(u16, &'static str)>,
+    mut ping: mpsc::Receiver<()>,
 ) {
     let mut host_may_close = true;
+    let mut may_ping = true;
     loop {
         let first = tokio::select! {
             biased;
@@ -266,6 +434,14 @@ async fn write_loop(
                 // The reader ended without a close of its own: write what
                 // the plugin queued, then stop.
                 host_may_close = false;
+                continue;
+            }
+            request = ping.recv(), if may_ping => {
+                if request.is_none() {
+                    may_ping = false;
+                } else if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
                 continue;
             }
             message = outbound.recv() => match message {

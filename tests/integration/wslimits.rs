@@ -1,0 +1,182 @@
+//! WebSocket limits with a real client: message size (1009), invalid UTF-8
+//! (1007), slow readers (1008, the others keep receiving), pings, the cap on
+//! open connections (503), oversized paths and headers (414, 431).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use switchyard::{Config, Counters};
+use switchyard_tests::{Client, TestServer, handshake_status, test_config};
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+fn config(f: impl FnOnce(&mut Config)) -> Config {
+    let mut config = test_config();
+    f(&mut config);
+    config
+}
+
+#[tokio::test]
+async fn an_oversized_message_is_closed_with_1009() {
+    let server = TestServer::start_with(config(|c| {
+        c.websocket.max_message_size = 64 << 10;
+        c.websocket.max_frame_size = 64 << 10;
+    }))
+    .await;
+    let mut client = Client::connect(&server, "/ws/echo/").await;
+    client.send_text(&"a".repeat(32 << 10)).await;
+    assert_eq!(client.recv_text().await.len(), 32 << 10, "within the limit");
+    client.send_text(&"a".repeat(100 << 10)).await;
+    let (code, reason) = client.recv_close().await.expect("close frame");
+    assert_eq!(code, 1009, "{reason}");
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn the_default_limit_is_one_mebibyte() {
+    let server = TestServer::start().await;
+    let mut client = Client::connect(&server, "/ws/echo/").await;
+    client.send_binary(&vec![7u8; (1 << 20) + 1]).await;
+    assert_eq!(client.recv_close().await.expect("close frame").0, 1009);
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn invalid_utf8_in_a_text_frame_is_closed_with_1007() {
+    let server = TestServer::start().await;
+    let mut client = Client::connect(&server, "/ws/echo/").await;
+    let frame = Frame::message(&b"caf\xc3"[..], OpCode::Data(Data::Text), true);
+    client.send_message(Message::Frame(frame)).await;
+    let (code, reason) = client.recv_close().await.expect("close frame");
+    assert_eq!(code, 1007, "{reason}");
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_is_closed_while_its_group_keeps_receiving() {
+    const EVENTS: usize = 300;
+    let server = TestServer::start_with(config(|c| {
+        c.websocket.outbound_queue = 8;
+        c.layer.capacity = 1000;
+    }))
+    .await;
+    let join = |name: &'static str| {
+        let server = &server;
+        async move {
+            let mut client = Client::connect(server, &format!("/probe/any/{name}")).await;
+            client.recv_json().await;
+            client
+                .send_json(&json!({"cmd": "group_add", "group": "room"}))
+                .await;
+            assert_eq!(client.recv_json().await, json!({"ok": true}));
+            client
+        }
+    };
+    let mut slow = join("slow").await;
+    let mut fast = join("fast").await;
+    let mut sender = Client::connect(&server, "/probe/any/sender").await;
+    sender.recv_json().await;
+
+    // The fast member reads everything, concurrently; the sender stays at
+    // most a few events ahead of it, so only the slow one can fall behind.
+    let read = Arc::new(Semaphore::new(4));
+    let reader = tokio::spawn({
+        let read = Arc::clone(&read);
+        async move {
+            let mut seen = 0;
+            while seen < EVENTS {
+                let message = fast.recv_json().await;
+                assert_eq!(message["event"]["n"], seen, "in order, none lost");
+                seen += 1;
+                read.add_permits(1);
+            }
+            seen
+        }
+    });
+    let pad = "x".repeat(64 << 10);
+    for n in 0..EVENTS {
+        read.acquire().await.expect("open").forget();
+        let event = json!({"type": "chat", "n": n, "pad": pad});
+        sender
+            .send_json(&json!({"cmd": "group_send", "group": "room", "event": event}))
+            .await;
+        assert_eq!(sender.recv_json().await, json!({"ok": true}));
+    }
+    assert_eq!(reader.await.expect("reader"), EVENTS);
+    assert_eq!(Counters::get(&server.counters.slow_readers), 1);
+
+    // The slow reader finds its close frame after what was already sent.
+    let close = loop {
+        match slow.next().await.expect("a message before the close") {
+            Message::Close(frame) => break frame.expect("a close frame with a code"),
+            _ => continue,
+        }
+    };
+    assert_eq!(u16::from(close.code), 1008);
+    assert!(close.reason.contains("slow reader"), "{}", close.reason);
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_client_that_answers_no_ping_is_closed_and_one_that_does_is_not() {
+    let server = TestServer::start_with(config(|c| {
+        c.websocket.ping_interval_secs = 1;
+        c.websocket.ping_timeout_secs = 1;
+    }))
+    .await;
+    let mut deaf = Client::connect(&server, "/ws/echo/").await;
+    let mut alive = Client::connect(&server, "/ws/echo/").await;
+    // `alive` reads (so its client library answers pings); `deaf` does not.
+    let listening = tokio::time::timeout(Duration::from_millis(3500), alive.next()).await;
+    assert!(listening.is_err(), "no data expected: {listening:?}");
+    let (code, reason) = deaf.recv_close().await.expect("close frame");
+    assert_eq!((code, reason.as_str()), (1001, "ping timeout"));
+    alive.send_text("still open").await;
+    assert_eq!(alive.recv_text().await, "still open");
+    assert_eq!(Counters::get(&server.counters.ping_timeouts), 1);
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn past_max_connections_the_handshake_is_503() {
+    let server = TestServer::start_with(config(|c| c.websocket.max_connections = 2)).await;
+    let _a = Client::connect(&server, "/ws/echo/").await;
+    let b = Client::connect(&server, "/ws/echo/").await;
+    assert_eq!(handshake_status(&server, "/ws/echo/").await, 503);
+    b.close().await;
+    let mut reopened = false;
+    for _ in 0..50 {
+        if Client::try_connect_with_headers(&server, "/ws/echo/", &[])
+            .await
+            .is_ok()
+        {
+            reopened = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reopened, "a closed connection gives its place back");
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn oversized_paths_and_headers_are_refused() {
+    let server = TestServer::start_with(config(|c| {
+        c.websocket.max_path_bytes = 256;
+        c.websocket.max_header_bytes = 4096;
+    }))
+    .await;
+    let long = format!("/probe/any/{}", "a".repeat(300));
+    assert_eq!(handshake_status(&server, &long).await, 414);
+    let big = "b".repeat(5000);
+    let status = Client::try_connect_with_headers(&server, "/ws/echo/", &[("x-big", &big)])
+        .await
+        .expect_err("refused");
+    assert_eq!(status, 431);
+    let _fine = Client::connect(&server, "/ws/echo/").await;
+    assert_eq!(Counters::get(&server.counters.oversized_requests), 2);
+    server.shutdown().await.expect("clean shutdown");
+}
