@@ -21,22 +21,26 @@
 # Writes bench/results/<UTC date>.json, prints the table, and draws
 # docs/bench.svg. Benchmarks are not tests: nothing here asserts a timing.
 #
-# Knobs (environment): SERVERS="switchyard ceiling daphne", ECHO_SECS=10,
-# FANOUT_SUBS=1000, FANOUT_RATE=100 (messages/s), FANOUT_SECS=10,
-# IDLE_SIZES="1000 15000", CHURN_SECS=10, CHURN_WORKERS=16, SKIP_BUILD=1.
+# Knobs (environment): SERVERS="switchyard ceiling daphne",
+# SCENARIOS="echo fanout idle churn", ECHO_SECS=10,
+# FANOUT_SUBS=1000, FANOUT_RATE=50 (messages/s), FANOUT_SECS=10,
+# IDLE_SIZES="1000 15000", IDLE_DEADLINE=120, CHURN_SECS=10, CHURN_WORKERS=16,
+# SKIP_BUILD=1.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
 SERVERS=${SERVERS:-"switchyard ceiling daphne"}
+SCENARIOS=${SCENARIOS:-"echo fanout idle churn"}
 ECHO_CONNS=${ECHO_CONNS:-50}
 ECHO_SECS=${ECHO_SECS:-10}
 FANOUT_SUBS=${FANOUT_SUBS:-1000}
-FANOUT_RATE=${FANOUT_RATE:-100}
+FANOUT_RATE=${FANOUT_RATE:-50}
 FANOUT_SECS=${FANOUT_SECS:-10}
 IDLE_SIZES=${IDLE_SIZES:-"1000 15000"}
 IDLE_PER_CLIENT=${IDLE_PER_CLIENT:-4000}
+IDLE_DEADLINE=${IDLE_DEADLINE:-120}
 CHURN_SECS=${CHURN_SECS:-10}
 CHURN_WORKERS=${CHURN_WORKERS:-16}
 
@@ -221,19 +225,20 @@ scenario_idle() {
     sleep 1
     local before clients=$(((conns + IDLE_PER_CLIENT - 1) / IDLE_PER_CLIENT))
     before=$(rss_kib "$pid")
+    python3 "$ROOT/bench/memmap.py" "$pid" >"$WORK/memmap-$kind-$conns-before.json" 2>/dev/null
     local hold=$WORK/hold-$kind-$conns lg=() i per=$((conns / clients))
     rm -f "$hold"
     for ((i = 0; i < clients; i++)); do
         local n=$per
         [ $i -eq $((clients - 1)) ] && n=$((conns - per * (clients - 1)))
         "$BIN/loadgen" idle --url "$url" --conns "$n" --src "127.0.0.$((10 + 2 * i))" \
-            --src "127.0.0.$((11 + 2 * i))" --hold-file "$hold" --max-hold 300 \
+            --src "127.0.0.$((11 + 2 * i))" --hold-file "$hold" --max-hold 300 --deadline "$IDLE_DEADLINE" \
             >"$WORK/idle-$kind-$conns-$i.out" 2>"$WORK/idle-$kind-$conns-$i.err" &
         lg+=($!)
         PIDS+=($!)
     done
     # Wait until every client reports its connections open (or gave up).
-    local deadline=$((SECONDS + 240)) ready
+    local deadline=$((SECONDS + IDLE_DEADLINE + 30)) ready
     while [ $SECONDS -lt $deadline ]; do
         ready=0
         for ((i = 0; i < clients; i++)); do
@@ -246,14 +251,21 @@ scenario_idle() {
     local after alive=1
     after=$(rss_kib "$pid" 2>/dev/null) || alive=0
     [ -z "$after" ] && alive=0
+    python3 "$ROOT/bench/memmap.py" "$pid" >"$WORK/memmap-$kind-$conns-after.json" 2>/dev/null
     sleep 1
     touch "$hold"
     for p in "${lg[@]}"; do wait "$p" 2>/dev/null; done
-    python3 - "$out" "$conns" "${before:-0}" "${after:-0}" "$alive" "$WORK"/idle-"$kind"-"$conns"-*.out <<'EOF'
+    python3 - "$out" "$conns" "${before:-0}" "${after:-0}" "$alive" "$WORK/memmap-$kind-$conns" "$WORK"/idle-"$kind"-"$conns"-*.out <<'EOF'
 import json, sys
 out, conns, before, after, alive = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
+def load(path):
+    try:
+        return json.load(open(path))
+    except (OSError, ValueError):
+        return None
+mm_before, mm_after = load(sys.argv[6] + "-before.json"), load(sys.argv[6] + "-after.json")
 done = []
-for path in sys.argv[6:]:
+for path in sys.argv[7:]:
     lines = [l for l in open(path).read().splitlines() if l.startswith("{")]
     done += [json.loads(l) for l in lines if '"phase":"done"' in l]
 connected = sum(d["connected"] for d in done)
@@ -268,7 +280,10 @@ res = {
     "rss_per_conn_kib": (after - before) / connected if connected and alive else None,
     "first_error": errors[0] if errors else None,
 }
-if len(done) < len(sys.argv[6:]):
+if mm_before and mm_after and connected:
+    res["memory_per_conn_kib"] = {k: (mm_after[k] - mm_before[k]) / connected for k in mm_after if k != "mappings"}
+    res["mappings_before_after"] = [mm_before["mappings"], mm_after["mappings"]]
+if len(done) < len(sys.argv[7:]):
     res["error"] = "a client process did not finish"
 json.dump(res, open(out, "w"))
 EOF
@@ -289,12 +304,13 @@ scenario_churn() {
 # ---------------------------------------------------------------- run
 STARTED=$SECONDS
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 for kind in $SERVERS; do
-    scenario_echo "$kind"
-    scenario_fanout "$kind" memory
-    [ "$kind" != ceiling ] && scenario_fanout "$kind" redis
-    for n in $IDLE_SIZES; do scenario_idle "$kind" "$n"; done
-    scenario_churn "$kind"
+    has echo && scenario_echo "$kind"
+    has fanout && scenario_fanout "$kind" memory
+    has fanout && [ "$kind" != ceiling ] && scenario_fanout "$kind" redis
+    if has idle; then for n in $IDLE_SIZES; do scenario_idle "$kind" "$n"; done; fi
+    has churn && scenario_churn "$kind"
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 

@@ -116,6 +116,10 @@ struct IdleArgs {
     /// ... or for this many seconds at most.
     #[arg(long, default_value_t = 120.0)]
     max_hold: f64,
+    /// Connections not open this many seconds after the start count as
+    /// failed (a server that slows down as it fills up still ends the run).
+    #[arg(long, default_value_t = 150.0)]
+    deadline: f64,
 }
 
 #[derive(Debug, Args)]
@@ -185,7 +189,16 @@ fn client_config() -> WebSocketConfig {
         .write_buffer_size(0)
 }
 
+/// One handshake may take this long before it counts as failed.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
 async fn connect(url: &str, src: Option<IpAddr>) -> anyhow::Result<Ws> {
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, connect_once(url, src))
+        .await
+        .with_context(|| format!("no handshake within {HANDSHAKE_TIMEOUT:?}"))?
+}
+
+async fn connect_once(url: &str, src: Option<IpAddr>) -> anyhow::Result<Ws> {
     let rest = url
         .strip_prefix("ws://")
         .with_context(|| format!("only ws:// URLs: {url}"))?;
@@ -463,6 +476,7 @@ async fn idle(args: IdleArgs) -> anyhow::Result<Value> {
     let dropped = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop_rx) = watch::channel(false);
     let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(args.deadline);
     let mut connecting = Vec::with_capacity(args.conns);
     for i in 0..args.conns {
         let src = (!args.src.is_empty()).then(|| args.src[i % args.src.len()]);
@@ -471,10 +485,12 @@ async fn idle(args: IdleArgs) -> anyhow::Result<Value> {
         let dropped = dropped.clone();
         let stop = stop_rx.clone();
         connecting.push(tokio::spawn(async move {
-            let ws = {
+            let ws = tokio::time::timeout_at(deadline, async {
                 let _permit = gate.acquire().await?;
-                connect_retry(&url, src).await?
-            };
+                connect_retry(&url, src).await
+            })
+            .await
+            .context("not connected before the deadline")??;
             let done = Instant::now();
             tokio::spawn(hold(ws, dropped, stop));
             anyhow::Ok(done)
