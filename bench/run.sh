@@ -52,6 +52,18 @@ die() { printf 'bench/run.sh: %s\n' "$*" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)" || die "cannot raise the open-file limit"
 [ "$(ulimit -n)" -ge 16500 ] || echo "warning: open-file limit $(ulimit -n): the 15k idle run will fail" >&2
 
+# Every live wasm instance takes ~4 memory mappings and the instance pool
+# ~40,000 (fiber stacks with guard pages) before any: the kernel default
+# vm.max_map_count (65,530) stops Switchyard near 6,400 connections.
+MAP_COUNT=$(cat /proc/sys/vm/max_map_count 2>/dev/null || echo 0)
+if [ "$MAP_COUNT" -lt 262144 ]; then
+    if sysctl -qw vm.max_map_count=262144 2>/dev/null; then
+        echo "raised vm.max_map_count from $MAP_COUNT to 262144" >&2
+    else
+        echo "warning: vm.max_map_count is $MAP_COUNT; Switchyard's 15k idle run needs ~100,000 (sysctl -w vm.max_map_count=262144 as root)" >&2
+    fi
+fi
+
 command -v redis-server >/dev/null || die "redis-server is missing (apt-get install redis-server)"
 command -v python3 >/dev/null || die "python3 is missing"
 
@@ -319,5 +331,5 @@ OUT_JSON=$ROOT/bench/results/$(date -u +%Y-%m-%d).json
 python3 "$ROOT/bench/report.py" --raw "$RAW" --out "$OUT_JSON" --svg "$ROOT/docs/bench.svg" \
     --date "$RUN_DATE" --load-before "$LOAD_BEFORE" --load-after "$LOAD_AFTER" \
     --secs $((SECONDS - STARTED)) \
-    --params "echo_conns=$ECHO_CONNS echo_secs=$ECHO_SECS fanout_subs=$FANOUT_SUBS fanout_rate=$FANOUT_RATE fanout_secs=$FANOUT_SECS idle_sizes=${IDLE_SIZES// /,} churn_workers=$CHURN_WORKERS churn_secs=$CHURN_SECS"
+    --params "echo_conns=$ECHO_CONNS echo_secs=$ECHO_SECS fanout_subs=$FANOUT_SUBS fanout_rate=$FANOUT_RATE fanout_secs=$FANOUT_SECS idle_sizes=${IDLE_SIZES// /,} churn_workers=$CHURN_WORKERS churn_secs=$CHURN_SECS vm.max_map_count=$(cat /proc/sys/vm/max_map_count)"
 echo "raw results and server logs: $WORK" >&2
