@@ -155,6 +155,14 @@ fn build_pooled_or_on_demand(limits: &GuestLimits, cache: Option<Cache>) -> anyh
         .max_tables_per_component(TABLES_PER_COMPONENT)
         .max_memories_per_component(MEMORIES_PER_COMPONENT)
         .max_memory_size(limits.memory_bytes);
+    // Reserve only what a memory may grow to. With wasmtime's default
+    // reservation (4 GiB per memory, for bounds checks by guard pages) the
+    // pool's slab for 20,000 instances is ~160 TiB, more than the 128 TiB
+    // of user address space, so the pool could never be created and every
+    // server fell back to on-demand allocation (which then runs out of
+    // mappings, vm.max_map_count, near 10,000 instances). Cranelift emits
+    // explicit bounds checks instead.
+    config.memory_reservation(u64::try_from(limits.memory_bytes).unwrap_or(u64::MAX));
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     match Engine::new(&config) {
         Ok(engine) => Ok(engine),

@@ -1,0 +1,335 @@
+#!/usr/bin/env bash
+# bench/run.sh: the benchmark suite, one command, side by side.
+#
+#   bash bench/run.sh
+#
+# Builds Switchyard, the example plugins, the load generator and the bare
+# axum ceiling (release), installs Django + Channels + channels_redis +
+# Daphne from PyPI into bench/.venv (pinned in bench/daphne/requirements.txt),
+# starts a private redis-server on a free port, and measures, with the same
+# client (target/release/loadgen) against each server in turn:
+#
+#   echo     50 connections, closed loop: messages/s, RTT p50/p99/p999
+#   fanout   one room of 1,000 subscribers, one publisher at a fixed rate:
+#            deliveries/s, lost, latency p50/p99; in-memory layer (one
+#            process) and Redis layer (two processes, subscribers spread
+#            over both, publisher on the first)
+#   idle     1k and 15k idle connections on ws/echo/: server RSS per
+#            connection (VmRSS after - before, / count), connect rate
+#   churn    connect + close cycles per second
+#
+# Writes bench/results/<UTC date>.json, prints the table, and draws
+# docs/bench.svg. Benchmarks are not tests: nothing here asserts a timing.
+#
+# Knobs (environment): SERVERS="switchyard ceiling daphne",
+# SCENARIOS="echo fanout idle churn", ECHO_SECS=10,
+# FANOUT_SUBS=1000, FANOUT_RATE=50 (messages/s), FANOUT_SECS=10,
+# IDLE_SIZES="1000 15000", IDLE_DEADLINE=120, CHURN_SECS=10, CHURN_WORKERS=16,
+# SKIP_BUILD=1.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+
+SERVERS=${SERVERS:-"switchyard ceiling daphne"}
+SCENARIOS=${SCENARIOS:-"echo fanout idle churn"}
+ECHO_CONNS=${ECHO_CONNS:-50}
+ECHO_SECS=${ECHO_SECS:-10}
+FANOUT_SUBS=${FANOUT_SUBS:-1000}
+FANOUT_RATE=${FANOUT_RATE:-50}
+FANOUT_SECS=${FANOUT_SECS:-10}
+IDLE_SIZES=${IDLE_SIZES:-"1000 15000"}
+IDLE_PER_CLIENT=${IDLE_PER_CLIENT:-4000}
+IDLE_DEADLINE=${IDLE_DEADLINE:-120}
+CHURN_SECS=${CHURN_SECS:-10}
+CHURN_WORKERS=${CHURN_WORKERS:-16}
+
+say() { printf '\n== %s\n' "$*" >&2; }
+die() { printf 'bench/run.sh: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- setup
+# Open files: the hard limit here is 20,000; servers and clients inherit it.
+ulimit -n "$(ulimit -Hn)" || die "cannot raise the open-file limit"
+[ "$(ulimit -n)" -ge 16500 ] || echo "warning: open-file limit $(ulimit -n): the 15k idle run will fail" >&2
+
+# Every live wasm instance takes ~4 memory mappings and the instance pool
+# ~40,000 (fiber stacks with guard pages) before any: the kernel default
+# vm.max_map_count (65,530) stops Switchyard near 6,400 connections.
+MAP_COUNT=$(cat /proc/sys/vm/max_map_count 2>/dev/null || echo 0)
+if [ "$MAP_COUNT" -lt 262144 ]; then
+    if sysctl -qw vm.max_map_count=262144 2>/dev/null; then
+        echo "raised vm.max_map_count from $MAP_COUNT to 262144" >&2
+    else
+        echo "warning: vm.max_map_count is $MAP_COUNT; Switchyard's 15k idle run needs ~100,000 (sysctl -w vm.max_map_count=262144 as root)" >&2
+    fi
+fi
+
+command -v redis-server >/dev/null || die "redis-server is missing (apt-get install redis-server)"
+command -v python3 >/dev/null || die "python3 is missing"
+
+if [ -z "${SKIP_BUILD:-}" ]; then
+    say "building (release): switchyard, loadgen, ceiling; example plugins"
+    cargo xtask plugins >&2 || die "cargo xtask plugins failed"
+    cargo build --release -p switchyard -p switchyard-bench >&2 || die "release build failed"
+fi
+BIN=$ROOT/target/release
+PLUGINS=$ROOT/target/plugins
+for b in switchyard loadgen ceiling; do [ -x "$BIN/$b" ] || die "missing $BIN/$b"; done
+
+VENV=$ROOT/bench/.venv
+REQ=$ROOT/bench/daphne/requirements.txt
+if ! cmp -s "$REQ" "$VENV/.installed-requirements" 2>/dev/null; then
+    say "installing the Daphne stack into bench/.venv"
+    python3 -m venv "$VENV" || die "python3 -m venv failed"
+    "$VENV/bin/pip" install -q -r "$REQ" >&2 || die "pip install failed"
+    cp "$REQ" "$VENV/.installed-requirements"
+fi
+
+RUN_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+WORK=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
+RAW=$WORK/raw
+mkdir -p "$RAW"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+    sleep 0.3
+    for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# wait_port PORT PID SECS: 0 once the port accepts, 1 if PID died or time ran out.
+wait_port() {
+    local deadline=$((SECONDS + $3))
+    while [ $SECONDS -lt "$deadline" ]; do
+        kill -0 "$2" 2>/dev/null || return 1
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+REDIS_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    >"$WORK/redis.log" 2>&1 &
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
+wait_port "$REDIS_PORT" "$REDIS_PID" 10 || die "redis-server did not start: $(tail -3 "$WORK/redis.log")"
+REDIS_URL_BENCH="redis://127.0.0.1:$REDIS_PORT/0"
+
+# start KIND LAYER LOG: starts one server on a free port; sets SRV_PID and
+# SRV_PORT; returns 1 (with the log's tail in SRV_ERROR) if it did not come up.
+start() {
+    local kind=$1 layer=$2 log=$3
+    SRV_PORT=$(free_port)
+    SRV_ERROR=""
+    case $kind in
+    switchyard)
+        if [ "$layer" = redis ]; then
+            RUST_LOG=warn REDIS_URL=$REDIS_URL_BENCH "$BIN/switchyard" serve -b 127.0.0.1 \
+                -p "$SRV_PORT" --plugins "$PLUGINS" >"$log" 2>&1 &
+        else
+            RUST_LOG=warn REDIS_URL= "$BIN/switchyard" serve -b 127.0.0.1 -p "$SRV_PORT" \
+                --plugins "$PLUGINS" >"$log" 2>&1 &
+        fi
+        ;;
+    ceiling)
+        "$BIN/ceiling" "$SRV_PORT" >"$log" 2>&1 &
+        ;;
+    daphne)
+        (cd "$ROOT/bench/daphne" && BENCH_LAYER=$layer REDIS_URL=$REDIS_URL_BENCH \
+            exec "$VENV/bin/daphne" -v 0 -b 127.0.0.1 -p "$SRV_PORT" benchsite.asgi:application) \
+            >"$log" 2>&1 &
+        ;;
+    esac
+    SRV_PID=$!
+    PIDS+=("$SRV_PID")
+    if ! wait_port "$SRV_PORT" "$SRV_PID" 60; then
+        SRV_ERROR=$(tail -5 "$log" | tr '\n' ' ')
+        kill "$SRV_PID" 2>/dev/null
+        return 1
+    fi
+}
+
+stop() {
+    kill "$1" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+    kill -9 "$1" 2>/dev/null
+}
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# error_json FILE SCENARIO MESSAGE
+error_json() {
+    python3 -c 'import json,sys; print(json.dumps({"scenario": sys.argv[1], "error": sys.argv[2]}))' \
+        "$2" "$3" >"$1"
+}
+na_json() {
+    python3 -c 'import json,sys; print(json.dumps({"scenario": sys.argv[1], "not_available": sys.argv[2]}))' \
+        "$2" "$3" >"$1"
+}
+
+# loadgen_to FILE SECS ARGS...: run the client with a time bound.
+loadgen_to() {
+    local out=$1 secs=$2
+    shift 2
+    if ! timeout "$secs" "$BIN/loadgen" "$@" >"$out.tmp" 2>"$out.err"; then
+        error_json "$out" "$1" "loadgen failed: $(tail -3 "$out.err" | tr '\n' ' ')"
+        return 1
+    fi
+    tail -1 "$out.tmp" >"$out"
+}
+
+URL() { echo "ws://127.0.0.1:$1$2"; }
+
+# ---------------------------------------------------------------- scenarios
+scenario_echo() {
+    local kind=$1 out=$RAW/$1-echo.json
+    say "$kind: echo, $ECHO_CONNS connections, ${ECHO_SECS}s"
+    start "$kind" memory "$WORK/$kind-echo.log" || { error_json "$out" echo "server did not start: $SRV_ERROR"; return; }
+    loadgen_to "$out" $((ECHO_SECS + 60)) echo --url "$(URL "$SRV_PORT" /ws/echo/)" \
+        --conns "$ECHO_CONNS" --secs "$ECHO_SECS"
+    stop "$SRV_PID"
+}
+
+scenario_fanout() {
+    local kind=$1 layer=$2 out=$RAW/$1-fanout-$2.json
+    local room=/ws/chat/bench/ a b pid_a pid_b
+    say "$kind: fan-out ($layer layer), $FANOUT_SUBS subscribers, $FANOUT_RATE msg/s for ${FANOUT_SECS}s"
+    if ! start "$kind" "$layer" "$WORK/$kind-fanout-$layer-a.log"; then
+        if [ "$kind" = switchyard ] && [ "$layer" = redis ]; then
+            na_json "$out" fanout "not available in this build: $SRV_ERROR"
+        else
+            error_json "$out" fanout "server did not start: $SRV_ERROR"
+        fi
+        return
+    fi
+    a=$SRV_PORT pid_a=$SRV_PID
+    local subs=(--sub-url "$(URL "$a" $room)")
+    if [ "$layer" = redis ]; then
+        if ! start "$kind" "$layer" "$WORK/$kind-fanout-$layer-b.log"; then
+            error_json "$out" fanout "second server did not start: $SRV_ERROR"
+            stop "$pid_a"
+            return
+        fi
+        b=$SRV_PORT pid_b=$SRV_PID
+        subs+=(--sub-url "$(URL "$b" $room)")
+    fi
+    loadgen_to "$out" $((FANOUT_SECS + 120)) fanout --url "$(URL "$a" $room)" "${subs[@]}" \
+        --subs "$FANOUT_SUBS" --rate "$FANOUT_RATE" --secs "$FANOUT_SECS"
+    stop "$pid_a"
+    [ -n "${pid_b:-}" ] && stop "$pid_b"
+    [ "$layer" = redis ] && redis-cli -p "$REDIS_PORT" flushall >/dev/null 2>&1
+}
+
+scenario_idle() {
+    local kind=$1 conns=$2 out=$RAW/$1-idle-$2.json
+    say "$kind: $conns idle connections"
+    start "$kind" memory "$WORK/$kind-idle-$conns.log" || { error_json "$out" idle "server did not start: $SRV_ERROR"; return; }
+    local url pid=$SRV_PID
+    url=$(URL "$SRV_PORT" /ws/echo/)
+    # Warm up (plugin instantiated once, allocator pools touched), then settle.
+    timeout 30 "$BIN/loadgen" churn --url "$url" --workers 2 --secs 0.5 >/dev/null 2>&1
+    sleep 1
+    local before clients=$(((conns + IDLE_PER_CLIENT - 1) / IDLE_PER_CLIENT))
+    before=$(rss_kib "$pid")
+    python3 "$ROOT/bench/memmap.py" "$pid" >"$WORK/memmap-$kind-$conns-before.json" 2>/dev/null
+    local hold=$WORK/hold-$kind-$conns lg=() i per=$((conns / clients))
+    rm -f "$hold"
+    for ((i = 0; i < clients; i++)); do
+        local n=$per
+        [ $i -eq $((clients - 1)) ] && n=$((conns - per * (clients - 1)))
+        "$BIN/loadgen" idle --url "$url" --conns "$n" --src "127.0.0.$((10 + 2 * i))" \
+            --src "127.0.0.$((11 + 2 * i))" --hold-file "$hold" --max-hold 300 --deadline "$IDLE_DEADLINE" \
+            >"$WORK/idle-$kind-$conns-$i.out" 2>"$WORK/idle-$kind-$conns-$i.err" &
+        lg+=($!)
+        PIDS+=($!)
+    done
+    # Wait until every client reports its connections open (or gave up).
+    local deadline=$((SECONDS + IDLE_DEADLINE + 30)) ready
+    while [ $SECONDS -lt $deadline ]; do
+        ready=0
+        for ((i = 0; i < clients; i++)); do
+            grep -q '"phase":"connected"' "$WORK/idle-$kind-$conns-$i.out" 2>/dev/null && ready=$((ready + 1))
+        done
+        [ $ready -eq "$clients" ] && break
+        sleep 0.2
+    done
+    sleep 2
+    local after alive=1
+    after=$(rss_kib "$pid" 2>/dev/null) || alive=0
+    [ -z "$after" ] && alive=0
+    python3 "$ROOT/bench/memmap.py" "$pid" >"$WORK/memmap-$kind-$conns-after.json" 2>/dev/null
+    sleep 1
+    touch "$hold"
+    for p in "${lg[@]}"; do wait "$p" 2>/dev/null; done
+    python3 - "$out" "$conns" "${before:-0}" "${after:-0}" "$alive" "$WORK/memmap-$kind-$conns" "$WORK"/idle-"$kind"-"$conns"-*.out <<'EOF'
+import json, sys
+out, conns, before, after, alive = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
+def load(path):
+    try:
+        return json.load(open(path))
+    except (OSError, ValueError):
+        return None
+mm_before, mm_after = load(sys.argv[6] + "-before.json"), load(sys.argv[6] + "-after.json")
+done = []
+for path in sys.argv[7:]:
+    lines = [l for l in open(path).read().splitlines() if l.startswith("{")]
+    done += [json.loads(l) for l in lines if '"phase":"done"' in l]
+connected = sum(d["connected"] for d in done)
+failed = conns - connected
+secs = max([d["connect_secs"] for d in done] or [0])
+errors = [d["first_error"] for d in done if d.get("first_error")]
+res = {
+    "scenario": "idle", "conns": conns, "connected": connected, "failed": failed,
+    "dropped_during_hold": sum(d["dropped_during_hold"] for d in done),
+    "connects_per_s": connected / secs if secs else 0, "connect_secs": secs,
+    "rss_before_kib": before, "rss_after_kib": after, "server_alive": alive,
+    "rss_per_conn_kib": (after - before) / connected if connected and alive else None,
+    "first_error": errors[0] if errors else None,
+}
+if mm_before and mm_after and connected:
+    res["memory_per_conn_kib"] = {k: (mm_after[k] - mm_before[k]) / connected for k in mm_after if k != "mappings"}
+    res["mappings_before_after"] = [mm_before["mappings"], mm_after["mappings"]]
+if len(done) < len(sys.argv[7:]):
+    res["error"] = "a client process did not finish"
+json.dump(res, open(out, "w"))
+EOF
+    stop "$pid"
+}
+
+scenario_churn() {
+    local kind=$1 out=$RAW/$1-churn.json
+    say "$kind: churn, $CHURN_WORKERS workers, ${CHURN_SECS}s"
+    start "$kind" memory "$WORK/$kind-churn.log" || { error_json "$out" churn "server did not start: $SRV_ERROR"; return; }
+    local srcs=() i
+    for i in $(seq 40 47); do srcs+=(--src "127.0.0.$i"); done
+    loadgen_to "$out" $((CHURN_SECS + 60)) churn --url "$(URL "$SRV_PORT" /ws/echo/)" \
+        --workers "$CHURN_WORKERS" --secs "$CHURN_SECS" "${srcs[@]}"
+    stop "$SRV_PID"
+}
+
+# ---------------------------------------------------------------- run
+STARTED=$SECONDS
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+for kind in $SERVERS; do
+    has echo && scenario_echo "$kind"
+    has fanout && scenario_fanout "$kind" memory
+    has fanout && [ "$kind" != ceiling ] && scenario_fanout "$kind" redis
+    if has idle; then for n in $IDLE_SIZES; do scenario_idle "$kind" "$n"; done; fi
+    has churn && scenario_churn "$kind"
+done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+mkdir -p "$ROOT/bench/results" "$ROOT/docs"
+OUT_JSON=$ROOT/bench/results/$(date -u +%Y-%m-%d).json
+python3 "$ROOT/bench/report.py" --raw "$RAW" --out "$OUT_JSON" --svg "$ROOT/docs/bench.svg" \
+    --date "$RUN_DATE" --load-before "$LOAD_BEFORE" --load-after "$LOAD_AFTER" \
+    --secs $((SECONDS - STARTED)) \
+    --params "echo_conns=$ECHO_CONNS echo_secs=$ECHO_SECS fanout_subs=$FANOUT_SUBS fanout_rate=$FANOUT_RATE fanout_secs=$FANOUT_SECS idle_sizes=${IDLE_SIZES// /,} churn_workers=$CHURN_WORKERS churn_secs=$CHURN_SECS vm.max_map_count=$(cat /proc/sys/vm/max_map_count)"
+echo "raw results and server logs: $WORK" >&2
