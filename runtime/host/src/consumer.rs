@@ -245,8 +245,13 @@ impl Consumer {
     /// Give the next call its ticks; the store's epoch callback yields at
     /// each tick and traps when they are spent.
     fn arm(&mut self) {
-        self.store.data_mut().ticks_left = epoch_ticks(self.call_timeout);
-        self.store.set_epoch_deadline(1);
+        Self::arm_store(&mut self.store, self.call_timeout);
+    }
+
+    /// [`Self::arm`] on the store alone, so a caller may hold other fields.
+    fn arm_store(store: &mut Store<ConsumerState>, call_timeout: Duration) {
+        store.data_mut().ticks_left = epoch_ticks(call_timeout);
+        store.set_epoch_deadline(1);
     }
 
     /// Call `connect`; returns the plugin's answer to the handshake. A plugin
@@ -338,9 +343,8 @@ impl Consumer {
     /// Ask the guest for this connection's state (`migration.snapshot`).
     /// `None` when the plugin does not export `migration`.
     pub(crate) async fn snapshot(&mut self) -> Option<Result<Vec<u8>, GuestError>> {
-        self.migration.as_ref()?;
-        self.arm();
         let migration = self.migration.as_ref()?;
+        Self::arm_store(&mut self.store, self.call_timeout);
         let conn = Resource::new_borrow(self.connection.rep());
         Some(
             Self::guarded(
@@ -359,13 +363,10 @@ impl Consumer {
         &mut self,
         state: Vec<u8>,
     ) -> Result<Result<(), String>, GuestError> {
-        if self.migration.is_none() {
-            return Ok(Err("this version does not export `migration`".to_owned()));
-        }
-        self.arm();
         let Some(migration) = self.migration.as_ref() else {
             return Ok(Err("this version does not export `migration`".to_owned()));
         };
+        Self::arm_store(&mut self.store, self.call_timeout);
         let conn = Resource::new_borrow(self.connection.rep());
         Self::guarded(
             &self.plugin,
