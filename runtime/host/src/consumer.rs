@@ -2,6 +2,7 @@
 //! the calls into it, each bounded by an epoch deadline and a tokio timeout.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,7 +64,8 @@ pub struct Consumer {
     plugin: Arc<str>,
     /// The version this instance runs; counts it as open while alive.
     version: Arc<Plugin>,
-    /// Tells when a newer version retires this one; `None` once handled.
+    /// Tells when a newer version retires this one; `None` once handed out
+    /// by [`Consumer::retirement`].
     retirement: Option<watch::Receiver<Retirement>>,
     layer: Arc<dyn ChannelLayer>,
     call_timeout: Duration,
@@ -134,25 +136,28 @@ impl Consumer {
     }
 
     /// Resolves when a newer version retired this one with `restart` or
-    /// `migrate`; never for `drain` (the connection just carries on), and
-    /// never again once the caller handled one retirement.
-    ///
-    /// # Cancel safety
-    /// Cancel safe: it only waits on a `watch` channel.
-    pub async fn retired(&mut self) -> Retirement {
-        loop {
-            let Some(watch) = &mut self.retirement else {
+    /// `migrate`; never for `drain` (the connection just carries on). The
+    /// future owns the watch, so it can be kept across loop iterations and
+    /// polled cheaply; it is handed out once per instance (later calls get a
+    /// future that never resolves). After a migration, ask the successor.
+    pub fn retirement(&mut self) -> Pin<Box<dyn Future<Output = Retirement> + Send + 'static>> {
+        let watch = self.retirement.take();
+        Box::pin(async move {
+            let Some(mut watch) = watch else {
                 return std::future::pending().await;
             };
-            let current = watch.borrow_and_update().clone();
-            if matches!(current, Retirement::Restart | Retirement::Migrate(_)) {
-                self.retirement = None;
-                return current;
+            loop {
+                let current = watch.borrow_and_update().clone();
+                if matches!(current, Retirement::Restart | Retirement::Migrate(_)) {
+                    return current;
+                }
+                if watch.changed().await.is_err() {
+                    // The version is gone without a retirement: nothing
+                    // will ever come.
+                    return std::future::pending().await;
+                }
             }
-            if watch.changed().await.is_err() {
-                self.retirement = None;
-            }
-        }
+        })
     }
 
     pub(crate) fn conn(&self) -> &Connection {

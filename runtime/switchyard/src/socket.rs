@@ -1,7 +1,10 @@
 //! One task owns each socket: it reads client frames and channel-layer
-//! events and hands them to the consumer one at a time, in order; a writer
-//! task it owns drains the bounded outbound queue into the socket, so a
-//! guest call never waits on a slow client.
+//! events and hands them to the consumer one at a time, in order. What the
+//! consumer sends goes to a bounded outbound queue; after each call the
+//! task writes the queue to the socket as far as the socket takes it
+//! without waiting, and the rest as the socket drains, while it goes on
+//! reading. So a guest call never waits on a slow client: its queue fills
+//! instead, and it is closed as a slow reader.
 //!
 //! Close codes the host uses:
 //! - 1001: the server is shutting down, or the client answered no ping for
@@ -20,12 +23,14 @@
 //! one still silent `ping-timeout-secs` after the ping is closed. Any frame
 //! from the client (a pong included) counts as an answer.
 
+use std::future::poll_fn;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use switchyard_host::{
     ConnectionStatus, Consumer, InFrame, OutFrame, Outbound, OutboundOverflow, PluginHost,
     Retirement,
@@ -33,6 +38,7 @@ use switchyard_host::{
 use switchyard_layer::Inbox;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -46,9 +52,6 @@ pub(crate) const READ_BUFFER: usize = 4 << 10;
 /// Bytes buffered before a write is forced; frames are flushed as soon as
 /// the outbound queue is empty anyway.
 pub(crate) const WRITE_BUFFER: usize = 8 << 10;
-/// Most frames fed before a flush, so a close from the host is not held up
-/// behind a long burst.
-const MAX_BATCH: usize = 64;
 /// How long a closing socket gets to flush its last frames.
 const WRITER_GRACE: Duration = Duration::from_secs(2);
 
@@ -98,7 +101,9 @@ impl Limits {
     }
 }
 
-/// When to ping, and when a ping went unanswered.
+/// When to ping, and when a ping went unanswered. Hearing from the client
+/// only records the time: the timer is not moved on every frame, it wakes
+/// at the old deadline and is set again from there ([`Keepalive::due`]).
 #[derive(Debug)]
 struct Keepalive {
     interval: Duration,
@@ -203,18 +208,18 @@ impl Connection {
         let connection = consumer.connection_id();
         tracing::debug!(plugin = consumer.plugin(), connection, "WSCONNECT");
         let (sink, mut stream) = socket.split();
-        let (close_tx, close_rx) = oneshot::channel();
-        let (ping_tx, ping_rx) = mpsc::channel(1);
-        let mut writer = tokio::spawn(write_loop(sink, outbound_rx, close_rx, ping_rx));
+        let mut out = Outgoing::new(sink, outbound_rx);
+        // This connection's own token: polling it touches no lock shared
+        // with the other connections.
+        let shutdown = shutdown.child_token();
 
         let ending = read_loop(
             Io {
                 consumer: &mut consumer,
                 inbox: &mut inbox,
                 stream: &mut stream,
+                out: &mut out,
                 shutdown: &shutdown,
-                writer: &mut writer,
-                ping: &ping_tx,
                 host: &host,
             },
             &route,
@@ -222,25 +227,25 @@ impl Connection {
             &counters,
         )
         .await;
-        if let Some((code, reason)) = ending.close {
-            let _ = close_tx.send((code, reason));
-        }
         tracing::debug!(
             plugin = consumer.plugin(),
             connection,
             code = ending.disconnect_code,
             "WSDISCONNECT"
         );
-        consumer.disconnect(ending.disconnect_code).await;
-        // The consumer (and with it the guest's sender) is gone; dropping
-        // ours lets the writer finish once the queue is drained.
+        // The consumer holds the guest's sender: once `disconnect` has
+        // returned and dropped it (ours is dropped here), the queue ends
+        // and `finish` stops.
         drop(outbound_tx);
-        if tokio::time::timeout(WRITER_GRACE, &mut writer)
-            .await
-            .is_err()
-        {
-            writer.abort();
-        }
+        let finish = async {
+            if tokio::time::timeout(WRITER_GRACE, out.finish(ending.close))
+                .await
+                .is_err()
+            {
+                tracing::debug!(connection, "socket not flushed within {WRITER_GRACE:?}");
+            }
+        };
+        tokio::join!(finish, consumer.disconnect(ending.disconnect_code));
         drop(ticket);
     }
 }
@@ -250,9 +255,8 @@ struct Io<'a> {
     consumer: &'a mut Consumer,
     inbox: &'a mut Inbox,
     stream: &'a mut SplitStream<WebSocket>,
+    out: &'a mut Outgoing,
     shutdown: &'a CancellationToken,
-    writer: &'a mut tokio::task::JoinHandle<()>,
-    ping: &'a mpsc::Sender<()>,
     host: &'a PluginHost,
 }
 
@@ -260,26 +264,36 @@ struct Io<'a> {
 ///
 /// # Cancel safety
 /// Every branch of the `select!` is cancel safe: `SplitStream::next`,
-/// `Inbox::recv`, `Consumer::retired`, `CancellationToken::cancelled` and
-/// `sleep_until` lose nothing when another branch wins, and a `JoinHandle`
-/// can be polled again. While the consumer handles one input (or migrates)
-/// nothing else is read, so events wait in the inbox, in order.
+/// `Inbox::recv` and [`Outgoing::write`] lose nothing when another branch
+/// wins, and the shutdown, keepalive and retirement futures live across
+/// iterations. While the consumer handles one input (or migrates) nothing
+/// else is read, so events wait in the inbox, in order.
 async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters) -> Ending {
     let Io {
         consumer,
         inbox,
         stream,
+        out,
         shutdown,
-        writer,
-        ping,
         host,
     } = io;
+    let shutdown = shutdown.cancelled();
+    tokio::pin!(shutdown);
     let mut keepalive = Keepalive::new(limits.ping_interval, limits.ping_timeout);
+    let keepalive_timer: Sleep = tokio::time::sleep_until(keepalive.deadline());
+    tokio::pin!(keepalive_timer);
+    let mut retirement = consumer.retirement();
     loop {
         let result = tokio::select! {
             biased;
-            () = shutdown.cancelled() => return Ending::host(GOING_AWAY, "server shutting down"),
-            _ = &mut *writer => return Ending::client(ABNORMAL),
+            () = &mut shutdown => return Ending::host(GOING_AWAY, "server shutting down"),
+            written = out.write(), if out.busy() => match written {
+                Ok(()) => continue,
+                Err(err) => {
+                    tracing::debug!(connection = consumer.connection_id(), "socket write error: {err}");
+                    return Ending::client(ABNORMAL);
+                }
+            },
             message = stream.next() => {
                 keepalive.heard();
                 let is_data = matches!(message, Some(Ok(Message::Text(_) | Message::Binary(_))));
@@ -313,11 +327,20 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
                 Some(event) => consumer.event(&event).await,
                 None => return Ending::host(INTERNAL_ERROR, "channel layer closed"),
             },
-            retirement = consumer.retired() => match retirement {
-                Retirement::Restart => {
-                    return Ending::host(SERVICE_RESTART, "plugin replaced: please reconnect");
-                }
-                Retirement::Migrate(next) => match host.migrate(consumer, &next).await {
+            retired = &mut retirement => {
+                let next = match retired {
+                    Retirement::Restart => {
+                        return Ending::host(SERVICE_RESTART, "plugin replaced: please reconnect");
+                    }
+                    Retirement::Migrate(next) => next,
+                    // `retirement` resolves only for restart and migrate.
+                    Retirement::Live | Retirement::Drain => continue,
+                };
+                let migrated = host.migrate(consumer, &next).await;
+                // The successor has a retirement of its own; the old
+                // instance's (still there if the move failed) is spent.
+                retirement = consumer.retirement();
+                match migrated {
                     Ok(()) => Ok(()),
                     Err(err) if err.old_version_usable() => {
                         tracing::warn!(
@@ -337,15 +360,12 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
                         );
                         return Ending::host(INTERNAL_ERROR, "consumer error");
                     }
-                },
-                Retirement::Live | Retirement::Drain => Ok(()),
+                }
             },
-            () = tokio::time::sleep_until(keepalive.deadline()) => {
+            () = &mut keepalive_timer => {
                 match keepalive.due(Instant::now()) {
-                    Ok(true) => {
-                        // A ping already waiting in the writer is enough.
-                        let _ = ping.try_send(());
-                    }
+                    // A ping already waiting to be written is enough.
+                    Ok(true) => out.ping = true,
                     Ok(false) => {}
                     Err(()) => {
                         let total = Counters::bump(&counters.ping_timeouts);
@@ -360,6 +380,7 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
                         return Ending::ping_timeout();
                     }
                 }
+                keepalive_timer.as_mut().reset(keepalive.deadline());
                 continue;
             }
         };
@@ -392,6 +413,15 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
                 return Ending::client(ABNORMAL);
             }
         }
+        // Write what the call queued now, in this task, as far as the socket
+        // takes it; what is left goes through the `write` branch.
+        if let Some(Err(err)) = out.write().now_or_never() {
+            tracing::debug!(
+                connection = consumer.connection_id(),
+                "socket write error: {err}"
+            );
+            return Ending::client(ABNORMAL);
+        }
     }
 }
 
@@ -412,73 +442,114 @@ fn read_error(err: &axum::Error) -> Ending {
     }
 }
 
-/// Drain the outbound queue into the socket until the plugin or the host
-/// closes it. A burst of queued frames is fed in one go and flushed once.
-async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut outbound: mpsc::Receiver<Outbound>,
-    mut host_close: oneshot::Receiver<(u16, &'static str)>,
-    mut ping: mpsc::Receiver<()>,
-) {
-    let mut host_may_close = true;
-    let mut may_ping = true;
-    loop {
-        let first = tokio::select! {
-            biased;
-            close = &mut host_close, if host_may_close => {
-                if let Ok((code, reason)) = close {
-                    let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    return;
-                }
-                // The reader ended without a close of its own: write what
-                // the plugin queued, then stop.
-                host_may_close = false;
-                continue;
-            }
-            request = ping.recv(), if may_ping => {
-                if request.is_none() {
-                    may_ping = false;
-                } else if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    return;
-                }
-                continue;
-            }
-            message = outbound.recv() => match message {
-                Some(message) => message,
-                None => break,
-            },
-        };
-        let mut next = Some(first);
-        let mut fed = 0;
-        while let Some(message) = next.take() {
-            match message {
-                Outbound::Frame(frame) => {
-                    let message = match frame {
-                        OutFrame::Text(text) => Message::Text(text.into()),
-                        OutFrame::Binary(bytes) => Message::Binary(bytes),
-                    };
-                    if sink.feed(message).await.is_err() {
-                        return;
-                    }
-                }
-                Outbound::Close { code, reason } => {
-                    let frame = CloseFrame {
-                        code,
-                        reason: reason.into(),
-                    };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    return;
-                }
-            }
-            fed += 1;
-            if fed < MAX_BATCH {
-                next = outbound.try_recv().ok();
-            }
-        }
-        if sink.flush().await.is_err() {
-            return;
+/// The socket's sending half and the consumer's outbound queue.
+struct Outgoing {
+    sink: SplitSink<WebSocket, Message>,
+    queue: mpsc::Receiver<Outbound>,
+    /// Taken from the queue, waiting for room in the socket.
+    held: Option<Message>,
+    /// Frames given to the socket and not yet flushed.
+    unflushed: bool,
+    /// A keepalive ping to send.
+    ping: bool,
+    /// A close frame went out: nothing more is written.
+    closed: bool,
+}
+
+impl Outgoing {
+    fn new(sink: SplitSink<WebSocket, Message>, queue: mpsc::Receiver<Outbound>) -> Self {
+        Self {
+            sink,
+            queue,
+            held: None,
+            unflushed: false,
+            ping: false,
+            closed: false,
         }
     }
-    let _ = sink.flush().await;
+
+    /// Whether anything waits to be written.
+    fn busy(&self) -> bool {
+        self.unflushed
+            || !self.closed && (self.held.is_some() || self.ping || !self.queue.is_empty())
+    }
+
+    /// Write what is queued, and flush.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a frame the socket has no room for yet is kept in
+    /// `held`, and the queue is only read when there is room.
+    async fn write(&mut self) -> Result<(), axum::Error> {
+        poll_fn(|cx| self.poll_write(cx)).await
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+        while !self.closed {
+            let Some(message) = self.held.take().or_else(|| self.next_message()) else {
+                break;
+            };
+            if self.sink.poll_ready_unpin(cx)?.is_pending() {
+                self.held = Some(message);
+                return Poll::Pending;
+            }
+            self.closed = matches!(message, Message::Close(_));
+            self.sink.start_send_unpin(message)?;
+            self.unflushed = true;
+        }
+        if self.unflushed {
+            ready!(self.sink.poll_flush_unpin(cx))?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// The next message to write: a due ping first, then the queue.
+    fn next_message(&mut self) -> Option<Message> {
+        if std::mem::take(&mut self.ping) {
+            return Some(Message::Ping(Default::default()));
+        }
+        self.queue.try_recv().ok().map(message)
+    }
+
+    /// After the read loop: with the host's close, send it at once (what
+    /// is still queued is dropped); otherwise write everything the plugin
+    /// queued, its own close included, until the queue ends.
+    async fn finish(&mut self, host_close: Option<(u16, &'static str)>) {
+        if let Some((code, reason)) = host_close {
+            if !self.closed {
+                self.held = None;
+                self.closed = true;
+                let frame = CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from_static(reason),
+                };
+                let _ = self.sink.send(Message::Close(Some(frame))).await;
+            }
+            return;
+        }
+        loop {
+            if self.write().await.is_err() || self.closed {
+                break;
+            }
+            match self.queue.recv().await {
+                Some(next) => self.held = Some(message(next)),
+                None => break,
+            }
+        }
+        // Also sends the reply to a client's close, which the socket
+        // queued itself.
+        let _ = self.sink.flush().await;
+    }
+}
+
+/// The WebSocket message for what the plugin queued.
+fn message(outbound: Outbound) -> Message {
+    match outbound {
+        Outbound::Frame(OutFrame::Text(text)) => Message::Text(text.into()),
+        Outbound::Frame(OutFrame::Binary(bytes)) => Message::Binary(bytes),
+        Outbound::Close { code, reason } => Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })),
+    }
 }
