@@ -9,5 +9,6 @@ mod hotswap;
 mod isolation;
 mod layer;
 mod redis;
+mod shared;
 mod shutdown;
 mod wslimits;

@@ -23,6 +23,11 @@ const TEST_ONLY: &[&str] = &["probe", "counter"];
 /// them over the first version.
 const SECOND_VERSIONS: &[(&str, &str)] = &[("chat_v2", "chat"), ("counter_v2", "counter")];
 
+/// Example plugins installed a second time under another name, with the
+/// manifest `plugins/<crate>/<name>.toml`: `(crate, name)`. `echo_shared`
+/// is the echo component on one shared instance (`instance = "shared"`).
+const ALIASES: &[(&str, &str)] = &[("echo", "echo_shared")];
+
 /// Variables that the outer cargo (or the shell) sets for the root workspace
 /// and that must not reach the plugin build: host rustflags, wrappers, and
 /// the xtask package's own metadata.
@@ -119,6 +124,14 @@ pub(crate) fn install(root: &Path) -> Result<()> {
             "xtask: {name}.wasm ({size} bytes) -> {} as {installed}.wasm",
             dirs.join(", ")
         );
+        for (_, alias) in ALIASES.iter().filter(|(krate, _)| *krate == name) {
+            let manifest = plugins.join(&name).join(format!("{alias}.toml"));
+            for dir in [example_dir(root), test_dir(root)] {
+                replace(&manifest, &dir.join(format!("{alias}.toml")))?;
+                replace(&wasm, &dir.join(format!("{alias}.wasm")))?;
+            }
+            println!("xtask: {name}.wasm -> target/plugins, target/test-plugins as {alias}.wasm");
+        }
     }
     Ok(())
 }

@@ -1,13 +1,16 @@
-//! One consumer instance serving one connection: a store, an instance, and
-//! the calls into it, each bounded by an epoch deadline and a tokio timeout.
+//! A consumer serving one connection: its own store and instance (the
+//! default, Channels semantics) or its turn on an instance shared by every
+//! connection of the plugin version (`instance = "shared"`), and the calls
+//! into it, each bounded by an epoch deadline and a tokio timeout.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use switchyard_layer::{ChannelLayer, Event};
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::{Mutex, MutexGuard, OwnedSemaphorePermit, watch};
 use wasmtime::Store;
 use wasmtime::component::Resource;
 
@@ -41,6 +44,14 @@ pub enum GuestError {
         call: &'static str,
         timeout: Duration,
     },
+    /// The shared instance failed in another connection's call.
+    #[error(
+        "plugin `{plugin}`'s shared instance failed in another connection's call; cannot `{call}`"
+    )]
+    Broken {
+        plugin: Arc<str>,
+        call: &'static str,
+    },
 }
 
 /// The state of the connection after a call, as the plugin left it.
@@ -53,13 +64,157 @@ pub enum ConnectionStatus {
     Overflowed(OutboundOverflow),
 }
 
-/// A live consumer instance bound to one connection.
-pub struct Consumer {
-    store: Store<ConsumerState>,
-    guest: WebsocketConsumer,
+/// A store and an instance of one plugin version, with its exports.
+pub(crate) struct Instance {
+    pub(crate) store: Store<ConsumerState>,
+    pub(crate) guest: WebsocketConsumer,
     /// Present when the plugin exports `migration`.
-    migration: Option<Migration>,
-    connection: Resource<Connection>,
+    pub(crate) migration: Option<Migration>,
+}
+
+/// One instance serving every connection of a plugin version whose manifest
+/// says `instance = "shared"`: calls take turns on it. It holds the
+/// version's instance slots for its life.
+pub(crate) struct SharedInstance {
+    instance: Mutex<Instance>,
+    /// Set once a call failed: the instance is never called again, and the
+    /// version starts a new one for new connections.
+    broken: AtomicBool,
+    /// Handles of consumers dropped while the instance was busy, deleted
+    /// from its connection table at the next call.
+    orphans: std::sync::Mutex<Vec<u32>>,
+    /// The version's instance slots, given back as soon as it breaks.
+    permits: std::sync::Mutex<Option<[OwnedSemaphorePermit; 2]>>,
+}
+
+impl SharedInstance {
+    pub(crate) fn new(instance: Instance, permits: [OwnedSemaphorePermit; 2]) -> Self {
+        Self {
+            instance: Mutex::new(instance),
+            broken: AtomicBool::new(false),
+            orphans: std::sync::Mutex::new(Vec::new()),
+            permits: std::sync::Mutex::new(Some(permits)),
+        }
+    }
+
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+
+    /// Add a connection to the instance's table.
+    pub(crate) async fn attach(
+        &self,
+        connection: Connection,
+    ) -> Result<Resource<Connection>, String> {
+        let mut instance = self.instance.lock().await;
+        instance
+            .store
+            .data_mut()
+            .host
+            .connections
+            .push(connection)
+            .map_err(|err| err.to_string())
+    }
+}
+
+impl std::fmt::Debug for SharedInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedInstance")
+            .field("broken", &self.is_broken())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a consumer's instance lives.
+enum Backing {
+    /// Its own (`instance = "per-connection"`, Channels semantics); holds
+    /// the instance slots.
+    Own {
+        instance: Box<Instance>,
+        _permits: [OwnedSemaphorePermit; 2],
+    },
+    /// Shared with the version's other connections.
+    Shared(Arc<SharedInstance>),
+}
+
+/// The instance, locked for one call.
+enum Locked<'a> {
+    Own(&'a mut Instance),
+    Shared(MutexGuard<'a, Instance>, &'a SharedInstance),
+}
+
+impl Locked<'_> {
+    fn instance(&mut self) -> &mut Instance {
+        match self {
+            Self::Own(instance) => instance,
+            Self::Shared(guard, _) => guard,
+        }
+    }
+
+    /// A call failed: a shared instance is not called again, and its slots
+    /// go back at once for the fresh instance that replaces it.
+    fn mark_broken(&self) {
+        if let Self::Shared(_, shared) = self {
+            shared.broken.store(true, Ordering::Relaxed);
+            drop(
+                shared
+                    .permits
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take(),
+            );
+        }
+    }
+}
+
+impl Backing {
+    /// The instance for one call; `None` when a shared instance broke in
+    /// another connection's call.
+    async fn lock(&mut self) -> Option<Locked<'_>> {
+        match self {
+            Self::Own { instance, .. } => Some(Locked::Own(instance)),
+            Self::Shared(shared) => {
+                if shared.is_broken() {
+                    return None;
+                }
+                let mut guard = shared.instance.lock().await;
+                let orphans = std::mem::take(
+                    &mut *shared
+                        .orphans
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner),
+                );
+                for rep in orphans {
+                    let _ = guard
+                        .store
+                        .data_mut()
+                        .host
+                        .connections
+                        .delete(Resource::<Connection>::new_own(rep));
+                }
+                Some(Locked::Shared(guard, shared))
+            }
+        }
+    }
+}
+
+/// A live consumer bound to one connection: its own instance, or its turn
+/// on a shared one.
+pub struct Consumer {
+    backing: Backing,
+    meta: Meta,
+}
+
+/// Everything about a consumer but its instance, so a call can hold the
+/// instance and update these.
+struct Meta {
+    /// The connection's handle in the instance's connection table.
+    connection: u32,
+    id: u64,
+    channel_name: Arc<str>,
+    /// The handshake and the connection's state as the last call left them.
+    handshake: Handshake,
+    status: ConnectionStatus,
     /// The plugin's name, for errors and logs.
     plugin: Arc<str>,
     /// The version this instance runs; counts it as open while alive.
@@ -73,66 +228,109 @@ pub struct Consumer {
     failures: Arc<FailureCounter>,
     /// Set once a call failed; the instance is never called again.
     failed: bool,
-    /// Held for the instance's life: the caps on live instances (the
-    /// server's and the plugin's).
-    _permits: [OwnedSemaphorePermit; 2],
+    /// Whether the connection's entry was deleted from a shared instance.
+    detached: bool,
 }
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Consumer")
-            .field("plugin", &self.plugin)
-            .field("version", &self.version.hash())
-            .field("failed", &self.failed)
+            .field("plugin", &self.meta.plugin)
+            .field("version", &self.meta.version.hash())
+            .field("shared", &matches!(self.backing, Backing::Shared(_)))
+            .field("failed", &self.meta.failed)
             .finish_non_exhaustive()
     }
 }
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        self.version.closed();
+        self.meta.version.closed();
+        if let Backing::Shared(shared) = &self.backing
+            && !self.meta.detached
+        {
+            // Normally `disconnect` deletes the entry; a consumer dropped
+            // without it (a failed start) leaves it for the next call.
+            shared
+                .orphans
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(self.meta.connection);
+        }
     }
 }
 
 impl Consumer {
+    /// A consumer with its own instance.
     pub(crate) fn new(
-        store: Store<ConsumerState>,
-        guest: WebsocketConsumer,
-        migration: Option<Migration>,
-        connection: Resource<Connection>,
+        instance: Instance,
+        connection: &Resource<Connection>,
         version: Arc<Plugin>,
         failures: Arc<FailureCounter>,
         permits: [OwnedSemaphorePermit; 2],
     ) -> Self {
-        let call_timeout = version.limits().call_timeout;
-        let plugin = Arc::clone(&store.data().host.plugin);
-        let layer = Arc::clone(&store.data().host.layer);
-        version.opened();
-        let retirement = Some(version.watch_retirement());
-        Self {
-            store,
-            guest,
-            migration,
-            connection,
+        let (id, channel_name) = {
+            let conn = instance
+                .store
+                .data()
+                .host
+                .connections
+                .get(connection)
+                .expect("connection resource pushed before the consumer");
+            (conn.id, Arc::clone(&conn.channel_name))
+        };
+        let plugin = Arc::clone(&instance.store.data().host.plugin);
+        let layer = Arc::clone(&instance.store.data().host.layer);
+        let meta = Meta::new(
+            connection.rep(),
+            id,
+            channel_name,
             plugin,
-            version,
-            retirement,
             layer,
-            call_timeout,
+            version,
             failures,
-            failed: false,
-            _permits: permits,
+        );
+        Self {
+            backing: Backing::Own {
+                instance: Box::new(instance),
+                _permits: permits,
+            },
+            meta,
+        }
+    }
+
+    /// A consumer taking turns on `shared`, where `connection` is attached.
+    pub(crate) fn shared(
+        shared: Arc<SharedInstance>,
+        connection: &Resource<Connection>,
+        (id, channel_name): (u64, Arc<str>),
+        (plugin, layer): (Arc<str>, Arc<dyn ChannelLayer>),
+        version: Arc<Plugin>,
+        failures: Arc<FailureCounter>,
+    ) -> Self {
+        let meta = Meta::new(
+            connection.rep(),
+            id,
+            channel_name,
+            plugin,
+            layer,
+            version,
+            failures,
+        );
+        Self {
+            backing: Backing::Shared(shared),
+            meta,
         }
     }
 
     /// The plugin's name.
     pub fn plugin(&self) -> &str {
-        &self.plugin
+        &self.meta.plugin
     }
 
     /// The plugin version this instance runs.
     pub fn version(&self) -> &Arc<Plugin> {
-        &self.version
+        &self.meta.version
     }
 
     /// Resolves when a newer version retired this one with `restart` or
@@ -141,7 +339,7 @@ impl Consumer {
     /// polled cheaply; it is handed out once per instance (later calls get a
     /// future that never resolves). After a migration, ask the successor.
     pub fn retirement(&mut self) -> Pin<Box<dyn Future<Output = Retirement> + Send + 'static>> {
-        let watch = self.retirement.take();
+        let watch = self.meta.retirement.take();
         Box::pin(async move {
             let Some(mut watch) = watch else {
                 return std::future::pending().await;
@@ -160,53 +358,235 @@ impl Consumer {
         })
     }
 
-    pub(crate) fn conn(&self) -> &Connection {
-        // The entry is pushed before the consumer exists and only removed
-        // when the store is dropped; a missing entry is a host bug.
-        self.store
-            .data()
-            .host
-            .connections
-            .get(&self.connection)
-            .expect("connection resource present for the consumer's life")
-    }
-
     /// The connection's id (unique in this process).
     pub fn connection_id(&self) -> u64 {
-        self.conn().id
+        self.meta.id
     }
 
     /// The connection's channel name on the layer.
     pub fn channel_name(&self) -> Arc<str> {
-        Arc::clone(&self.conn().channel_name)
+        Arc::clone(&self.meta.channel_name)
     }
 
     /// What the plugin decided about the handshake so far.
     pub fn handshake(&self) -> Handshake {
-        self.conn().handshake.clone()
+        self.meta.handshake.clone()
     }
 
+    /// The connection's state as the last call left it.
     pub fn status(&self) -> ConnectionStatus {
-        let conn = self.conn();
-        match (conn.overflow, conn.closed) {
-            (Some(overflow), _) => ConnectionStatus::Overflowed(overflow),
-            (None, true) => ConnectionStatus::Closed,
-            (None, false) => ConnectionStatus::Open,
+        self.meta.status
+    }
+
+    /// Call `connect`; returns the plugin's answer to the handshake. A plugin
+    /// that neither accepts nor closes is taken to reject (HTTP 403).
+    pub async fn connect(&mut self, scope: Scope) -> Result<Handshake, GuestError> {
+        let Self { backing, meta } = self;
+        let mut locked = meta.lock(backing, "connect").await?;
+        let Instance { store, guest, .. } = locked.instance();
+        meta.arm(store);
+        let conn = meta.borrow();
+        let result = meta
+            .guarded("connect", guest.call_connect(&mut *store, conn, &scope))
+            .await;
+        meta.settle(&mut locked, result)?;
+        if meta.handshake == Handshake::Pending {
+            tracing::warn!(
+                plugin = %meta.plugin,
+                connection = meta.id,
+                "connect returned without accept or close; rejecting with 403"
+            );
+            return Ok(Handshake::Rejected {
+                code: 1006,
+                reason: None,
+            });
+        }
+        Ok(meta.handshake.clone())
+    }
+
+    /// Deliver a client frame.
+    pub async fn receive(&mut self, frame: InFrame) -> Result<(), GuestError> {
+        let Self { backing, meta } = self;
+        let mut locked = meta.lock(backing, "receive").await?;
+        let Instance { store, guest, .. } = locked.instance();
+        meta.arm(store);
+        let conn = meta.borrow();
+        let frame = match frame {
+            InFrame::Text(text) => Frame::Text(text),
+            InFrame::Binary(bytes) => Frame::Binary(bytes),
+        };
+        let result = meta
+            .guarded("receive", guest.call_receive(&mut *store, conn, &frame))
+            .await;
+        meta.settle(&mut locked, result)
+    }
+
+    /// Deliver a channel-layer event.
+    pub async fn event(&mut self, event: &Event) -> Result<(), GuestError> {
+        let Self { backing, meta } = self;
+        let mut locked = meta.lock(backing, "event").await?;
+        let Instance { store, guest, .. } = locked.instance();
+        meta.arm(store);
+        let conn = meta.borrow();
+        let result = meta
+            .guarded("event", guest.call_event(&mut *store, conn, event.as_str()))
+            .await;
+        meta.settle(&mut locked, result)
+    }
+
+    /// The last call: `disconnect` (skipped when an earlier call failed,
+    /// since the instance is unusable), then leave every group the
+    /// connection joined.
+    pub async fn disconnect(mut self, code: u16) {
+        let groups = {
+            let Self { backing, meta } = &mut self;
+            match backing.lock().await {
+                Some(mut locked) => {
+                    if !meta.failed {
+                        let Instance { store, guest, .. } = locked.instance();
+                        meta.arm(store);
+                        let conn = meta.borrow();
+                        let result = meta
+                            .guarded("disconnect", guest.call_disconnect(&mut *store, conn, code))
+                            .await;
+                        if let Err(err) = meta.settle(&mut locked, result) {
+                            tracing::warn!(connection = meta.id, "{err}");
+                        }
+                    }
+                    meta.detach(&mut locked)
+                }
+                // A shared instance that broke: its table is out of reach
+                // and the groups with it; the channel layer expires them.
+                None => Vec::new(),
+            }
+        };
+        self.meta.leave_groups(groups).await;
+    }
+
+    /// The connection as the instance of a newer version takes it over.
+    pub(crate) async fn successor(&mut self) -> Option<Connection> {
+        let Self { backing, meta } = self;
+        let mut locked = backing.lock().await?;
+        let table = &locked.instance().store.data().host.connections;
+        let conn = table.get(&meta.borrow()).ok()?;
+        Some(conn.successor())
+    }
+
+    /// Ask the guest for this connection's state (`migration.snapshot`).
+    /// `None` when the plugin does not export `migration` (or the instance
+    /// is shared: shared versions do not migrate).
+    pub(crate) async fn snapshot(&mut self) -> Option<Result<Vec<u8>, GuestError>> {
+        let Self { backing, meta } = self;
+        let Backing::Own { instance, .. } = backing else {
+            return None;
+        };
+        let Instance {
+            store, migration, ..
+        } = &mut **instance;
+        let migration = migration.as_ref()?;
+        meta.arm(store);
+        let conn = meta.borrow();
+        let result = meta
+            .guarded("snapshot", migration.call_snapshot(&mut *store, conn))
+            .await;
+        Some(meta.settle(&mut Locked::Own(instance), result))
+    }
+
+    /// Hand the guest a previous version's state (`migration.restore`).
+    pub(crate) async fn restore(
+        &mut self,
+        state: Vec<u8>,
+    ) -> Result<Result<(), String>, GuestError> {
+        let Self { backing, meta } = self;
+        let Backing::Own { instance, .. } = backing else {
+            return Ok(Err("a shared instance does not migrate".to_owned()));
+        };
+        let Instance {
+            store, migration, ..
+        } = &mut **instance;
+        let Some(migration) = migration.as_ref() else {
+            return Ok(Err("this version does not export `migration`".to_owned()));
+        };
+        meta.arm(store);
+        let conn = meta.borrow();
+        let result = meta
+            .guarded("restore", migration.call_restore(&mut *store, conn, &state))
+            .await;
+        meta.settle(&mut Locked::Own(instance), result)
+    }
+}
+
+impl Meta {
+    fn new(
+        connection: u32,
+        id: u64,
+        channel_name: Arc<str>,
+        plugin: Arc<str>,
+        layer: Arc<dyn ChannelLayer>,
+        version: Arc<Plugin>,
+        failures: Arc<FailureCounter>,
+    ) -> Self {
+        let call_timeout = version.limits().call_timeout;
+        version.opened();
+        let retirement = Some(version.watch_retirement());
+        Self {
+            connection,
+            id,
+            channel_name,
+            handshake: Handshake::Pending,
+            status: ConnectionStatus::Open,
+            plugin,
+            version,
+            retirement,
+            layer,
+            call_timeout,
+            failures,
+            failed: false,
+            detached: false,
+        }
+    }
+
+    /// The instance for a call, or the error that ends the connection when
+    /// a shared instance broke in another connection's call.
+    async fn lock<'a>(
+        &mut self,
+        backing: &'a mut Backing,
+        call: &'static str,
+    ) -> Result<Locked<'a>, GuestError> {
+        match backing.lock().await {
+            Some(locked) => Ok(locked),
+            None => {
+                self.failed = true;
+                Err(GuestError::Broken {
+                    plugin: Arc::clone(&self.plugin),
+                    call,
+                })
+            }
         }
     }
 
     fn borrow(&self) -> Resource<Connection> {
-        Resource::new_borrow(self.connection.rep())
+        Resource::new_borrow(self.connection)
+    }
+
+    /// Give the next call its ticks; the store's epoch callback yields at
+    /// each tick and traps when they are spent. A shared instance's guest
+    /// output is tagged with the connection it runs for.
+    fn arm(&self, store: &mut Store<ConsumerState>) {
+        let state = store.data_mut();
+        state.ticks_left = epoch_ticks(self.call_timeout);
+        state.host.current_connection = self.id;
+        store.set_epoch_deadline(1);
     }
 
     /// Run one guest call under the epoch deadline and a tokio timeout.
     async fn guarded<R>(
-        plugin: &Arc<str>,
+        &mut self,
         call: &'static str,
-        timeout: Duration,
-        (failed, failures): (&mut bool, &FailureCounter),
         future: impl Future<Output = wasmtime::Result<R>>,
     ) -> Result<R, GuestError> {
+        let plugin = &self.plugin;
+        let timeout = self.call_timeout;
         let outcome = match tokio::time::timeout(timeout, future).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(err)) => {
@@ -233,10 +613,10 @@ impl Consumer {
                 timeout,
             },
         };
-        *failed = true;
+        self.failed = true;
         let total = match outcome {
-            GuestError::Trap { .. } => failures.trap(),
-            GuestError::Deadline { .. } => failures.deadline(),
+            GuestError::Trap { .. } => self.failures.trap(),
+            GuestError::Deadline { .. } | GuestError::Broken { .. } => self.failures.deadline(),
         };
         tracing::warn!(
             plugin = %plugin,
@@ -247,153 +627,54 @@ impl Consumer {
         Err(outcome)
     }
 
-    /// Give the next call its ticks; the store's epoch callback yields at
-    /// each tick and traps when they are spent.
-    fn arm(&mut self) {
-        Self::arm_store(&mut self.store, self.call_timeout);
-    }
-
-    /// [`Self::arm`] on the store alone, so a caller may hold other fields.
-    fn arm_store(store: &mut Store<ConsumerState>, call_timeout: Duration) {
-        store.data_mut().ticks_left = epoch_ticks(call_timeout);
-        store.set_epoch_deadline(1);
-    }
-
-    /// Call `connect`; returns the plugin's answer to the handshake. A plugin
-    /// that neither accepts nor closes is taken to reject (HTTP 403).
-    pub async fn connect(&mut self, scope: Scope) -> Result<Handshake, GuestError> {
-        self.arm();
-        let conn = self.borrow();
-        let guest = &self.guest;
-        Self::guarded(
-            &self.plugin,
-            "connect",
-            self.call_timeout,
-            (&mut self.failed, &self.failures),
-            guest.call_connect(&mut self.store, conn, &scope),
-        )
-        .await?;
-        let handshake = self.handshake();
-        if handshake == Handshake::Pending {
-            tracing::warn!(
-                plugin = %self.plugin,
-                connection = self.connection_id(),
-                "connect returned without accept or close; rejecting with 403"
-            );
-            return Ok(Handshake::Rejected {
-                code: 1006,
-                reason: None,
-            });
-        }
-        Ok(handshake)
-    }
-
-    /// Deliver a client frame.
-    pub async fn receive(&mut self, frame: InFrame) -> Result<(), GuestError> {
-        self.arm();
-        let conn = self.borrow();
-        let frame = match frame {
-            InFrame::Text(text) => Frame::Text(text),
-            InFrame::Binary(bytes) => Frame::Binary(bytes),
-        };
-        let guest = &self.guest;
-        Self::guarded(
-            &self.plugin,
-            "receive",
-            self.call_timeout,
-            (&mut self.failed, &self.failures),
-            guest.call_receive(&mut self.store, conn, &frame),
-        )
-        .await
-    }
-
-    /// Deliver a channel-layer event.
-    pub async fn event(&mut self, event: &Event) -> Result<(), GuestError> {
-        self.arm();
-        let conn = self.borrow();
-        let guest = &self.guest;
-        Self::guarded(
-            &self.plugin,
-            "event",
-            self.call_timeout,
-            (&mut self.failed, &self.failures),
-            guest.call_event(&mut self.store, conn, event.as_str()),
-        )
-        .await
-    }
-
-    /// The last call: `disconnect` (skipped when an earlier call failed,
-    /// since the instance is unusable), then leave every group the
-    /// connection joined.
-    pub async fn disconnect(mut self, code: u16) {
-        if !self.failed {
-            self.arm();
-            let conn = self.borrow();
-            let guest = &self.guest;
-            let result = Self::guarded(
-                &self.plugin,
-                "disconnect",
-                self.call_timeout,
-                (&mut self.failed, &self.failures),
-                guest.call_disconnect(&mut self.store, conn, code),
-            )
-            .await;
-            if let Err(err) = result {
-                tracing::warn!(connection = self.connection_id(), "{err}");
-            }
-        }
-        self.leave_groups().await;
-    }
-
-    /// Ask the guest for this connection's state (`migration.snapshot`).
-    /// `None` when the plugin does not export `migration`.
-    pub(crate) async fn snapshot(&mut self) -> Option<Result<Vec<u8>, GuestError>> {
-        let migration = self.migration.as_ref()?;
-        Self::arm_store(&mut self.store, self.call_timeout);
-        let conn = Resource::new_borrow(self.connection.rep());
-        Some(
-            Self::guarded(
-                &self.plugin,
-                "snapshot",
-                self.call_timeout,
-                (&mut self.failed, &self.failures),
-                migration.call_snapshot(&mut self.store, conn),
-            )
-            .await,
-        )
-    }
-
-    /// Hand the guest a previous version's state (`migration.restore`).
-    pub(crate) async fn restore(
+    /// After a call: note what the plugin did to the connection, and mark a
+    /// shared instance broken if the call failed.
+    fn settle<R>(
         &mut self,
-        state: Vec<u8>,
-    ) -> Result<Result<(), String>, GuestError> {
-        let Some(migration) = self.migration.as_ref() else {
-            return Ok(Err("this version does not export `migration`".to_owned()));
-        };
-        Self::arm_store(&mut self.store, self.call_timeout);
-        let conn = Resource::new_borrow(self.connection.rep());
-        Self::guarded(
-            &self.plugin,
-            "restore",
-            self.call_timeout,
-            (&mut self.failed, &self.failures),
-            migration.call_restore(&mut self.store, conn, &state),
-        )
-        .await
+        locked: &mut Locked<'_>,
+        result: Result<R, GuestError>,
+    ) -> Result<R, GuestError> {
+        if result.is_err() {
+            locked.mark_broken();
+        }
+        let table = &locked.instance().store.data().host.connections;
+        if let Ok(conn) = table.get(&self.borrow()) {
+            self.handshake.clone_from(&conn.handshake);
+            self.status = match (conn.overflow, conn.closed) {
+                (Some(overflow), _) => ConnectionStatus::Overflowed(overflow),
+                (None, true) => ConnectionStatus::Closed,
+                (None, false) => ConnectionStatus::Open,
+            };
+        }
+        result
     }
 
-    async fn leave_groups(&mut self) {
-        let (channel, groups) = {
-            let conn = self.conn();
-            (Arc::clone(&conn.channel_name), conn.groups.clone())
-        };
+    /// The groups the connection joined; a shared instance's entry for it
+    /// is deleted (an own instance's goes with its store).
+    fn detach(&mut self, locked: &mut Locked<'_>) -> Vec<String> {
+        let shared = matches!(locked, Locked::Shared(..));
+        let table = &mut locked.instance().store.data_mut().host.connections;
+        if shared {
+            self.detached = true;
+            table
+                .delete(Resource::<Connection>::new_own(self.connection))
+                .map(|conn| conn.groups.into_iter().collect())
+                .unwrap_or_default()
+        } else {
+            table
+                .get(&self.borrow())
+                .map(|conn| conn.groups.iter().cloned().collect())
+                .unwrap_or_default()
+        }
+    }
+
+    async fn leave_groups(&self, groups: Vec<String>) {
         for group in groups {
-            if let Err(err) = self.layer.group_discard(&group, &channel).await {
+            if let Err(err) = self.layer.group_discard(&group, &self.channel_name).await {
                 tracing::warn!(
                     plugin = %self.plugin,
                     group,
-                    channel = %channel,
+                    channel = %self.channel_name,
                     error = %err,
                     "could not leave group on close"
                 );

@@ -12,15 +12,15 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use switchyard_layer::{ChannelLayer, Inbox};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Engine, Store};
 
 use crate::bindings::{Scope, add_host_to_linker, add_types_to_linker};
 use crate::connection::{Connection, Handshake, Outbound};
-use crate::consumer::{Consumer, GuestError};
+use crate::consumer::{Consumer, GuestError, Instance, SharedInstance};
 use crate::engine::{EpochTicker, GuestLimits, build_engine, epoch_ticks, yield_or_interrupt};
 use crate::failures::{FailureBook, PluginFailures};
-use crate::manifest::ReplacePolicy;
+use crate::manifest::{InstanceMode, ReplacePolicy};
 use crate::plugin::{self, Plugin, PluginError, PluginFiles, Retirement};
 use crate::registry::{RouteInfo, RouteMatch, RouteTable};
 use crate::state::{ConsumerState, HostCtx};
@@ -520,19 +520,24 @@ impl PluginHost {
         Ok([server, own])
     }
 
-    /// A store and an instance of `plugin` serving `connection`.
-    async fn instantiate(
+    /// A store and an instance of `plugin`, with `connection` in its
+    /// table (a shared instance starts with none).
+    async fn new_instance(
         &self,
         plugin: &Arc<Plugin>,
-        connection: Connection,
-        permits: [OwnedSemaphorePermit; 2],
-    ) -> Result<Consumer, String> {
+        connection: Option<Connection>,
+    ) -> Result<(Instance, Option<Resource<Connection>>), String> {
         let limits = plugin.limits();
-        let id = connection.id;
         let mut connections = ResourceTable::new();
-        let handle = connections
-            .push(connection)
-            .map_err(|err| err.to_string())?;
+        let id = connection.as_ref().map_or(0, |c| c.id);
+        let handle = match connection {
+            Some(connection) => Some(
+                connections
+                    .push(connection)
+                    .map_err(|err| err.to_string())?,
+            ),
+            None => None,
+        };
         let host = HostCtx {
             connections,
             layer: Arc::clone(&self.layer),
@@ -563,14 +568,77 @@ impl PluginHost {
             ),
             None => None,
         };
-        Ok(Consumer::new(
+        let instance = Instance {
             store,
             guest,
             migration,
-            handle,
+        };
+        Ok((instance, handle))
+    }
+
+    /// A store and an instance of `plugin` serving `connection`.
+    async fn instantiate(
+        &self,
+        plugin: &Arc<Plugin>,
+        connection: Connection,
+        permits: [OwnedSemaphorePermit; 2],
+    ) -> Result<Consumer, String> {
+        let (instance, handle) = self.new_instance(plugin, Some(connection)).await?;
+        let handle = handle.ok_or("connection not in the new instance's table")?;
+        Ok(Consumer::new(
+            instance,
+            &handle,
             Arc::clone(plugin),
             self.failures.counter(plugin.name()),
             permits,
+        ))
+    }
+
+    /// `connection` on the version's shared instance, started (with the
+    /// version's instance slots) if there is none or the last one broke.
+    async fn attach_shared(
+        &self,
+        plugin: &Arc<Plugin>,
+        connection: Connection,
+    ) -> Result<Consumer, StartError> {
+        let shared = {
+            let mut slot = plugin.shared.lock().await;
+            match &*slot {
+                Some(shared) if !shared.is_broken() => Arc::clone(shared),
+                _ => {
+                    // Give the broken instance's slots back before taking new ones.
+                    *slot = None;
+                    let permits = self.take_slots(plugin)?;
+                    let (instance, _) =
+                        self.new_instance(plugin, None).await.map_err(|message| {
+                            StartError::Instantiate {
+                                plugin: plugin.name().to_owned(),
+                                message,
+                            }
+                        })?;
+                    let shared = Arc::new(SharedInstance::new(instance, permits));
+                    *slot = Some(Arc::clone(&shared));
+                    shared
+                }
+            }
+        };
+        let id = connection.id;
+        let channel_name = Arc::clone(&connection.channel_name);
+        let handle =
+            shared
+                .attach(connection)
+                .await
+                .map_err(|message| StartError::Instantiate {
+                    plugin: plugin.name().to_owned(),
+                    message,
+                })?;
+        Ok(Consumer::shared(
+            shared,
+            &handle,
+            (id, channel_name),
+            (plugin.name_arc(), Arc::clone(&self.layer)),
+            Arc::clone(plugin),
+            self.failures.counter(plugin.name()),
         ))
     }
 
@@ -584,17 +652,25 @@ impl PluginHost {
         outbound: mpsc::Sender<Outbound>,
     ) -> Result<Started, StartError> {
         let plugin = &matched.plugin;
-        let permits = self.take_slots(plugin)?;
+        let shared = plugin.manifest().instance == InstanceMode::Shared;
+        let permits = if shared {
+            None
+        } else {
+            Some(self.take_slots(plugin)?)
+        };
         let inbox = self.layer.new_channel();
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let connection = Connection::new(id, inbox.name().into(), outbound);
-        let mut consumer = self
-            .instantiate(plugin, connection, permits)
-            .await
-            .map_err(|message| StartError::Instantiate {
-                plugin: plugin.name().to_owned(),
-                message,
-            })?;
+        let mut consumer = match permits {
+            None => self.attach_shared(plugin, connection).await?,
+            Some(permits) => self
+                .instantiate(plugin, connection, permits)
+                .await
+                .map_err(|message| StartError::Instantiate {
+                    plugin: plugin.name().to_owned(),
+                    message,
+                })?,
+        };
         let scope = Scope {
             path: request.path,
             query_string: request.query_string,
@@ -651,7 +727,13 @@ impl PluginHost {
         let permits = self
             .take_slots(next)
             .map_err(|_| MigrateError::AtCapacity)?;
-        let connection = consumer.conn().successor();
+        let connection = consumer
+            .successor()
+            .await
+            .ok_or_else(|| MigrateError::NotMigratable {
+                plugin: old_version.name().to_owned(),
+                version: old_version.hash().to_owned(),
+            })?;
         let mut successor = self
             .instantiate(next, connection, permits)
             .await

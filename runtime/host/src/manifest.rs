@@ -3,7 +3,9 @@
 //! ```toml
 //! # Django path() patterns, without a leading slash.
 //! routes = ["ws/chat/<str:room_name>/"]
-//! # Optional; "per-connection" is the only mode implemented so far.
+//! # Optional: "per-connection" (default; an instance per connection, as
+//! # Channels has a consumer per connection) or "shared" (one instance for
+//! # every connection of this version, calls taking turns).
 //! instance = "per-connection"
 //! # Optional: what happens to open connections when this file replaces
 //! # the live version: "drain" (default), "restart" or "migrate".
@@ -35,6 +37,13 @@ pub enum InstanceMode {
     /// One instance per connection: Channels semantics (the default).
     #[default]
     PerConnection,
+    /// One instance for every connection of the version; calls take turns
+    /// on it. For stateless consumers (or ones keeping state per connection
+    /// id): each connection then costs no instance of its own. A trap or a
+    /// deadline breaks the instance for all of its connections (each is
+    /// closed with 1011 at its next call); new connections get a fresh one.
+    /// Such a version never migrates (`on-replace = "migrate"` drains).
+    Shared,
 }
 
 /// What happens to the open connections of the live version when a new
@@ -182,6 +191,12 @@ mod tests {
     fn server_paths_are_reserved() {
         let err = parse("routes = [\"_switchyard/plugins\"]\n").expect_err("reserved");
         assert!(err.to_string().contains("reserved"), "{err}");
+    }
+
+    #[test]
+    fn the_shared_instance_mode_parses() {
+        let m = parse("routes = [\"ws/echo/\"]\ninstance = \"shared\"\n").expect("valid");
+        assert_eq!(m.instance, InstanceMode::Shared);
     }
 
     #[test]

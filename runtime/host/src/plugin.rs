@@ -12,8 +12,9 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, InstancePre, Linker};
 
 use crate::bindings::{MigrationIndices, WebsocketConsumerIndices};
+use crate::consumer::SharedInstance;
 use crate::engine::GuestLimits;
-use crate::manifest::{Manifest, ManifestError};
+use crate::manifest::{InstanceMode, Manifest, ManifestError};
 use crate::route::RouteError;
 use crate::state::ConsumerState;
 
@@ -89,6 +90,9 @@ pub struct Plugin {
     /// Connections served by this version right now.
     open: AtomicUsize,
     retirement: watch::Sender<Retirement>,
+    /// The instance every connection shares (`instance = "shared"`),
+    /// started with the first connection and again after one broke.
+    pub(crate) shared: tokio::sync::Mutex<Option<Arc<SharedInstance>>>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -126,9 +130,10 @@ impl Plugin {
         &self.fingerprint
     }
 
-    /// Whether the component exports the `migration` interface.
+    /// Whether connections can move to this version: the component exports
+    /// the `migration` interface and each connection has its own instance.
     pub fn migratable(&self) -> bool {
-        self.migration_exports.is_some()
+        self.migration_exports.is_some() && self.manifest.instance == InstanceMode::PerConnection
     }
 
     /// Connections this version serves now.
@@ -300,6 +305,7 @@ pub(crate) fn compile(
         migration_exports,
         open: AtomicUsize::new(0),
         retirement: watch::Sender::new(Retirement::Live),
+        shared: tokio::sync::Mutex::new(None),
     })
 }
 
