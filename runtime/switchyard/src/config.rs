@@ -46,7 +46,8 @@
 //! # Channels' OriginValidator; absent = every origin (and none) allowed.
 //! allowed-origins = ["https://example.com", ".example.org"]
 //! # Peers whose X-Forwarded-For is believed; everyone else's is ignored.
-//! trusted-proxies = ["127.0.0.1"]
+//! # Addresses or CIDR blocks; ::ffff:a.b.c.d peers match as a.b.c.d.
+//! trusted-proxies = ["127.0.0.1", "::1", "10.0.0.0/8", "fd00::/8"]
 //!
 //! [auth]                       # JWT verified by the host; see crate::auth
 //! keys = [{ algorithm = "HS256", secret = "..." },
@@ -295,8 +296,11 @@ impl Default for GuestSection {
 pub struct AccessSection {
     /// Channels' `OriginValidator` list; `None` = no origin check.
     pub allowed_origins: Option<Vec<String>>,
-    /// Peers whose `X-Forwarded-For` header is believed.
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Peers whose `X-Forwarded-For` header is believed: IP addresses
+    /// (`"127.0.0.1"`, `"::1"`) or CIDR blocks (`"10.0.0.0/8"`,
+    /// `"fd00::/8"`). An IPv4-mapped IPv6 peer (`::ffff:10.0.0.1`) matches
+    /// as its IPv4 address.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// JWT authentication (see [`crate::auth`]).
@@ -470,6 +474,7 @@ impl Config {
             crate::access::OriginPolicy::new(origins)
                 .map_err(|message| invalid("access.allowed-origins", message))?;
         }
+        self.trusted_proxies()?;
         let rl = &self.rate_limit;
         let zero = |v: Option<u32>| v == Some(0);
         if zero(rl.connections_per_minute_per_ip)
@@ -542,6 +547,12 @@ impl Config {
             symmetric_encryption_keys: self.redis.symmetric_encryption_keys.clone(),
             random_prefix_length: self.redis.random_prefix_length,
         }))
+    }
+
+    /// `[access] trusted-proxies`, parsed.
+    pub(crate) fn trusted_proxies(&self) -> Result<crate::access::TrustedProxies, ConfigError> {
+        crate::access::TrustedProxies::new(&self.access.trusted_proxies)
+            .map_err(|message| invalid("access.trusted-proxies", message))
     }
 
     /// The limits every guest runs under.
@@ -627,6 +638,31 @@ mod tests {
         };
         let err = config.validate().expect_err("missing dir");
         assert!(err.to_string().contains("plugins"), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_cidr_blocks() {
+        let config = Config {
+            plugins: std::env::temp_dir(),
+            ..parse(
+                "[access]\ntrusted-proxies = [\"10.0.0.0/8\", \"::1\", \"127.0.0.1\", \"fd00::/8\"]\n",
+            )
+            .expect("valid")
+        };
+        config.validate().expect("addresses and blocks are valid");
+        let trusted = config.trusted_proxies().expect("valid");
+        assert!(trusted.contains("10.20.30.40".parse().expect("ip")));
+        assert!(trusted.contains("fd00::1".parse().expect("ip")));
+        assert!(!trusted.contains("192.168.0.1".parse().expect("ip")));
+
+        let config = Config {
+            plugins: std::env::temp_dir(),
+            ..parse("[access]\ntrusted-proxies = [\"10.0.0.1\", \"10.0.0.0/33\"]\n")
+                .expect("parses: entries are checked by validate")
+        };
+        let err = config.validate().expect_err("bad prefix").to_string();
+        assert!(err.contains("access.trusted-proxies"), "{err}");
+        assert!(err.contains("`10.0.0.0/33`"), "{err}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::access::OriginPolicy;
+use crate::access::{OriginPolicy, TrustedProxies};
 use crate::auth::Verifier;
 use crate::config::{Config, ConfigError};
 use crate::counters::Counters;
@@ -36,6 +36,8 @@ pub(crate) struct AppState {
     pub(crate) tasks: TaskTracker,
     /// `[access] allowed-origins`, when set.
     pub(crate) origins: Option<Arc<OriginPolicy>>,
+    /// `[access] trusted-proxies`.
+    pub(crate) trusted_proxies: Arc<TrustedProxies>,
     pub(crate) verifier: Arc<Verifier>,
     pub(crate) admission: Arc<Admission>,
     pub(crate) counters: Arc<Counters>,
@@ -47,6 +49,7 @@ pub struct Server {
     host: Arc<PluginHost>,
     config: Arc<Config>,
     origins: Option<Arc<OriginPolicy>>,
+    trusted_proxies: Arc<TrustedProxies>,
     verifier: Arc<Verifier>,
     counters: Arc<Counters>,
 }
@@ -91,11 +94,13 @@ impl Server {
             })?)),
             None => None,
         };
+        let trusted_proxies = Arc::new(config.trusted_proxies()?);
         let verifier = Arc::new(Verifier::new(&config.auth)?);
         Ok(Self {
             host,
             config: Arc::new(config),
             origins,
+            trusted_proxies,
             verifier,
             counters: Arc::new(Counters::default()),
         })
@@ -131,6 +136,7 @@ impl Server {
             shutdown: token.clone(),
             tasks: tasks.clone(),
             origins: self.origins,
+            trusted_proxies: self.trusted_proxies,
             verifier: self.verifier,
             admission: Arc::new(Admission::new(&self.config)),
             counters: self.counters,
