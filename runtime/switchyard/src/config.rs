@@ -17,7 +17,7 @@
 //! [websocket]
 //! max-message-size = 1048576   # bytes; larger messages close with 1009
 //! max-frame-size = 1048576
-//! handshake-timeout-secs = 5
+//! handshake-timeout-secs = 5   # for the request head, then for the plugin's answer
 //! outbound-queue = 1024        # frames queued per connection
 //! ping-interval-secs = 20      # ping an idle client this often (Daphne's)
 //! ping-timeout-secs = 30       # close (1001) when silent this long after a ping
@@ -200,8 +200,11 @@ pub struct AdminConfig {
 pub struct WebSocketConfig {
     pub max_message_size: usize,
     pub max_frame_size: usize,
-    /// The plugin must accept or reject within this (Daphne's
-    /// `--websocket_connect_timeout`).
+    /// Applies twice: a client must send a complete request head within
+    /// this after connecting (or after its previous request, on a keep-alive
+    /// connection), or the connection is closed without an answer; then the
+    /// plugin must accept or reject within this (Daphne's
+    /// `--websocket_connect_timeout`), or the handshake is answered 403.
     pub handshake_timeout_secs: u64,
     /// Frames queued for one client before it counts as a slow reader and
     /// is closed (1008); a bound, so one slow client never holds memory or
@@ -413,10 +416,12 @@ impl Config {
                 "must not exceed websocket.max-message-size",
             ));
         }
-        if ws.handshake_timeout_secs == 0 {
+        // The upper bound keeps hyper's header deadline (now + timeout) from
+        // overflowing an `Instant`.
+        if !(1..=86_400).contains(&ws.handshake_timeout_secs) {
             return Err(invalid(
                 "websocket.handshake-timeout-secs",
-                "must be at least 1",
+                "must be from 1 to 86400 (a day)",
             ));
         }
         if ws.outbound_queue == 0 {
@@ -680,6 +685,24 @@ mod tests {
         let redis = config.redis_config().expect("valid").expect("redis");
         assert_eq!(redis.hosts, vec!["redis://u:pw@c:6379/1".to_owned()]);
         assert!(Config::default().redis_config().expect("valid").is_none());
+    }
+
+    #[test]
+    fn the_handshake_timeout_is_from_one_second_to_a_day() {
+        let mut config = Config {
+            plugins: std::env::temp_dir(),
+            ..Config::default()
+        };
+        for (secs, valid) in [(0, false), (1, true), (86_400, true), (u64::MAX, false)] {
+            config.websocket.handshake_timeout_secs = secs;
+            match config.validate() {
+                Ok(()) => assert!(valid, "{secs} accepted"),
+                Err(err) => {
+                    assert!(!valid, "{secs} refused: {err}");
+                    assert!(err.to_string().contains("handshake-timeout-secs"), "{err}");
+                }
+            }
+        }
     }
 
     #[test]
