@@ -12,11 +12,9 @@ cd "$(dirname "$0")"
 
 seconds="${1:-60}"
 shift || true
-# Targets. Reserved, added once the Redis layer is merged:
-#   msgpack_json (JSON <-> msgpack round trip), redis_entry (entry decoding).
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(route_parse route_match event_json)
+    targets=(route_parse route_match event_json msgpack_json redis_entry)
 fi
 
 command -v cargo-fuzz >/dev/null || {

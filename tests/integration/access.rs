@@ -267,7 +267,7 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     server.shutdown().await.expect("clean shutdown");
 
     let server = TestServer::start_with(config(|c| {
-        c.access.trusted_proxies = vec!["127.0.0.1".parse().expect("ip")];
+        c.access.trusted_proxies = vec!["127.0.0.0/8".to_owned()];
         c.rate_limit.concurrent_connections_per_ip = Some(1);
     }))
     .await;

@@ -1,6 +1,7 @@
 //! WebSocket limits with a real client: message size (1009), invalid UTF-8
 //! (1007), slow readers (1008, the others keep receiving), pings, the cap on
-//! open connections (503), oversized paths and headers (414, 431).
+//! open connections (503), oversized paths and headers (414, 431), and the
+//! handshake timeout for a client that never finishes its request.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,10 @@ use std::time::Duration;
 use serde_json::json;
 use switchyard::{Config, Counters};
 use switchyard_tests::{Client, TestServer, handshake_status, test_config};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -178,5 +182,70 @@ async fn oversized_paths_and_headers_are_refused() {
     assert_eq!(status, 431);
     let _fine = Client::connect(&server, "/ws/echo/").await;
     assert_eq!(Counters::get(&server.counters.oversized_requests), 2);
+    server.shutdown().await.expect("clean shutdown");
+}
+
+/// Reads until the server closes `stream`; `None` if it is still open when
+/// `deadline` passes. Whatever the server sends first (if anything) is
+/// skipped.
+async fn closed_by(stream: &mut TcpStream, deadline: Instant) -> Option<Instant> {
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_elapsed) => return None,
+            Ok(Ok(0) | Err(_)) => return Some(Instant::now()),
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_request_is_dropped_at_the_handshake_timeout() {
+    let server = TestServer::start_with(config(|c| c.websocket.handshake_timeout_secs = 1)).await;
+    let start = Instant::now();
+    let mut silent = TcpStream::connect(server.addr).await.expect("connect");
+    let mut partial = TcpStream::connect(server.addr).await.expect("connect");
+    // A slowloris client: the start of an upgrade request, never its end.
+    partial
+        .write_all(b"GET /ws/echo/ HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n")
+        .await
+        .expect("write a partial request");
+    // Meanwhile a normal client upgrades and echoes.
+    let url = server.url("/ws/echo/");
+    let normal = tokio::spawn(async move {
+        let mut normal = Client::connect_url(&url).await;
+        normal.send_text("meanwhile").await;
+        assert_eq!(normal.recv_text().await, "meanwhile");
+        normal
+    });
+
+    let half = start + Duration::from_millis(500);
+    assert_eq!(
+        closed_by(&mut silent, half).await,
+        None,
+        "silent: open at 0.5 s"
+    );
+    assert_eq!(
+        closed_by(&mut partial, half).await,
+        None,
+        "partial: open at 0.5 s"
+    );
+    let limit = start + Duration::from_secs(3);
+    for (name, stream) in [("silent", &mut silent), ("partial", &mut partial)] {
+        let closed = closed_by(stream, limit)
+            .await
+            .unwrap_or_else(|| panic!("{name}: still open after 3 s"));
+        let after = closed - start;
+        assert!(
+            after >= Duration::from_millis(900),
+            "{name}: closed after {after:?}, before the 1 s timeout"
+        );
+    }
+
+    // The normal client was never held up, and is not closed by the timeout.
+    let mut normal = normal.await.expect("the normal client upgraded and echoed");
+    normal.send_text("after").await;
+    assert_eq!(normal.recv_text().await, "after");
+    assert_eq!(Counters::get(&server.counters.request_timeouts), 2);
     server.shutdown().await.expect("clean shutdown");
 }

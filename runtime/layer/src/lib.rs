@@ -24,10 +24,15 @@
 //! - `stats`: [`LayerStats`], counters of what the layer delivered and dropped.
 //! - `error`: [`LayerError`].
 //! - `glob`: the `fnmatch` matcher behind [`capacity`].
+//! - `fuzzing` (feature `fuzzing` only): the Redis wire codec, exposed to the
+//!   fuzz targets in `fuzz/`.
 
 pub mod capacity;
 mod error;
 pub mod event;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod glob;
 mod inbox;
 mod local;

@@ -8,15 +8,19 @@
 //! scheme must match scheme, host and port (80 for http/ws, 443 for
 //! https/wss by default). A denied handshake is answered 403.
 //!
-//! `X-Forwarded-For` is believed only from a peer listed in
-//! `[access] trusted-proxies`: the client is then the right-most address in
-//! the header that is not itself a trusted proxy (so a client cannot forge
-//! its address by prepending entries), with the port from
-//! `X-Forwarded-Port` (0 without it), as Daphne does with `--proxy-headers`.
+//! `X-Forwarded-For` is believed only from a peer in `[access]
+//! trusted-proxies` (addresses or CIDR blocks): the client is then the
+//! right-most address in the header that is not itself a trusted proxy (so
+//! a client cannot forge its address by prepending entries), with the port
+//! from `X-Forwarded-Port` (0 without it), as Daphne does with
+//! `--proxy-headers`. An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`, what
+//! a dual-stack listener reports for an IPv4 peer) is trusted as its IPv4
+//! address.
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::http::{HeaderMap, header};
+use ipnet::IpNet;
 
 /// Channels' `OriginValidator`.
 #[derive(Debug, Clone)]
@@ -160,9 +164,50 @@ fn is_same_domain(host: &str, pattern: &str) -> bool {
     }
 }
 
+/// `[access] trusted-proxies`: the peers whose `X-Forwarded-For` is believed.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TrustedProxies {
+    nets: Vec<IpNet>,
+}
+
+impl TrustedProxies {
+    /// Parse the configured entries: an address (`10.0.0.1`, `::1`) or a
+    /// CIDR block (`10.0.0.0/8`, `fd00::/8`). A bad entry is an error naming it.
+    pub(crate) fn new(entries: &[String]) -> Result<Self, String> {
+        let nets = entries
+            .iter()
+            .map(|entry| {
+                entry
+                    .parse::<IpNet>()
+                    .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        format!(
+                            "`{entry}` is not an IP address or CIDR block \
+                             (e.g. \"10.0.0.1\", \"10.0.0.0/8\", \"fd00::/8\")"
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { nets })
+    }
+
+    /// Whether `ip` is a trusted proxy; an IPv4-mapped IPv6 address counts
+    /// as its IPv4 address.
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+        let canonical = ip.to_canonical();
+        self.nets
+            .iter()
+            .any(|net| net.contains(&ip) || net.contains(&canonical))
+    }
+}
+
 /// The client's address: the peer, or what a trusted proxy says.
-pub(crate) fn client_addr(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> SocketAddr {
-    if !trusted.contains(&peer.ip()) {
+pub(crate) fn client_addr(
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    trusted: &TrustedProxies,
+) -> SocketAddr {
+    if !trusted.contains(peer.ip()) {
         return peer;
     }
     let hops: Vec<&str> = headers
@@ -179,7 +224,7 @@ pub(crate) fn client_addr(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAd
             break;
         };
         client = Some(ip);
-        if !trusted.contains(&ip) {
+        if !trusted.contains(ip) {
             break;
         }
     }
@@ -259,26 +304,123 @@ mod tests {
         assert!(OriginPolicy::new(&[":80".to_owned()]).is_err());
     }
 
+    fn trusted(entries: &[&str]) -> TrustedProxies {
+        let owned: Vec<String> = entries.iter().map(|e| (*e).to_owned()).collect();
+        TrustedProxies::new(&owned).expect("valid entries")
+    }
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().expect("socket address")
+    }
+
+    fn forwarded(hops: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static(hops));
+        headers
+    }
+
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_peers() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("6.6.6.6, 203.0.113.9, 10.0.0.2"),
-        );
+        let mut headers = forwarded("6.6.6.6, 203.0.113.9, 10.0.0.2");
         headers.insert("x-forwarded-port", HeaderValue::from_static("4431"));
-        let proxy: SocketAddr = "10.0.0.1:5000".parse().expect("addr");
-        let stranger: SocketAddr = "198.51.100.7:5000".parse().expect("addr");
-        let trusted: Vec<IpAddr> = vec![
-            "10.0.0.1".parse().expect("ip"),
-            "10.0.0.2".parse().expect("ip"),
-        ];
+        let proxy = addr("10.0.0.1:5000");
+        let stranger = addr("198.51.100.7:5000");
+        let trusted = trusted(&["10.0.0.1", "10.0.0.2"]);
         assert_eq!(
             client_addr(proxy, &headers, &trusted),
-            "203.0.113.9:4431".parse::<SocketAddr>().expect("addr"),
+            addr("203.0.113.9:4431"),
             "right-most untrusted hop; the forged 6.6.6.6 is ignored"
         );
         assert_eq!(client_addr(stranger, &headers, &trusted), stranger);
         assert_eq!(client_addr(proxy, &HeaderMap::new(), &trusted), proxy);
+    }
+
+    #[test]
+    fn a_peer_inside_a_trusted_block_is_trusted_and_one_outside_is_not() {
+        let trusted = trusted(&["10.0.0.0/8", "fd00::/8", "::1", "127.0.0.1"]);
+        let headers = forwarded("203.0.113.9");
+        for inside in [
+            "10.1.2.3:80",
+            "10.255.255.255:80",
+            "[fd12::7]:80",
+            "[::1]:80",
+        ] {
+            assert_eq!(
+                client_addr(addr(inside), &headers, &trusted),
+                addr("203.0.113.9:0"),
+                "{inside} is trusted"
+            );
+        }
+        for outside in ["11.0.0.1:80", "127.0.0.2:80", "[fe00::1]:80", "[::2]:80"] {
+            assert_eq!(
+                client_addr(addr(outside), &headers, &trusted),
+                addr(outside),
+                "{outside} is not trusted"
+            );
+        }
+    }
+
+    #[test]
+    fn the_hop_walk_stops_at_the_first_untrusted_hop() {
+        let trusted = trusted(&["10.0.0.0/8"]);
+        let proxy = addr("10.0.0.1:5000");
+        // From the right: 10.9.9.9 is a trusted proxy, 203.0.113.9 is not, so
+        // it is the client; 10.1.1.1 and 6.6.6.6 to its left are its claims.
+        let headers = forwarded("6.6.6.6, 10.1.1.1, 203.0.113.9, 10.9.9.9");
+        assert_eq!(
+            client_addr(proxy, &headers, &trusted),
+            addr("203.0.113.9:0")
+        );
+        // Every hop trusted: the left-most one is the client.
+        let headers = forwarded("10.3.3.3, 10.2.2.2");
+        assert_eq!(client_addr(proxy, &headers, &trusted), addr("10.3.3.3:0"));
+        // An unparsable hop ends the walk at the last address believed.
+        let headers = forwarded("203.0.113.9, junk, 10.2.2.2");
+        assert_eq!(client_addr(proxy, &headers, &trusted), addr("10.2.2.2:0"));
+    }
+
+    #[test]
+    fn an_ipv4_mapped_peer_is_trusted_as_its_ipv4_address() {
+        let headers = forwarded("203.0.113.9");
+        let mapped = addr("[::ffff:127.0.0.1]:5000");
+        for entries in [
+            &["127.0.0.1"][..],
+            &["127.0.0.0/8"],
+            &["::ffff:127.0.0.0/104"],
+        ] {
+            assert_eq!(
+                client_addr(mapped, &headers, &trusted(entries)),
+                addr("203.0.113.9:0"),
+                "{entries:?}"
+            );
+        }
+        let other = addr("[::ffff:127.0.0.2]:5000");
+        assert_eq!(
+            client_addr(other, &headers, &trusted(&["127.0.0.1"])),
+            other
+        );
+        // A mapped hop is matched the same way.
+        let headers = forwarded("203.0.113.9, ::ffff:10.0.0.2");
+        assert_eq!(
+            client_addr(addr("10.0.0.1:80"), &headers, &trusted(&["10.0.0.0/8"])),
+            addr("203.0.113.9:0")
+        );
+    }
+
+    #[test]
+    fn bad_trusted_proxy_entries_are_refused_by_name() {
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0.1/",
+            "localhost",
+            "",
+            "fd00::/129",
+            "10.0.0.0 /8",
+        ] {
+            let err = TrustedProxies::new(&[bad.to_owned()]).expect_err(bad);
+            assert!(err.contains(&format!("`{bad}`")), "{err}");
+        }
+        // A host-bits-set block is accepted as written (10.1.2.3/8 = 10.0.0.0/8).
+        assert!(trusted(&["10.1.2.3/8"]).contains("10.200.0.1".parse().expect("ip")));
     }
 }

@@ -17,7 +17,7 @@
 //! [websocket]
 //! max-message-size = 1048576   # bytes; larger messages close with 1009
 //! max-frame-size = 1048576
-//! handshake-timeout-secs = 5
+//! handshake-timeout-secs = 5   # for the request head, then for the plugin's answer
 //! outbound-queue = 1024        # frames queued per connection
 //! ping-interval-secs = 20      # ping an idle client this often (Daphne's)
 //! ping-timeout-secs = 30       # close (1001) when silent this long after a ping
@@ -46,7 +46,8 @@
 //! # Channels' OriginValidator; absent = every origin (and none) allowed.
 //! allowed-origins = ["https://example.com", ".example.org"]
 //! # Peers whose X-Forwarded-For is believed; everyone else's is ignored.
-//! trusted-proxies = ["127.0.0.1"]
+//! # Addresses or CIDR blocks; ::ffff:a.b.c.d peers match as a.b.c.d.
+//! trusted-proxies = ["127.0.0.1", "::1", "10.0.0.0/8", "fd00::/8"]
 //!
 //! [auth]                       # JWT verified by the host; see crate::auth
 //! keys = [{ algorithm = "HS256", secret = "..." },
@@ -199,8 +200,11 @@ pub struct AdminConfig {
 pub struct WebSocketConfig {
     pub max_message_size: usize,
     pub max_frame_size: usize,
-    /// The plugin must accept or reject within this (Daphne's
-    /// `--websocket_connect_timeout`).
+    /// Applies twice: a client must send a complete request head within
+    /// this after connecting (or after its previous request, on a keep-alive
+    /// connection), or the connection is closed without an answer; then the
+    /// plugin must accept or reject within this (Daphne's
+    /// `--websocket_connect_timeout`), or the handshake is answered 403.
     pub handshake_timeout_secs: u64,
     /// Frames queued for one client before it counts as a slow reader and
     /// is closed (1008); a bound, so one slow client never holds memory or
@@ -295,8 +299,11 @@ impl Default for GuestSection {
 pub struct AccessSection {
     /// Channels' `OriginValidator` list; `None` = no origin check.
     pub allowed_origins: Option<Vec<String>>,
-    /// Peers whose `X-Forwarded-For` header is believed.
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Peers whose `X-Forwarded-For` header is believed: IP addresses
+    /// (`"127.0.0.1"`, `"::1"`) or CIDR blocks (`"10.0.0.0/8"`,
+    /// `"fd00::/8"`). An IPv4-mapped IPv6 peer (`::ffff:10.0.0.1`) matches
+    /// as its IPv4 address.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// JWT authentication (see [`crate::auth`]).
@@ -409,10 +416,12 @@ impl Config {
                 "must not exceed websocket.max-message-size",
             ));
         }
-        if ws.handshake_timeout_secs == 0 {
+        // The upper bound keeps hyper's header deadline (now + timeout) from
+        // overflowing an `Instant`.
+        if !(1..=86_400).contains(&ws.handshake_timeout_secs) {
             return Err(invalid(
                 "websocket.handshake-timeout-secs",
-                "must be at least 1",
+                "must be from 1 to 86400 (a day)",
             ));
         }
         if ws.outbound_queue == 0 {
@@ -470,6 +479,7 @@ impl Config {
             crate::access::OriginPolicy::new(origins)
                 .map_err(|message| invalid("access.allowed-origins", message))?;
         }
+        self.trusted_proxies()?;
         let rl = &self.rate_limit;
         let zero = |v: Option<u32>| v == Some(0);
         if zero(rl.connections_per_minute_per_ip)
@@ -542,6 +552,12 @@ impl Config {
             symmetric_encryption_keys: self.redis.symmetric_encryption_keys.clone(),
             random_prefix_length: self.redis.random_prefix_length,
         }))
+    }
+
+    /// `[access] trusted-proxies`, parsed.
+    pub(crate) fn trusted_proxies(&self) -> Result<crate::access::TrustedProxies, ConfigError> {
+        crate::access::TrustedProxies::new(&self.access.trusted_proxies)
+            .map_err(|message| invalid("access.trusted-proxies", message))
     }
 
     /// The limits every guest runs under.
@@ -630,6 +646,31 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_take_addresses_and_cidr_blocks() {
+        let config = Config {
+            plugins: std::env::temp_dir(),
+            ..parse(
+                "[access]\ntrusted-proxies = [\"10.0.0.0/8\", \"::1\", \"127.0.0.1\", \"fd00::/8\"]\n",
+            )
+            .expect("valid")
+        };
+        config.validate().expect("addresses and blocks are valid");
+        let trusted = config.trusted_proxies().expect("valid");
+        assert!(trusted.contains("10.20.30.40".parse().expect("ip")));
+        assert!(trusted.contains("fd00::1".parse().expect("ip")));
+        assert!(!trusted.contains("192.168.0.1".parse().expect("ip")));
+
+        let config = Config {
+            plugins: std::env::temp_dir(),
+            ..parse("[access]\ntrusted-proxies = [\"10.0.0.1\", \"10.0.0.0/33\"]\n")
+                .expect("parses: entries are checked by validate")
+        };
+        let err = config.validate().expect_err("bad prefix").to_string();
+        assert!(err.contains("access.trusted-proxies"), "{err}");
+        assert!(err.contains("`10.0.0.0/33`"), "{err}");
+    }
+
+    #[test]
     fn redis_url_selects_the_redis_layer_and_replaces_hosts() {
         let mut config = parse(
             "[redis]\nhosts = [\"redis://a:6379\", \"redis://b:6379\"]\nprefix = \"p\"\n\
@@ -644,6 +685,24 @@ mod tests {
         let redis = config.redis_config().expect("valid").expect("redis");
         assert_eq!(redis.hosts, vec!["redis://u:pw@c:6379/1".to_owned()]);
         assert!(Config::default().redis_config().expect("valid").is_none());
+    }
+
+    #[test]
+    fn the_handshake_timeout_is_from_one_second_to_a_day() {
+        let mut config = Config {
+            plugins: std::env::temp_dir(),
+            ..Config::default()
+        };
+        for (secs, valid) in [(0, false), (1, true), (86_400, true), (u64::MAX, false)] {
+            config.websocket.handshake_timeout_secs = secs;
+            match config.validate() {
+                Ok(()) => assert!(valid, "{secs} accepted"),
+                Err(err) => {
+                    assert!(!valid, "{secs} refused: {err}");
+                    assert!(err.to_string().contains("handshake-timeout-secs"), "{err}");
+                }
+            }
+        }
     }
 
     #[test]

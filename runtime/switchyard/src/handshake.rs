@@ -59,7 +59,7 @@ pub(crate) async fn handle(
             "request headers too large\n",
         );
     }
-    let client = access::client_addr(peer, &headers, &app.config.access.trusted_proxies);
+    let client = access::client_addr(peer, &headers, &app.trusted_proxies);
     let ticket = match app.admission.admit(client.ip()) {
         Ok(ticket) => ticket,
         Err(Refusal::AtCapacity) => {

@@ -1,6 +1,13 @@
 //! The server: builds the channel layer and the plugin host from a
 //! [`Config`], then serves a listener until shutdown.
 //!
+//! Each accepted connection is served by hyper's HTTP/1 connection (rather
+//! than `axum::serve`) so that it has a header read timeout: a client must
+//! send a complete request head within `websocket.handshake-timeout-secs`,
+//! or the connection is closed. Without it, a client that connects and
+//! sends nothing, or trickles its headers (slowloris), would hold a socket
+//! forever without ever reaching a limit.
+//!
 //! Shutdown is signal, drain, deadline: when the shutdown future resolves
 //! the listener stops accepting, every socket is closed with 1001 (its
 //! consumer gets `disconnect(1001)`), and the server waits for them up to
@@ -8,17 +15,26 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use switchyard_host::{HostOptions, PluginHost, PluginWatcher, RouteInfo, WatchOptions};
 use switchyard_layer::{ChannelLayer, MemoryLayer, RedisLayer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower_service::Service as _;
 
-use crate::access::OriginPolicy;
+use crate::access::{OriginPolicy, TrustedProxies};
 use crate::auth::Verifier;
 use crate::config::{Config, ConfigError};
 use crate::counters::Counters;
@@ -32,10 +48,12 @@ pub(crate) struct AppState {
     pub(crate) config: Arc<Config>,
     /// Cancelled when the server shuts down.
     pub(crate) shutdown: CancellationToken,
-    /// Tracks every connection task.
+    /// Tracks every connection task (HTTP connections and open sockets).
     pub(crate) tasks: TaskTracker,
     /// `[access] allowed-origins`, when set.
     pub(crate) origins: Option<Arc<OriginPolicy>>,
+    /// `[access] trusted-proxies`.
+    pub(crate) trusted_proxies: Arc<TrustedProxies>,
     pub(crate) verifier: Arc<Verifier>,
     pub(crate) admission: Arc<Admission>,
     pub(crate) counters: Arc<Counters>,
@@ -47,6 +65,7 @@ pub struct Server {
     host: Arc<PluginHost>,
     config: Arc<Config>,
     origins: Option<Arc<OriginPolicy>>,
+    trusted_proxies: Arc<TrustedProxies>,
     verifier: Arc<Verifier>,
     counters: Arc<Counters>,
 }
@@ -91,11 +110,13 @@ impl Server {
             })?)),
             None => None,
         };
+        let trusted_proxies = Arc::new(config.trusted_proxies()?);
         let verifier = Arc::new(Verifier::new(&config.auth)?);
         Ok(Self {
             host,
             config: Arc::new(config),
             origins,
+            trusted_proxies,
             verifier,
             counters: Arc::new(Counters::default()),
         })
@@ -125,12 +146,14 @@ impl Server {
     ) -> anyhow::Result<()> {
         let token = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let counters = Arc::clone(&self.counters);
         let state = AppState {
             host: self.host,
             config: Arc::clone(&self.config),
             shutdown: token.clone(),
             tasks: tasks.clone(),
             origins: self.origins,
+            trusted_proxies: self.trusted_proxies,
             verifier: self.verifier,
             admission: Arc::new(Admission::new(&self.config)),
             counters: self.counters,
@@ -148,17 +171,33 @@ impl Server {
         let app = Router::new()
             .route(admin::PLUGINS_PATH, axum::routing::get(admin::plugins))
             .fallback(handshake::handle)
-            .with_state(state)
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let cancel = token.clone();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: closing sockets with 1001");
-                cancel.cancel();
-            })
-            .await
-            .context("serving")?;
+            .with_state(state);
+        let header_timeout = Duration::from_secs(self.config.websocket.handshake_timeout_secs);
+        let mut shutdown = pin!(shutdown);
+        loop {
+            // Both branches are cancel safe: `accept` loses no connection.
+            let (stream, peer) = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        accept_failed(&error).await;
+                        continue;
+                    }
+                },
+            };
+            tasks.spawn(serve_connection(
+                stream,
+                peer,
+                app.clone(),
+                header_timeout,
+                token.clone(),
+                Arc::clone(&counters),
+            ));
+        }
+        drop(listener);
+        tracing::info!("shutting down: closing sockets with 1001");
+        token.cancel();
         tasks.close();
         let deadline = self.config.shutdown_timeout();
         if tokio::time::timeout(deadline, tasks.wait()).await.is_err() {
@@ -169,6 +208,70 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Serves one TCP connection: HTTP/1.1 requests until the client closes it,
+/// it upgrades to a WebSocket (whose task then owns the socket), or no
+/// complete request head arrives within `header_timeout` (also counted from
+/// the end of the previous request on a keep-alive connection).
+///
+/// # Cancel safety
+/// `select!` polls the pinned connection by reference, so the cancelled
+/// branch goes on to drive the same connection through a graceful shutdown.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+    counters: Arc<Counters>,
+) {
+    let service = service_fn(move |mut request: Request<Incoming>| {
+        // What `Router::into_make_service_with_connect_info` would insert.
+        request.extensions_mut().insert(ConnectInfo(peer));
+        // A `Router` is always ready; `poll_ready` need not be called.
+        app.clone().call(request)
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let mut connection = pin!(
+        builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades()
+    );
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    match result {
+        Ok(()) => {}
+        Err(error) if error.is_timeout() => {
+            let total = Counters::bump(&counters.request_timeouts);
+            tracing::info!(%peer, total,
+                "closed: no complete request within the handshake timeout of {header_timeout:?}");
+        }
+        Err(error) => tracing::debug!(%peer, "connection ended: {error}"),
+    }
+}
+
+/// After a failed `accept`: a connection reset or aborted before it was
+/// accepted costs nothing; anything else (out of file descriptors, say) is
+/// logged and retried after a second, as `axum::serve` does.
+async fn accept_failed(error: &std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!("accept failed: {error}; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Build a server from `config` and serve `listener` until `shutdown`.

@@ -20,12 +20,15 @@
 //!
 //! Reading is strict where Python is strict: map keys must be str (Python's
 //! `strict_map_key` also allows bin keys; those, ext types and bad UTF-8 make the
-//! entry malformed, and the receiver logs and skips it).
+//! entry malformed, and the receiver logs and skips it). Reading is also as
+//! strict as JSON parsing: an entry nested deeper than 127 levels
+//! (`MAX_NESTING`) is malformed, since its JSON text could not be parsed
+//! again (by a plugin, or to send it on).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use rmpv::Value as Mp;
 use serde_json::{Map, Number, Value};
 
@@ -35,6 +38,11 @@ use sha2::{Digest as _, Sha256};
 pub(crate) const ASGI_CHANNEL: &str = "__asgi_channel__";
 /// The JSON form of a msgpack bin value: `{"__bytes__": "<base64>"}`.
 pub const BYTES_KEY: &str = "__bytes__";
+/// The deepest nesting of arrays and maps in an event, the event's own map
+/// included: serde_json refuses to parse 128 levels (its recursion limit), so
+/// a deeper entry would decode to JSON text that no Rust plugin can read and
+/// that could not be encoded again.
+pub(crate) const MAX_NESTING: usize = 127;
 
 /// Why a stored entry could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -167,9 +175,12 @@ impl Codec {
         let body = match &self.keys {
             Some(Keys(keys)) => {
                 let token = std::str::from_utf8(body).map_err(|_| WireError::Decrypt)?;
+                if fernet_expired(token, self.ttl_secs, unix_now_secs()) {
+                    return Err(WireError::Decrypt);
+                }
                 decrypted = keys
                     .iter()
-                    .find_map(|key| key.decrypt_with_ttl(token, self.ttl_secs).ok())
+                    .find_map(|key| key.decrypt(token).ok())
                     .ok_or(WireError::Decrypt)?;
                 &decrypted[..]
             }
@@ -206,11 +217,41 @@ impl Codec {
                     }
                 };
             } else {
-                map.insert(key, to_json(value)?);
+                // The event's own map is the first level.
+                map.insert(key, to_json(value, MAX_NESTING - 1)?);
             }
         }
         Ok((map, target))
     }
+}
+
+/// Whether a Fernet token is older than `ttl_secs` at `now` (Python's
+/// `timestamp + ttl < current_time`); a token too short or malformed to have
+/// a timestamp counts as expired.
+///
+/// The codec checks the TTL itself and asks `fernet` only to verify and
+/// decrypt: fernet 0.2's own TTL check adds `timestamp + ttl` unchecked,
+/// which overflows (a panic with overflow checks, a wrong answer without)
+/// for a token claiming a far-future timestamp or for a huge `expiry`.
+fn fernet_expired(token: &str, ttl_secs: u64, now: u64) -> bool {
+    // A token is base64url of 0x80, an 8-byte big-endian timestamp, ...: its
+    // first 12 characters are exactly those 9 bytes.
+    let Some(Ok(head)) = token.get(..12).map(|head| URL_SAFE_NO_PAD.decode(head)) else {
+        return true;
+    };
+    let Some((&0x80, timestamp)) = head.split_first() else {
+        return true;
+    };
+    let Ok(timestamp) = <[u8; 8]>::try_from(timestamp) else {
+        return true;
+    };
+    u64::from_be_bytes(timestamp).saturating_add(ttl_secs) < now
+}
+
+fn unix_now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn write(out: &mut Vec<u8>, value: &Mp) {
@@ -256,8 +297,16 @@ pub(crate) fn bytes_objects_to_bin(value: Mp) -> Mp {
     }
 }
 
-/// A msgpack value as JSON, by the table in the module docs.
-pub(crate) fn to_json(value: Mp) -> Result<Value, WireError> {
+/// A msgpack value as JSON, by the table in the module docs, with at most
+/// `levels` levels of arrays and maps.
+pub(crate) fn to_json(value: Mp, levels: usize) -> Result<Value, WireError> {
+    let inner = || {
+        levels.checked_sub(1).ok_or_else(|| {
+            WireError::Shape(format!(
+                "nested deeper than {MAX_NESTING} levels (JSON's limit)"
+            ))
+        })
+    };
     Ok(match value {
         Mp::Nil => Value::Null,
         Mp::Boolean(b) => Value::Bool(b),
@@ -274,11 +323,20 @@ pub(crate) fn to_json(value: Mp) -> Result<Value, WireError> {
             map.insert(BYTES_KEY.to_owned(), Value::String(STANDARD.encode(bytes)));
             Value::Object(map)
         }
-        Mp::Array(items) => Value::Array(items.into_iter().map(to_json).collect::<Result<_, _>>()?),
+        Mp::Array(items) => {
+            let levels = inner()?;
+            Value::Array(
+                items
+                    .into_iter()
+                    .map(|item| to_json(item, levels))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
         Mp::Map(pairs) => {
+            let levels = inner()?;
             let mut map = Map::with_capacity(pairs.len());
             for (key, value) in pairs {
-                map.insert(map_key(key)?, to_json(value)?);
+                map.insert(map_key(key)?, to_json(value, levels)?);
             }
             Value::Object(map)
         }
@@ -356,6 +414,137 @@ mod tests {
         assert!(matches!(wrong.open(&sealed), Err(WireError::Decrypt)));
     }
 
+    /// Fuzz crash (redis_entry, crash-b9b7a179…, bytes `ff` × 10, `df`): the
+    /// input decoded to a codec with Fernet keys and an expiry near
+    /// `u64::MAX` seconds; opening what it sealed overflowed fernet's
+    /// `timestamp + ttl`.
+    #[test]
+    fn a_huge_expiry_still_opens_encrypted_entries() {
+        let codec = Codec::new(24, &["secret".to_owned()], u64::MAX);
+        let (entries, count) = Codec::encode_entries(r#"{"type": "x"}"#).expect("an object");
+        let sealed = codec.seal(&entries, count, &Target::None);
+        let (map, _) = codec.open(&sealed).expect("not expired");
+        assert_eq!(Value::Object(map), json!({"type": "x"}));
+    }
+
+    /// A token whose timestamp is `u64::MAX` (anyone who can write to the
+    /// inbox can store one) is refused, not overflowed on.
+    #[test]
+    fn a_token_from_the_far_future_is_refused() {
+        let codec = Codec::new(0, &["secret".to_owned()], 60);
+        let mut raw = vec![0x80];
+        raw.extend_from_slice(&[0xff; 8]); // timestamp
+        raw.extend_from_slice(&[0; 16 + 16 + 32]); // iv, one cipher block, hmac
+        let token = URL_SAFE.encode(&raw);
+        assert!(matches!(
+            codec.open(token.as_bytes()),
+            Err(WireError::Decrypt)
+        ));
+    }
+
+    #[test]
+    fn the_fernet_ttl_is_timestamp_plus_ttl() {
+        let codec = Codec::new(0, &["secret".to_owned()], 60);
+        let sealed = codec.seal(&[], 0, &Target::None);
+        let token = std::str::from_utf8(&sealed).expect("a token is text");
+        let now = unix_now_secs();
+        assert!(!fernet_expired(token, 70, now));
+        assert!(!fernet_expired(token, 70, now + 60));
+        assert!(fernet_expired(token, 70, now + 100));
+        assert!(!fernet_expired(token, u64::MAX, u64::MAX));
+        assert!(
+            fernet_expired("gAAAAA", 70, now),
+            "too short for a timestamp"
+        );
+        assert!(
+            fernet_expired("AAAAAAAAAAAAAAAA", 70, now),
+            "not version 0x80"
+        );
+    }
+
+    /// Fuzz crash (msgpack_json, crash-b85fef95…): a float64 read from Redis,
+    /// written as JSON and encoded again, came back one ulp off, because
+    /// serde_json parsed the JSON number without `float_roundtrip`.
+    #[test]
+    fn a_decoded_float_survives_json_and_back() {
+        let codec = Codec::new(0, &[], 60);
+        let entry = [129, 161, 6, 203, 203, 203, 203, 203, 203, 203, 1, 2];
+        let (map, target) = codec.open(&entry).expect("a map of one float");
+        let text = Value::Object(map).to_string();
+        let (entries, count) = Codec::encode_entries(&text).expect("an object");
+        assert_eq!(codec.seal(&entries, count, &target), entry);
+        // And JSON text becomes the float64 Python's float() gives.
+        let (entries, _) = Codec::encode_entries(r#"{"x": 0.1, "y": -1.3631157199793375e+57}"#)
+            .expect("an object");
+        assert_eq!(
+            hex(&entries),
+            "a178cb3fb999999999999aa179cbcbcbcbcbcbcb0102"
+        );
+    }
+
+    /// An entry of `levels` levels: the event's map holding `"V"`, then
+    /// arrays of one element down to a `0`.
+    fn nested_entry(levels: usize) -> Vec<u8> {
+        let mut entry = vec![0x81, 0xa1, b'V'];
+        entry.extend(std::iter::repeat_n(0x91, levels - 1));
+        entry.push(0);
+        entry
+    }
+
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|at| u8::from_str_radix(&text[at..at + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    /// Fuzz crash (msgpack_json, crash-3002eb6e…): an entry nested more than
+    /// 128 levels deep decoded to JSON text that serde_json refuses to parse,
+    /// so it could not be encoded again (and `Event::to_value` on it would
+    /// panic). `nested_entry` is the same case, minimal.
+    #[test]
+    fn entries_nest_as_deep_as_json_and_no_deeper() {
+        let codec = Codec::new(0, &[], 60);
+        let found = unhex(concat!(
+            "81a1569b1cd1919191919191919191919191919191919191919191919191919191919191",
+            "91919191919191919191919191919191919191919191919191919191919181a1569b1cd1",
+            "919191919191919191919191919191919191919191919191919191919191919191919191",
+            "919191919191919191919191919191919191919191919191919191919191919191919191",
+            "919191919191919191919191919191919191919191919191919191919191919191919191",
+            "919191919191919191919191910000000091919191919191919191000000009191919191",
+            "919191919191919191919191919191919191919191919191919191919191919191919191",
+            "919191919191919191919191919191919191919191919191919191919191919191919191",
+            "910000000091919191919191919191000000009191919191919191919191919191919191",
+            "9191910000",
+        ));
+        let err = codec.open(&found).expect_err("too deep");
+        assert!(err.to_string().contains("nested deeper"), "{err}");
+
+        let (map, target) = codec
+            .open(&nested_entry(MAX_NESTING))
+            .expect("at the limit");
+        let text = Value::Object(map).to_string();
+        let (entries, count) = Codec::encode_entries(&text).expect("parses again");
+        assert_eq!(
+            codec.seal(&entries, count, &target),
+            nested_entry(MAX_NESTING)
+        );
+
+        let err = codec
+            .open(&nested_entry(MAX_NESTING + 1))
+            .expect_err("past the limit");
+        assert!(err.to_string().contains("nested deeper"), "{err}");
+        let deeper = format!(
+            "{{\"V\":{}0{}}}",
+            "[".repeat(MAX_NESTING),
+            "]".repeat(MAX_NESTING)
+        );
+        assert!(
+            Codec::encode_entries(&deeper).is_err(),
+            "JSON has the same limit"
+        );
+    }
+
     #[test]
     fn malformed_entries_are_errors() {
         let codec = Codec::new(12, &[], 60);
@@ -384,7 +573,7 @@ mod tests {
 
     #[test]
     fn non_finite_floats_become_null_and_other_objects_stay_maps() {
-        assert_eq!(to_json(Mp::F64(f64::NAN)).expect("ok"), Value::Null);
+        assert_eq!(to_json(Mp::F64(f64::NAN), 1).expect("ok"), Value::Null);
         let not_bytes = json!({"__bytes__": "not base64!"});
         assert!(matches!(from_json(&not_bytes), Mp::Map(_)));
         let two_keys = json!({"__bytes__": "AA==", "x": 1});
