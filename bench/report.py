@@ -13,9 +13,13 @@ import os
 import platform
 from html import escape
 
-SERVERS = ["switchyard", "ceiling", "daphne"]
-LABELS = {"switchyard": "Switchyard", "ceiling": "axum ceiling", "daphne": "Daphne+Channels"}
-COLORS = {"switchyard": "#1f77b4", "ceiling": "#7f7f7f", "daphne": "#2ca02c"}
+# "switchyard-shared" is the same server on ws/echo-shared/: the echo plugin
+# on one shared instance (echo and idle scenarios only).
+SERVERS = ["switchyard", "switchyard-shared", "ceiling", "daphne"]
+LABELS = {"switchyard": "Switchyard", "switchyard-shared": "Switchyard, shared echo",
+          "ceiling": "axum ceiling", "daphne": "Daphne+Channels"}
+COLORS = {"switchyard": "#1f77b4", "switchyard-shared": "#9467bd", "ceiling": "#7f7f7f",
+          "daphne": "#2ca02c"}
 
 
 def get(d, *path):
@@ -48,7 +52,7 @@ for layer, title in [("memory", "fan-out, in-memory layer (1 process)"), ("redis
 
 
 def idle_metrics(n):
-    title = f"{n:,} idle connections (ws/echo/)"
+    title = f"{n:,} idle connections (echo)"
     f = f"idle-{n}"
     return [
         (title, f, "RSS per connection", "KiB", False, lambda j: get(j, "rss_per_conn_kib")),
@@ -151,6 +155,8 @@ def main():
             row["ceiling_is_in_process"] = True
         row["vs_daphne"] = ratio(row["switchyard"], row["daphne"])
         row["vs_ceiling"] = ratio(row["switchyard"], row["ceiling"])
+        row["shared_vs_daphne"] = ratio(row["switchyard-shared"], row["daphne"])
+        row["shared_vs_ceiling"] = ratio(row["switchyard-shared"], row["ceiling"])
         rows.append(row)
 
     def find(section_prefix, metric):
@@ -166,10 +172,11 @@ def main():
                         "met": None if ok is None else bool(ok)})
 
     r = find("echo", "messages/s")
-    target("echo messages/s vs Daphne", r and r["vs_daphne"], ">= 15x",
-           None if not r or r["vs_daphne"] is None else r["vs_daphne"] >= 15)
-    target("echo messages/s vs ceiling", r and r["vs_ceiling"], ">= 0.8x",
-           None if not r or r["vs_ceiling"] is None else r["vs_ceiling"] >= 0.8)
+    for mode, key in [("", "vs_"), (", shared echo", "shared_vs_")]:
+        target(f"echo messages/s vs Daphne{mode}", r and r[key + "daphne"], ">= 15x",
+               None if not r or r[key + "daphne"] is None else r[key + "daphne"] >= 15)
+        target(f"echo messages/s vs ceiling{mode}", r and r[key + "ceiling"], ">= 0.8x",
+               None if not r or r[key + "ceiling"] is None else r[key + "ceiling"] >= 0.8)
     r = find("fan-out, in-memory", "deliveries/s")
     target("fan-out in-memory deliveries/s vs ceiling", r and r["vs_ceiling"], ">= 0.8x",
            None if not r or r["vs_ceiling"] is None else r["vs_ceiling"] >= 0.8)
@@ -184,13 +191,14 @@ def main():
         big = max(sizes)
         rss = find(f"{big:,} idle", "RSS per connection")
         fail = find(f"{big:,} idle", "failed + dropped")
-        ok = None
-        if rss and isinstance(rss["switchyard"], (int, float)) and fail and isinstance(fail["switchyard"], (int, float)):
-            ok = fail["switchyard"] == 0 and rss["switchyard"] <= 32
-            if isinstance(rss["daphne"], (int, float)):
-                ok = ok and rss["switchyard"] < rss["daphne"]
-        target(f"{big:,} idle: no failures, RSS/conn <= 32 KiB and below Daphne",
-               rss and rss["switchyard"], "<= 32 KiB, < Daphne", ok)
+        for server, mode in [("switchyard", "per-connection instances"), ("switchyard-shared", "shared echo")]:
+            ok = None
+            if rss and isinstance(rss[server], (int, float)) and fail and isinstance(fail[server], (int, float)):
+                ok = fail[server] == 0 and rss[server] <= 32
+                if isinstance(rss["daphne"], (int, float)):
+                    ok = ok and rss[server] < rss["daphne"]
+            target(f"{big:,} idle ({mode}): no failures, RSS/conn <= 32 KiB and below Daphne",
+                   rss and rss[server], "<= 32 KiB, < Daphne", ok)
 
     result = {
         "date": args.date,
@@ -213,7 +221,8 @@ def main():
 
 
 def table_lines(result):
-    head = ["scenario", "metric", "Switchyard", "ceiling", "Daphne", "Sy/Daphne", "Sy/ceiling"]
+    head = ["scenario", "metric", "Switchyard", "Sy shared echo", "ceiling", "Daphne",
+            "Sy/Daphne", "Sy/ceiling", "shared/Daphne", "shared/ceiling"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     last = None
     for r in result["rows"]:
@@ -223,8 +232,10 @@ def table_lines(result):
         ceil = fmt(r["ceiling"], r["unit"]) + (" *" if r.get("ceiling_is_in_process") and r["ceiling"] is not None else "")
         rv = lambda x: "-" if x is None else f"{x:.2f}x"
         lines.append("| " + " | ".join([
-            sec, r["metric"] + unit, fmt(r["switchyard"], r["unit"]), ceil,
-            fmt(r["daphne"], r["unit"]), rv(r["vs_daphne"]), rv(r["vs_ceiling"])]) + " |")
+            sec, r["metric"] + unit, fmt(r["switchyard"], r["unit"]),
+            fmt(r["switchyard-shared"], r["unit"]), ceil, fmt(r["daphne"], r["unit"]),
+            rv(r["vs_daphne"]), rv(r["vs_ceiling"]), rv(r["shared_vs_daphne"]),
+            rv(r["shared_vs_ceiling"])]) + " |")
     return lines
 
 
@@ -262,7 +273,7 @@ def svg(result):
         panels.append((f"{sizes[-1].split(' ')[0]} idle: connects/s", sizes[-1], "connects/s"))
     panels.append(("churn: connect + close cycles/s", "churn", "cycles/s"))
 
-    width, left, bar_h, gap = 760, 150, 16, 4
+    width, left, bar_h, gap = 800, 190, 16, 4
     y = 60
     body = []
     for title, sec, metric in panels:
@@ -271,11 +282,12 @@ def svg(result):
             continue
         body.append(f'<text x="10" y="{y}" font-weight="bold">{escape(title)}</text>')
         y += 8
-        vals = [row[s] for s in SERVERS]
+        servers = [s for s in SERVERS if s != "switchyard-shared" or row[s] is not None]
+        vals = [row[s] for s in servers]
         nums = [v for v in vals if isinstance(v, (int, float))]
         top = max(nums) if nums else 1
         top = top or 1
-        for s, v in zip(SERVERS, vals):
+        for s, v in zip(servers, vals):
             label = LABELS[s] + (" *" if s == "ceiling" and row.get("ceiling_is_in_process") else "")
             body.append(f'<text x="{left - 6}" y="{y + bar_h - 4}" text-anchor="end">{escape(label)}</text>')
             if isinstance(v, (int, float)):

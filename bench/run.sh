@@ -14,14 +14,18 @@
 #            deliveries/s, lost, latency p50/p99; in-memory layer (one
 #            process) and Redis layer (two processes, subscribers spread
 #            over both, publisher on the first)
-#   idle     1k and 15k idle connections on ws/echo/: server RSS per
+#   idle     1k and 15k idle connections on the echo plugin: server RSS per
 #            connection (VmRSS after - before, / count), connect rate
 #   churn    connect + close cycles per second
 #
 # Writes bench/results/<UTC date>.json, prints the table, and draws
 # docs/bench.svg. Benchmarks are not tests: nothing here asserts a timing.
 #
-# Knobs (environment): SERVERS="switchyard ceiling daphne",
+# Servers: switchyard (echo on ws/echo/, an instance per connection),
+# switchyard-shared (the same server on ws/echo-shared/: echo on one shared
+# instance; echo, idle and churn only), ceiling, daphne.
+#
+# Knobs (environment): SERVERS="switchyard switchyard-shared ceiling daphne",
 # SCENARIOS="echo fanout idle churn", ECHO_SECS=10,
 # FANOUT_SUBS=1000, FANOUT_RATE=50 (messages/s), FANOUT_SECS=10,
 # IDLE_SIZES="1000 15000", IDLE_DEADLINE=120, CHURN_SECS=10, CHURN_WORKERS=16,
@@ -31,7 +35,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-SERVERS=${SERVERS:-"switchyard ceiling daphne"}
+SERVERS=${SERVERS:-"switchyard switchyard-shared ceiling daphne"}
 SCENARIOS=${SCENARIOS:-"echo fanout idle churn"}
 ECHO_CONNS=${ECHO_CONNS:-50}
 ECHO_SECS=${ECHO_SECS:-10}
@@ -128,7 +132,7 @@ start() {
     SRV_PORT=$(free_port)
     SRV_ERROR=""
     case $kind in
-    switchyard)
+    switchyard | switchyard-shared)
         if [ "$layer" = redis ]; then
             RUST_LOG=warn REDIS_URL=$REDIS_URL_BENCH "$BIN/switchyard" serve -b 127.0.0.1 \
                 -p "$SRV_PORT" --plugins "$PLUGINS" >"$log" 2>&1 &
@@ -185,13 +189,16 @@ loadgen_to() {
 }
 
 URL() { echo "ws://127.0.0.1:$1$2"; }
+# The echo endpoint of a server kind: switchyard-shared is the same server on
+# the echo plugin's shared-instance route.
+echo_path() { if [ "$1" = switchyard-shared ]; then echo /ws/echo-shared/; else echo /ws/echo/; fi; }
 
 # ---------------------------------------------------------------- scenarios
 scenario_echo() {
     local kind=$1 out=$RAW/$1-echo.json
     say "$kind: echo, $ECHO_CONNS connections, ${ECHO_SECS}s"
     start "$kind" memory "$WORK/$kind-echo.log" || { error_json "$out" echo "server did not start: $SRV_ERROR"; return; }
-    loadgen_to "$out" $((ECHO_SECS + 60)) echo --url "$(URL "$SRV_PORT" /ws/echo/)" \
+    loadgen_to "$out" $((ECHO_SECS + 60)) echo --url "$(URL "$SRV_PORT" "$(echo_path "$kind")")" \
         --conns "$ECHO_CONNS" --secs "$ECHO_SECS"
     stop "$SRV_PID"
 }
@@ -231,7 +238,7 @@ scenario_idle() {
     say "$kind: $conns idle connections"
     start "$kind" memory "$WORK/$kind-idle-$conns.log" || { error_json "$out" idle "server did not start: $SRV_ERROR"; return; }
     local url pid=$SRV_PID
-    url=$(URL "$SRV_PORT" /ws/echo/)
+    url=$(URL "$SRV_PORT" "$(echo_path "$kind")")
     # Warm up (plugin instantiated once, allocator pools touched), then settle.
     timeout 30 "$BIN/loadgen" churn --url "$url" --workers 2 --secs 0.5 >/dev/null 2>&1
     sleep 1
@@ -308,7 +315,7 @@ scenario_churn() {
     start "$kind" memory "$WORK/$kind-churn.log" || { error_json "$out" churn "server did not start: $SRV_ERROR"; return; }
     local srcs=() i
     for i in $(seq 40 47); do srcs+=(--src "127.0.0.$i"); done
-    loadgen_to "$out" $((CHURN_SECS + 60)) churn --url "$(URL "$SRV_PORT" /ws/echo/)" \
+    loadgen_to "$out" $((CHURN_SECS + 60)) churn --url "$(URL "$SRV_PORT" "$(echo_path "$kind")")" \
         --workers "$CHURN_WORKERS" --secs "$CHURN_SECS" "${srcs[@]}"
     stop "$SRV_PID"
 }
@@ -319,8 +326,11 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 for kind in $SERVERS; do
     has echo && scenario_echo "$kind"
-    has fanout && scenario_fanout "$kind" memory
-    has fanout && [ "$kind" != ceiling ] && scenario_fanout "$kind" redis
+    # Fan-out runs the chat plugin: one Switchyard row is enough.
+    if [ "$kind" != switchyard-shared ]; then
+        has fanout && scenario_fanout "$kind" memory
+        has fanout && [ "$kind" != ceiling ] && scenario_fanout "$kind" redis
+    fi
     if has idle; then for n in $IDLE_SIZES; do scenario_idle "$kind" "$n"; done; fi
     has churn && scenario_churn "$kind"
 done

@@ -465,16 +465,17 @@ async fn a_restart_with_unchanged_plugins_skips_compilation() {
     let first = switchyard::Server::build(config.clone())
         .await
         .expect("first start");
-    let (hits, misses) = first.host().compile_cache_stats().expect("cache on");
-    assert_eq!(hits, 0);
-    assert!(misses >= 3, "every plugin compiled once: {misses}");
+    let (first_hits, misses) = first.host().compile_cache_stats().expect("cache on");
+    // echo_shared is echo's component under another manifest: compiled once.
+    assert_eq!(first_hits, 1, "only echo_shared repeats a component");
+    assert!(misses >= 3, "every other plugin compiled once: {misses}");
     drop(first);
     let second = switchyard::Server::build(config)
         .await
         .expect("second start");
     let (hits, misses_again) = second.host().compile_cache_stats().expect("cache on");
     assert_eq!(misses_again, 0, "nothing compiled again");
-    assert_eq!(hits, misses, "every plugin came from the cache");
+    assert_eq!(hits, misses + first_hits, "every plugin came from the cache");
 }
 
 #[tokio::test]

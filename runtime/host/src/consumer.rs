@@ -85,6 +85,8 @@ pub(crate) struct SharedInstance {
     orphans: std::sync::Mutex<Vec<u32>>,
     /// The version's instance slots, given back as soon as it breaks.
     permits: std::sync::Mutex<Option<[OwnedSemaphorePermit; 2]>>,
+    /// Tells every connection on the instance that it broke.
+    broke: watch::Sender<bool>,
 }
 
 impl SharedInstance {
@@ -94,6 +96,7 @@ impl SharedInstance {
             broken: AtomicBool::new(false),
             orphans: std::sync::Mutex::new(Vec::new()),
             permits: std::sync::Mutex::new(Some(permits)),
+            broke: watch::Sender::new(false),
         }
     }
 
@@ -156,6 +159,7 @@ impl Locked<'_> {
     fn mark_broken(&self) {
         if let Self::Shared(_, shared) = self {
             shared.broken.store(true, Ordering::Relaxed);
+            shared.broke.send_replace(true);
             drop(
                 shared
                     .permits
@@ -334,26 +338,46 @@ impl Consumer {
     }
 
     /// Resolves when a newer version retired this one with `restart` or
-    /// `migrate`; never for `drain` (the connection just carries on). The
-    /// future owns the watch, so it can be kept across loop iterations and
-    /// polled cheaply; it is handed out once per instance (later calls get a
-    /// future that never resolves). After a migration, ask the successor.
+    /// `migrate` (never for `drain`: the connection just carries on), or
+    /// with [`Retirement::Broken`] when the shared instance it runs on
+    /// failed in another connection's call. The future owns its watches, so
+    /// it can be kept across loop iterations and polled cheaply; it is
+    /// handed out once per consumer (later calls get a future that never
+    /// resolves). After a migration, ask the successor.
     pub fn retirement(&mut self) -> Pin<Box<dyn Future<Output = Retirement> + Send + 'static>> {
-        let watch = self.meta.retirement.take();
+        let version = self.meta.retirement.take();
+        let broke = match &self.backing {
+            Backing::Shared(shared) if version.is_some() => Some(shared.broke.subscribe()),
+            _ => None,
+        };
         Box::pin(async move {
-            let Some(mut watch) = watch else {
-                return std::future::pending().await;
-            };
-            loop {
-                let current = watch.borrow_and_update().clone();
-                if matches!(current, Retirement::Restart | Retirement::Migrate(_)) {
-                    return current;
-                }
-                if watch.changed().await.is_err() {
-                    // The version is gone without a retirement: nothing
-                    // will ever come.
+            let retired = async move {
+                let Some(mut watch) = version else {
                     return std::future::pending().await;
+                };
+                loop {
+                    let current = watch.borrow_and_update().clone();
+                    if matches!(current, Retirement::Restart | Retirement::Migrate(_)) {
+                        return current;
+                    }
+                    if watch.changed().await.is_err() {
+                        // The version is gone without a retirement: nothing
+                        // will ever come.
+                        return std::future::pending().await;
+                    }
                 }
+            };
+            let broken = async move {
+                if let Some(mut broke) = broke
+                    && broke.wait_for(|broke| *broke).await.is_ok()
+                {
+                    return Retirement::Broken;
+                }
+                std::future::pending().await
+            };
+            tokio::select! {
+                retirement = retired => retirement,
+                broken = broken => broken,
             }
         })
     }

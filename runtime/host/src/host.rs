@@ -337,7 +337,7 @@ impl PluginHost {
             version = old.hash(),
             open = old.open_connections(),
             policy = match &how {
-                Retirement::Live | Retirement::Drain => "drain",
+                Retirement::Live | Retirement::Drain | Retirement::Broken => "drain",
                 Retirement::Restart => "restart",
                 Retirement::Migrate(_) => "migrate",
             },

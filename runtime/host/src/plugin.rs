@@ -68,6 +68,10 @@ pub enum Retirement {
     Restart,
     /// Move to this version through the `migration` exports.
     Migrate(Arc<Plugin>),
+    /// Never a version's state: what [`crate::Consumer::retirement`] gives a
+    /// connection whose shared instance failed in another connection's
+    /// call. Close with 1011.
+    Broken,
 }
 
 /// A compiled, validated plugin version, ready to instantiate.

@@ -333,7 +333,16 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
                         return Ending::host(SERVICE_RESTART, "plugin replaced: please reconnect");
                     }
                     Retirement::Migrate(next) => next,
-                    // `retirement` resolves only for restart and migrate.
+                    Retirement::Broken => {
+                        tracing::warn!(
+                            plugin = consumer.plugin(),
+                            route,
+                            connection = consumer.connection_id(),
+                            "the shared instance failed in another connection's call; closing with 1011"
+                        );
+                        return Ending::host(INTERNAL_ERROR, "consumer error");
+                    }
+                    // `retirement` resolves only for restart, migrate and broken.
                     Retirement::Live | Retirement::Drain => continue,
                 };
                 let migrated = host.migrate(consumer, &next).await;
