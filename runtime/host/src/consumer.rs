@@ -228,6 +228,8 @@ struct Meta {
     retirement: Option<watch::Receiver<Retirement>>,
     layer: Arc<dyn ChannelLayer>,
     call_timeout: Duration,
+    /// `call_timeout` in epoch ticks.
+    call_ticks: u64,
     /// The plugin's failure counters.
     failures: Arc<FailureCounter>,
     /// Set once a call failed; the instance is never called again.
@@ -564,6 +566,7 @@ impl Meta {
             retirement,
             layer,
             call_timeout,
+            call_ticks: epoch_ticks(call_timeout),
             failures,
             failed: false,
             detached: false,
@@ -598,7 +601,7 @@ impl Meta {
     /// output is tagged with the connection it runs for.
     fn arm(&self, store: &mut Store<ConsumerState>) {
         let state = store.data_mut();
-        state.ticks_left = epoch_ticks(self.call_timeout);
+        state.ticks_left = self.call_ticks;
         state.host.current_connection = self.id;
         store.set_epoch_deadline(1);
     }
