@@ -25,11 +25,13 @@
 
 use std::future::poll_fn;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker, ready};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::task::AtomicWaker;
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use switchyard_host::{
     ConnectionStatus, Consumer, InFrame, OutFrame, Outbound, OutboundOverflow, PluginHost,
@@ -263,7 +265,7 @@ struct Io<'a> {
 /// Feed the consumer until the connection ends.
 ///
 /// # Cancel safety
-/// Every branch of the `select!` is cancel safe: `SplitStream::next`,
+/// Every branch of the `select!` is cancel safe: [`ReadGate::poll_next`],
 /// `Inbox::recv` and [`Outgoing::write`] lose nothing when another branch
 /// wins, and the shutdown, keepalive and retirement futures live across
 /// iterations. While the consumer handles one input (or migrates) nothing
@@ -283,6 +285,7 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
     let keepalive_timer: Sleep = tokio::time::sleep_until(keepalive.deadline());
     tokio::pin!(keepalive_timer);
     let mut retirement = consumer.retirement();
+    let mut read_gate = ReadGate::new();
     loop {
         let result = tokio::select! {
             biased;
@@ -294,7 +297,7 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
                     return Ending::client(ABNORMAL);
                 }
             },
-            message = stream.next() => {
+            message = poll_fn(|cx| read_gate.poll_next(stream, cx)) => {
                 keepalive.heard();
                 let is_data = matches!(message, Some(Ok(Message::Text(_) | Message::Binary(_))));
                 if is_data && limits.messages.as_ref().is_some_and(|limit| !limit.allow()) {
@@ -448,6 +451,60 @@ fn read_error(err: &axum::Error) -> Ending {
             tracing::debug!("socket read error: {err}");
             Ending::client(ABNORMAL)
         }
+    }
+}
+
+/// Polls the socket's reading half only when its waker fired since the last
+/// poll, or when it last gave a message (more may be buffered). A task woken
+/// for a channel-layer event then skips tungstenite's read path, which
+/// zeroes its read buffer on every attempt, and the lock it shares with the
+/// sending half.
+struct ReadGate {
+    flag: Arc<GateFlag>,
+    /// Given to the reading half; wakes the task through `flag`.
+    waker: Waker,
+}
+
+struct GateFlag {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for GateFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl ReadGate {
+    fn new() -> Self {
+        let flag = Arc::new(GateFlag {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        let waker = Waker::from(Arc::clone(&flag));
+        Self { flag, waker }
+    }
+
+    fn poll_next(
+        &mut self,
+        stream: &mut SplitStream<WebSocket>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Message, axum::Error>>> {
+        self.flag.task.register(cx.waker());
+        if !self.flag.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let polled = stream.poll_next_unpin(&mut Context::from_waker(&self.waker));
+        if polled.is_ready() {
+            self.flag.woken.store(true, Ordering::Release);
+        }
+        polled
     }
 }
 
