@@ -29,7 +29,8 @@
 # SCENARIOS="echo fanout idle churn", ECHO_SECS=10,
 # FANOUT_SUBS=1000, FANOUT_RATE=50 (messages/s), FANOUT_SECS=10,
 # IDLE_SIZES="1000 15000", IDLE_DEADLINE=120, CHURN_SECS=10, CHURN_WORKERS=16,
-# SKIP_BUILD=1.
+# SY_REDIS_WORKERS (worker threads of each of the two Redis-layer Switchyard
+# processes; default half the cores), SKIP_BUILD=1.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,6 +48,7 @@ IDLE_PER_CLIENT=${IDLE_PER_CLIENT:-4000}
 IDLE_DEADLINE=${IDLE_DEADLINE:-120}
 CHURN_SECS=${CHURN_SECS:-10}
 CHURN_WORKERS=${CHURN_WORKERS:-16}
+SY_REDIS_WORKERS=${SY_REDIS_WORKERS:-$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))}
 
 say() { printf '\n== %s\n' "$*" >&2; }
 die() { printf 'bench/run.sh: %s\n' "$*" >&2; exit 1; }
@@ -134,8 +136,10 @@ start() {
     case $kind in
     switchyard | switchyard-shared)
         if [ "$layer" = redis ]; then
+            # Two processes share the machine: each gets its share of the
+            # cores as worker threads (SY_REDIS_WORKERS, default cores / 2).
             RUST_LOG=warn REDIS_URL=$REDIS_URL_BENCH "$BIN/switchyard" serve -b 127.0.0.1 \
-                -p "$SRV_PORT" --plugins "$PLUGINS" >"$log" 2>&1 &
+                -p "$SRV_PORT" --plugins "$PLUGINS" --workers "$SY_REDIS_WORKERS" >"$log" 2>&1 &
         else
             RUST_LOG=warn REDIS_URL= "$BIN/switchyard" serve -b 127.0.0.1 -p "$SRV_PORT" \
                 --plugins "$PLUGINS" >"$log" 2>&1 &
@@ -341,5 +345,5 @@ OUT_JSON=$ROOT/bench/results/$(date -u +%Y-%m-%d).json
 python3 "$ROOT/bench/report.py" --raw "$RAW" --out "$OUT_JSON" --svg "$ROOT/docs/bench.svg" \
     --date "$RUN_DATE" --load-before "$LOAD_BEFORE" --load-after "$LOAD_AFTER" \
     --secs $((SECONDS - STARTED)) \
-    --params "echo_conns=$ECHO_CONNS echo_secs=$ECHO_SECS fanout_subs=$FANOUT_SUBS fanout_rate=$FANOUT_RATE fanout_secs=$FANOUT_SECS idle_sizes=${IDLE_SIZES// /,} churn_workers=$CHURN_WORKERS churn_secs=$CHURN_SECS vm.max_map_count=$(cat /proc/sys/vm/max_map_count)"
+    --params "sy_redis_workers=$SY_REDIS_WORKERS echo_conns=$ECHO_CONNS echo_secs=$ECHO_SECS fanout_subs=$FANOUT_SUBS fanout_rate=$FANOUT_RATE fanout_secs=$FANOUT_SECS idle_sizes=${IDLE_SIZES// /,} churn_workers=$CHURN_WORKERS churn_secs=$CHURN_SECS vm.max_map_count=$(cat /proc/sys/vm/max_map_count)"
 echo "raw results and server logs: $WORK" >&2

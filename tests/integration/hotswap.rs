@@ -475,7 +475,11 @@ async fn a_restart_with_unchanged_plugins_skips_compilation() {
         .expect("second start");
     let (hits, misses_again) = second.host().compile_cache_stats().expect("cache on");
     assert_eq!(misses_again, 0, "nothing compiled again");
-    assert_eq!(hits, misses + first_hits, "every plugin came from the cache");
+    assert_eq!(
+        hits,
+        misses + first_hits,
+        "every plugin came from the cache"
+    );
 }
 
 #[tokio::test]

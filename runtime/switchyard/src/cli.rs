@@ -65,6 +65,11 @@ pub struct ServeArgs {
     /// Token that enables the admin API (GET /_switchyard/plugins)
     #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Worker threads of the async runtime [default: one per core]. Several
+    /// processes sharing a machine (scaled out on one Redis) do best with
+    /// their cores split between them.
+    #[arg(long, env = "SWITCHYARD_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
 }
 
 impl ServeArgs {
@@ -125,5 +130,16 @@ mod tests {
     fn bad_port_is_a_clear_error() {
         let err = Cli::try_parse_from(["switchyard", "serve", "-p", "99999"]).expect_err("bad");
         assert!(err.to_string().contains("99999"), "{err}");
+    }
+
+    #[test]
+    fn workers_are_one_or_more() {
+        let cli = Cli::try_parse_from(["switchyard", "serve", "--workers", "1"]).expect("valid");
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
+        assert_eq!(args.workers, Some(1));
+        let err = Cli::try_parse_from(["switchyard", "serve", "--workers", "0"]).expect_err("zero");
+        assert!(err.to_string().contains("--workers"), "{err}");
     }
 }

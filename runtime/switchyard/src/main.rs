@@ -8,8 +8,7 @@ use switchyard::cli::{Cli, Command};
 use switchyard::{Server, shutdown};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     // A missing .env is normal; a broken one is worth saying.
     let dotenv = dotenvy::dotenv();
     tracing_subscriber::fmt()
@@ -23,7 +22,19 @@ async fn main() -> ExitCode {
         tracing::error!("cannot read .env: {err}");
         return ExitCode::FAILURE;
     }
-    match serve(Cli::parse()).await {
+    let cli = Cli::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Command::Serve(args) = &cli.command
+        && let Some(workers) = args.workers
+    {
+        runtime.worker_threads(usize::from(workers));
+    }
+    let result = runtime
+        .build()
+        .context("starting the async runtime")
+        .and_then(|runtime| runtime.block_on(serve(cli)));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
