@@ -497,3 +497,39 @@ async fn a_plugin_dropped_into_the_directory_goes_live() {
     assert_eq!(count(&mut client, "hi").await["count"], 1);
     server.shutdown().await.expect("clean shutdown");
 }
+
+fn shared_counter_manifest(policy: &str) -> String {
+    format!("routes = [\"test/counter/\"]\ninstance = \"shared\"\non-replace = \"{policy}\"\n")
+}
+
+#[tokio::test]
+async fn shared_instances_drain_instead_of_migrating_and_restart_with_1012() {
+    let dir = PluginDir::new();
+    dir.install("counter", Build::V1, &shared_counter_manifest("migrate"));
+    let server = serve(&dir).await;
+    let mut a = Client::connect(&server, "/test/counter/").await;
+    assert_eq!(count(&mut a, "a1").await["version"], "v1");
+
+    // A shared version never migrates: `migrate` drains, so `a` stays on v1
+    // while new connections get v2's shared instance.
+    dir.install("counter", Build::V2, &shared_counter_manifest("migrate"));
+    let start = Instant::now();
+    let mut b = loop {
+        let mut b = Client::connect(&server, "/test/counter/").await;
+        if count(&mut b, "b1").await["version"] == "v2" {
+            break b;
+        }
+        assert!(start.elapsed() < PATIENCE, "v2 never went live");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(count(&mut a, "a2").await["version"], "v1");
+    assert_eq!(count(&mut b, "b2").await["version"], "v2");
+
+    // Restart retires v2: its connection is closed with 1012; `a`, on the
+    // version retired before, carries on.
+    dir.install("counter", Build::V1, &shared_counter_manifest("restart"));
+    let (code, reason) = b.recv_close().await.expect("a close frame");
+    assert_eq!(code, 1012, "{reason}");
+    assert_eq!(count(&mut a, "a3").await["version"], "v1");
+    server.shutdown().await.expect("clean shutdown");
+}
