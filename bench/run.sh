@@ -27,7 +27,7 @@
 #
 # Knobs (environment): SERVERS="switchyard switchyard-shared ceiling daphne",
 # SCENARIOS="echo fanout idle churn", ECHO_SECS=10,
-# FANOUT_SUBS=1000, FANOUT_RATE=50 (messages/s), FANOUT_SECS=10,
+# FANOUT_SUBS=1000, FANOUT_RATE=100 (messages/s), FANOUT_SECS=10,
 # IDLE_SIZES="1000 15000", IDLE_DEADLINE=120, CHURN_SECS=10, CHURN_WORKERS=16,
 # SY_REDIS_WORKERS (worker threads of each of the two Redis-layer Switchyard
 # processes; default half the cores), SKIP_BUILD=1.
@@ -41,7 +41,7 @@ SCENARIOS=${SCENARIOS:-"echo fanout idle churn"}
 ECHO_CONNS=${ECHO_CONNS:-50}
 ECHO_SECS=${ECHO_SECS:-10}
 FANOUT_SUBS=${FANOUT_SUBS:-1000}
-FANOUT_RATE=${FANOUT_RATE:-50}
+FANOUT_RATE=${FANOUT_RATE:-100}
 FANOUT_SECS=${FANOUT_SECS:-10}
 IDLE_SIZES=${IDLE_SIZES:-"1000 15000"}
 IDLE_PER_CLIENT=${IDLE_PER_CLIENT:-4000}
