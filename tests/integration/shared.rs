@@ -3,6 +3,7 @@
 //! failure breaks that instance only.
 
 use serde_json::json;
+use switchyard_layer::Event;
 use switchyard_tests::{Client, PATIENCE, TestServer, test_config, test_plugins_dir};
 use tempfile::TempDir;
 
@@ -105,11 +106,36 @@ async fn a_trap_breaks_the_shared_instance_for_its_connections_and_a_fresh_one_s
     let (mut a, _) = open(&server, "a").await;
     let (mut b, _) = open(&server, "b").await;
     assert_echoes(&mut b, "before").await;
+    b.send_json(&json!({"cmd": "group_add", "group": "room"}))
+        .await;
+    assert_eq!(b.recv_json().await, json!({"ok": true}));
 
     a.send_json(&json!({"cmd": "panic"})).await;
     assert_eq!(a.recv_close().await.expect("close").0, 1011);
     // b shared the broken instance: it is closed too, without sending.
     assert_eq!(b.recv_close().await.expect("close").0, 1011);
+
+    // And it left its group, though its instance can no longer be called.
+    // (A member still in the group either receives, or counts as
+    // undeliverable once its channel is gone.)
+    let layer = server.host.layer();
+    let event = Event::from_json(r#"{"type": "note"}"#).expect("event");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let undeliverable = layer.stats().undeliverable;
+        let report = layer
+            .group_send("room", event.clone())
+            .await
+            .expect("group_send");
+        if report.delivered == 0 && layer.stats().undeliverable == undeliverable {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b never left its group"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 
     // A new connection gets a fresh instance (the broken one gave its slot
     // back, or max-instances = 1 would refuse it).

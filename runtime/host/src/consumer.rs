@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use switchyard_layer::{ChannelLayer, Event};
@@ -77,15 +76,14 @@ pub(crate) struct Instance {
 /// version's instance slots for its life.
 pub(crate) struct SharedInstance {
     instance: Mutex<Instance>,
-    /// Set once a call failed: the instance is never called again, and the
-    /// version starts a new one for new connections.
-    broken: AtomicBool,
     /// Handles of consumers dropped while the instance was busy, deleted
     /// from its connection table at the next call.
     orphans: std::sync::Mutex<Vec<u32>>,
     /// The version's instance slots, given back as soon as it breaks.
     permits: std::sync::Mutex<Option<[OwnedSemaphorePermit; 2]>>,
-    /// Tells every connection on the instance that it broke.
+    /// Set once a call failed: the instance is never called again, every
+    /// connection on it is told, and the version starts a new one for new
+    /// connections.
     broke: watch::Sender<bool>,
 }
 
@@ -93,7 +91,6 @@ impl SharedInstance {
     pub(crate) fn new(instance: Instance, permits: [OwnedSemaphorePermit; 2]) -> Self {
         Self {
             instance: Mutex::new(instance),
-            broken: AtomicBool::new(false),
             orphans: std::sync::Mutex::new(Vec::new()),
             permits: std::sync::Mutex::new(Some(permits)),
             broke: watch::Sender::new(false),
@@ -101,7 +98,7 @@ impl SharedInstance {
     }
 
     pub(crate) fn is_broken(&self) -> bool {
-        self.broken.load(Ordering::Relaxed)
+        *self.broke.borrow()
     }
 
     /// Add a connection to the instance's table.
@@ -154,11 +151,15 @@ impl Locked<'_> {
         }
     }
 
+    /// Whether this is a shared instance that broke.
+    fn is_broken(&self) -> bool {
+        matches!(self, Self::Shared(_, shared) if shared.is_broken())
+    }
+
     /// A call failed: a shared instance is not called again, and its slots
     /// go back at once for the fresh instance that replaces it.
     fn mark_broken(&self) {
         if let Self::Shared(_, shared) = self {
-            shared.broken.store(true, Ordering::Relaxed);
             shared.broke.send_replace(true);
             drop(
                 shared
@@ -175,12 +176,16 @@ impl Backing {
     /// The instance for one call; `None` when a shared instance broke in
     /// another connection's call.
     async fn lock(&mut self) -> Option<Locked<'_>> {
+        let locked = self.lock_even_broken().await;
+        // Checked with the lock held: the call before ours may have broken it.
+        (!locked.is_broken()).then_some(locked)
+    }
+
+    /// The instance, to read or tidy its connection table (not to call it).
+    async fn lock_even_broken(&mut self) -> Locked<'_> {
         match self {
-            Self::Own { instance, .. } => Some(Locked::Own(instance)),
+            Self::Own { instance, .. } => Locked::Own(instance),
             Self::Shared(shared) => {
-                if shared.is_broken() {
-                    return None;
-                }
                 let mut guard = shared.instance.lock().await;
                 let orphans = std::mem::take(
                     &mut *shared
@@ -196,7 +201,7 @@ impl Backing {
                         .connections
                         .delete(Resource::<Connection>::new_own(rep));
                 }
-                Some(Locked::Shared(guard, shared))
+                Locked::Shared(guard, shared)
             }
         }
     }
@@ -466,25 +471,19 @@ impl Consumer {
     pub async fn disconnect(mut self, code: u16) {
         let groups = {
             let Self { backing, meta } = &mut self;
-            match backing.lock().await {
-                Some(mut locked) => {
-                    if !meta.failed {
-                        let Instance { store, guest, .. } = locked.instance();
-                        meta.arm(store);
-                        let conn = meta.borrow();
-                        let result = meta
-                            .guarded("disconnect", guest.call_disconnect(&mut *store, conn, code))
-                            .await;
-                        if let Err(err) = meta.settle(&mut locked, result) {
-                            tracing::warn!(connection = meta.id, "{err}");
-                        }
-                    }
-                    meta.detach(&mut locked)
+            let mut locked = backing.lock_even_broken().await;
+            if !meta.failed && !locked.is_broken() {
+                let Instance { store, guest, .. } = locked.instance();
+                meta.arm(store);
+                let conn = meta.borrow();
+                let result = meta
+                    .guarded("disconnect", guest.call_disconnect(&mut *store, conn, code))
+                    .await;
+                if let Err(err) = meta.settle(&mut locked, result) {
+                    tracing::warn!(connection = meta.id, "{err}");
                 }
-                // A shared instance that broke: its table is out of reach
-                // and the groups with it; the channel layer expires them.
-                None => Vec::new(),
             }
+            meta.detach(&mut locked)
         };
         self.meta.leave_groups(groups).await;
     }
