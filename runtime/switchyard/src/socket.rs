@@ -235,9 +235,10 @@ impl Connection {
             code = ending.disconnect_code,
             "WSDISCONNECT"
         );
-        // The consumer holds the guest's sender: once `disconnect` has
-        // returned and dropped it (ours is dropped here), the queue ends
-        // and `finish` stops.
+        // The guest's sender lives in the connection's entry in the
+        // instance's table: once `disconnect` has returned, that entry is
+        // gone (with the store, or deleted from a shared one), ours is
+        // dropped here, the queue ends and `finish` stops.
         drop(outbound_tx);
         let finish = async {
             if tokio::time::timeout(WRITER_GRACE, out.finish(ending.close))
