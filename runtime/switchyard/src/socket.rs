@@ -349,7 +349,9 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
                     // `retirement` resolves only for restart, migrate and broken.
                     Retirement::Live | Retirement::Drain => continue,
                 };
-                let migrated = host.migrate(consumer, &next).await;
+                // Boxed: a rare path whose future would otherwise grow every
+                // connection's task by the size of an instantiation.
+                let migrated = Box::pin(host.migrate(consumer, &next)).await;
                 // The successor has a retirement of its own; the old
                 // instance's (still there if the move failed) is spent.
                 retirement = consumer.retirement();
