@@ -606,7 +606,8 @@ impl PluginHost {
             match &*slot {
                 Some(shared) if !shared.is_broken() => Arc::clone(shared),
                 _ => {
-                    // Give the broken instance's slots back before taking new ones.
+                    // A broken instance gave its slots back when it broke;
+                    // its connections still hold it until they close.
                     *slot = None;
                     let permits = self.take_slots(plugin)?;
                     let (instance, _) =
@@ -642,9 +643,9 @@ impl PluginHost {
         ))
     }
 
-    /// Start a consumer for a handshake: take an instance slot, create the
-    /// connection's channel, instantiate from the pre-instantiated plugin
-    /// and call `connect`.
+    /// Start a consumer for a handshake: create the connection's channel,
+    /// take an instance slot and instantiate from the pre-instantiated
+    /// plugin (or join the version's shared instance), and call `connect`.
     pub async fn start(
         &self,
         matched: &RouteMatch,
