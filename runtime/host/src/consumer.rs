@@ -290,17 +290,8 @@ impl Consumer {
                 .expect("connection resource pushed before the consumer");
             (conn.id, Arc::clone(&conn.channel_name))
         };
-        let plugin = Arc::clone(&instance.store.data().host.plugin);
         let layer = Arc::clone(&instance.store.data().host.layer);
-        let meta = Meta::new(
-            connection.rep(),
-            id,
-            channel_name,
-            plugin,
-            layer,
-            version,
-            failures,
-        );
+        let meta = Meta::new(connection.rep(), id, channel_name, layer, version, failures);
         Self {
             backing: Backing::Own {
                 instance: Box::new(instance),
@@ -315,19 +306,11 @@ impl Consumer {
         shared: Arc<SharedInstance>,
         connection: &Resource<Connection>,
         (id, channel_name): (u64, Arc<str>),
-        (plugin, layer): (Arc<str>, Arc<dyn ChannelLayer>),
+        layer: Arc<dyn ChannelLayer>,
         version: Arc<Plugin>,
         failures: Arc<FailureCounter>,
     ) -> Self {
-        let meta = Meta::new(
-            connection.rep(),
-            id,
-            channel_name,
-            plugin,
-            layer,
-            version,
-            failures,
-        );
+        let meta = Meta::new(connection.rep(), id, channel_name, layer, version, failures);
         Self {
             backing: Backing::Shared(shared),
             meta,
@@ -546,12 +529,12 @@ impl Meta {
         connection: u32,
         id: u64,
         channel_name: Arc<str>,
-        plugin: Arc<str>,
         layer: Arc<dyn ChannelLayer>,
         version: Arc<Plugin>,
         failures: Arc<FailureCounter>,
     ) -> Self {
         let call_timeout = version.limits().call_timeout;
+        let plugin = version.name_arc();
         version.opened();
         let retirement = Some(version.watch_retirement());
         Self {

@@ -637,7 +637,7 @@ impl PluginHost {
             shared,
             &handle,
             (id, channel_name),
-            (plugin.name_arc(), Arc::clone(&self.layer)),
+            Arc::clone(&self.layer),
             Arc::clone(plugin),
             self.failures.counter(plugin.name()),
         ))
