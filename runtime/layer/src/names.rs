@@ -146,7 +146,8 @@ mod tests {
     #[test]
     fn valid_channel_names() {
         for name in [
-            // The spec's example of a channels_redis `new_channel()` name: 74 chars.
+            // The wire spec's example of a channels_redis `new_channel()` name
+            // (`docs/channels_redis_wire.md` 1.3): 74 chars.
             "specific.081d3d084c974929ab44df3425b2c09f!19fdae39d88d40b281117c4a23aa8224",
             "thumbnails-generate",
             "a",

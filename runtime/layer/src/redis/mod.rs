@@ -1,5 +1,5 @@
 //! The Redis channel layer: a peer of channels_redis's `RedisChannelLayer` 4.x
-//! on the same Redis, byte for byte (see `shared/specs/channels_redis_wire.md`).
+//! on the same Redis, byte for byte (see `docs/channels_redis_wire.md`).
 //!
 //! - Keys: `<prefix><channel>` for normal channels, `<prefix>specific.<client
 //!   prefix>!` for a process's shared inbox, `<prefix>:group:<group>` for groups;

@@ -1,7 +1,8 @@
 //! The Lua scripts the layer runs, each one atomic round trip.
 
-/// `send` (spec 1.5) in one step: prune expired messages, refuse when the key
-/// holds `capacity` messages or more, else add and reset the key's TTL.
+/// `send` (`docs/channels_redis_wire.md` 1.5) in one step: prune expired
+/// messages, refuse when the key holds `capacity` messages or more, else add
+/// and reset the key's TTL.
 ///
 /// KEYS[1] = channel key; ARGV = member, score, capacity, prune-before, expiry.
 /// Returns 1 when added, 0 when full. channels_redis runs the same four commands
@@ -16,8 +17,9 @@ redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 ";
 
-/// channels_redis's group-send script (spec 1.9), preceded by the expiry prune
-/// that channels_redis runs in a separate pipeline (here on the right shard).
+/// channels_redis's group-send script (`docs/channels_redis_wire.md` 1.9),
+/// preceded by the expiry prune that channels_redis runs in a separate
+/// pipeline (here on the right shard).
 ///
 /// KEYS = the channel keys of one shard; ARGV = n messages, n capacities, the
 /// score, the expiry, the prune-before score. Returns, per key, 1 when the

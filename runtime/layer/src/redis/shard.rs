@@ -26,7 +26,8 @@ pub(crate) fn consistent_hash(value: &str, ring_size: usize) -> usize {
 mod tests {
     use super::consistent_hash;
 
-    /// The test vectors of the wire spec (1.11), for ring sizes 1, 2, 3, 4, 5, 10.
+    /// The test vectors of the wire spec (`docs/channels_redis_wire.md` 1.11),
+    /// for ring sizes 1, 2, 3, 4, 5, 10.
     #[test]
     fn matches_the_python_test_vectors() {
         let vectors: [(&str, [usize; 6]); 5] = [

@@ -1,5 +1,5 @@
 //! The channels_redis message encoding: a random prefix, then (optionally) a
-//! Fernet token, around a msgpack map (spec 1.4).
+//! Fernet token, around a msgpack map (`docs/channels_redis_wire.md` 1.4).
 //!
 //! Events cross the plugin boundary as JSON and Redis as msgpack. The mapping:
 //!
@@ -79,7 +79,7 @@ impl std::fmt::Debug for Keys {
 }
 
 /// channels_redis's Fernet key for one configured key string:
-/// `base64url(sha256(key))` (spec 1.4.3).
+/// `base64url(sha256(key))` (`docs/channels_redis_wire.md` 1.4.3).
 fn derive_key(key: &str) -> Option<fernet::Fernet> {
     fernet::Fernet::new(&URL_SAFE.encode(Sha256::digest(key.as_bytes())))
 }
@@ -374,7 +374,7 @@ mod tests {
         bytes_objects_to_bin(serde_json::from_str(&value.to_string()).expect("JSON"))
     }
 
-    /// The msgpack test vectors of the wire spec (1.4.1).
+    /// The msgpack test vectors of the wire spec (`docs/channels_redis_wire.md` 1.4.1).
     #[test]
     fn matches_the_spec_test_vectors() {
         let plain = r#"{"type": "chat.message", "text": "hi"}"#;
