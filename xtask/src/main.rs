@@ -56,9 +56,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// The repository root: the parent of this crate's directory.
+/// The repository root: the parent of this crate's directory, as `cargo run`
+/// names it (so a binary built in another checkout sharing the target
+/// directory still serves this one), else as it was when compiled.
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir
         .parent()
         .expect("xtask/ lies inside the repository")
         .to_path_buf()
