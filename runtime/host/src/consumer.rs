@@ -15,7 +15,7 @@ use wasmtime::component::Resource;
 
 use crate::bindings::{Frame, Migration, Scope, WebsocketConsumer};
 use crate::connection::{Connection, Handshake, OutboundOverflow};
-use crate::engine::epoch_ticks;
+use crate::engine::{EpochClock, epoch_ticks};
 use crate::failures::FailureCounter;
 use crate::plugin::{Plugin, Retirement};
 use crate::state::ConsumerState;
@@ -51,6 +51,13 @@ pub enum GuestError {
         plugin: Arc<str>,
         call: &'static str,
     },
+    /// The previous call into this instance was dropped before it returned
+    /// (its future was cancelled), so the instance cannot be entered again.
+    #[error("plugin `{plugin}`'s instance was left in the middle of a call; cannot `{call}`")]
+    Abandoned {
+        plugin: Arc<str>,
+        call: &'static str,
+    },
 }
 
 /// The state of the connection after a call, as the plugin left it.
@@ -63,12 +70,24 @@ pub enum ConnectionStatus {
     Overflowed(OutboundOverflow),
 }
 
+/// What a consumer's calls report to: the plugin's failure counters, and
+/// the epoch clock that ticks while a call runs.
+#[derive(Debug)]
+pub(crate) struct CallBook {
+    pub(crate) failures: Arc<FailureCounter>,
+    pub(crate) clock: EpochClock,
+}
+
 /// A store and an instance of one plugin version, with its exports.
 pub(crate) struct Instance {
     pub(crate) store: Store<ConsumerState>,
     pub(crate) guest: WebsocketConsumer,
     /// Present when the plugin exports `migration`.
     pub(crate) migration: Option<Migration>,
+    /// Set while a call runs, cleared when it returns. Still set when the
+    /// instance is locked again means the last call's future was dropped
+    /// halfway: wasmtime cannot enter such an instance again.
+    pub(crate) in_call: bool,
 }
 
 /// One instance serving every connection of a plugin version whose manifest
@@ -85,20 +104,39 @@ pub(crate) struct SharedInstance {
     /// connection on it is told, and the version starts a new one for new
     /// connections.
     broke: watch::Sender<bool>,
+    /// The plugin's failure counters, for a call abandoned halfway.
+    failures: Arc<FailureCounter>,
 }
 
 impl SharedInstance {
-    pub(crate) fn new(instance: Instance, permits: [OwnedSemaphorePermit; 2]) -> Self {
+    pub(crate) fn new(
+        instance: Instance,
+        permits: [OwnedSemaphorePermit; 2],
+        failures: Arc<FailureCounter>,
+    ) -> Self {
         Self {
             instance: Mutex::new(instance),
             orphans: std::sync::Mutex::new(Vec::new()),
             permits: std::sync::Mutex::new(Some(permits)),
             broke: watch::Sender::new(false),
+            failures,
         }
     }
 
     pub(crate) fn is_broken(&self) -> bool {
         *self.broke.borrow()
+    }
+
+    /// Never call the instance again, tell its connections, and give its
+    /// slots back at once for the fresh instance that replaces it.
+    fn mark_broken(&self) {
+        self.broke.send_replace(true);
+        drop(
+            self.permits
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+        );
     }
 
     /// Add a connection to the instance's table.
@@ -160,14 +198,29 @@ impl Locked<'_> {
     /// go back at once for the fresh instance that replaces it.
     fn mark_broken(&self) {
         if let Self::Shared(_, shared) = self {
-            shared.broke.send_replace(true);
-            drop(
-                shared
-                    .permits
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .take(),
+            shared.mark_broken();
+        }
+    }
+}
+
+impl Drop for Locked<'_> {
+    /// A shared instance unlocked in the middle of a call (the call's
+    /// future was dropped) is broken now, before the next connection takes
+    /// its turn on it: its connections close with 1011 and new ones get a
+    /// fresh instance. An own instance keeps the mark, and its next call
+    /// fails ([`GuestError::Abandoned`]).
+    fn drop(&mut self) {
+        if let Self::Shared(guard, shared) = self
+            && guard.in_call
+            && !shared.is_broken()
+        {
+            let total = shared.failures.abandoned();
+            tracing::warn!(
+                plugin = %guard.store.data().host.plugin,
+                failures = total,
+                "a call into the shared instance was abandoned halfway; replacing the instance"
             );
+            shared.mark_broken();
         }
     }
 }
@@ -237,6 +290,8 @@ struct Meta {
     call_ticks: u64,
     /// The plugin's failure counters.
     failures: Arc<FailureCounter>,
+    /// Ticks while any guest call runs.
+    clock: EpochClock,
     /// Set once a call failed; the instance is never called again.
     failed: bool,
     /// Whether the connection's entry was deleted from a shared instance.
@@ -277,7 +332,7 @@ impl Consumer {
         instance: Instance,
         connection: &Resource<Connection>,
         version: Arc<Plugin>,
-        failures: Arc<FailureCounter>,
+        calls: CallBook,
         permits: [OwnedSemaphorePermit; 2],
     ) -> Self {
         let (id, channel_name) = {
@@ -291,7 +346,7 @@ impl Consumer {
             (conn.id, Arc::clone(&conn.channel_name))
         };
         let layer = Arc::clone(&instance.store.data().host.layer);
-        let meta = Meta::new(connection.rep(), id, channel_name, layer, version, failures);
+        let meta = Meta::new(connection.rep(), id, channel_name, layer, version, calls);
         Self {
             backing: Backing::Own {
                 instance: Box::new(instance),
@@ -308,9 +363,9 @@ impl Consumer {
         (id, channel_name): (u64, Arc<str>),
         layer: Arc<dyn ChannelLayer>,
         version: Arc<Plugin>,
-        failures: Arc<FailureCounter>,
+        calls: CallBook,
     ) -> Self {
-        let meta = Meta::new(connection.rep(), id, channel_name, layer, version, failures);
+        let meta = Meta::new(connection.rep(), id, channel_name, layer, version, calls);
         Self {
             backing: Backing::Shared(shared),
             meta,
@@ -398,7 +453,6 @@ impl Consumer {
         let Self { backing, meta } = self;
         let mut locked = meta.lock(backing, "connect").await?;
         let Instance { store, guest, .. } = locked.instance();
-        meta.arm(store);
         let conn = meta.borrow();
         let result = meta
             .guarded("connect", guest.call_connect(&mut *store, conn, &scope))
@@ -423,7 +477,6 @@ impl Consumer {
         let Self { backing, meta } = self;
         let mut locked = meta.lock(backing, "receive").await?;
         let Instance { store, guest, .. } = locked.instance();
-        meta.arm(store);
         let conn = meta.borrow();
         let frame = match frame {
             InFrame::Text(text) => Frame::Text(text),
@@ -440,7 +493,6 @@ impl Consumer {
         let Self { backing, meta } = self;
         let mut locked = meta.lock(backing, "event").await?;
         let Instance { store, guest, .. } = locked.instance();
-        meta.arm(store);
         let conn = meta.borrow();
         let result = meta
             .guarded("event", guest.call_event(&mut *store, conn, event.as_str()))
@@ -455,9 +507,9 @@ impl Consumer {
         let groups = {
             let Self { backing, meta } = &mut self;
             let mut locked = backing.lock_even_broken().await;
-            if !meta.failed && !locked.is_broken() {
+            if !meta.failed && !locked.is_broken() && !locked.instance().in_call {
+                meta.arm(locked.instance());
                 let Instance { store, guest, .. } = locked.instance();
-                meta.arm(store);
                 let conn = meta.borrow();
                 let result = meta
                     .guarded("disconnect", guest.call_disconnect(&mut *store, conn, code))
@@ -488,11 +540,14 @@ impl Consumer {
         let Backing::Own { instance, .. } = backing else {
             return None;
         };
+        instance.migration.as_ref()?;
+        if let Err(err) = meta.enter(instance, "snapshot") {
+            return Some(Err(err));
+        }
         let Instance {
             store, migration, ..
         } = &mut **instance;
         let migration = migration.as_ref()?;
-        meta.arm(store);
         let conn = meta.borrow();
         let result = meta
             .guarded("snapshot", migration.call_snapshot(&mut *store, conn))
@@ -509,13 +564,16 @@ impl Consumer {
         let Backing::Own { instance, .. } = backing else {
             return Ok(Err("a shared instance does not migrate".to_owned()));
         };
+        if instance.migration.is_none() {
+            return Ok(Err("this version does not export `migration`".to_owned()));
+        }
+        meta.enter(instance, "restore")?;
         let Instance {
             store, migration, ..
         } = &mut **instance;
         let Some(migration) = migration.as_ref() else {
             return Ok(Err("this version does not export `migration`".to_owned()));
         };
-        meta.arm(store);
         let conn = meta.borrow();
         let result = meta
             .guarded("restore", migration.call_restore(&mut *store, conn, &state))
@@ -531,7 +589,7 @@ impl Meta {
         channel_name: Arc<str>,
         layer: Arc<dyn ChannelLayer>,
         version: Arc<Plugin>,
-        failures: Arc<FailureCounter>,
+        CallBook { failures, clock }: CallBook,
     ) -> Self {
         let call_timeout = version.limits().call_timeout;
         let plugin = version.name_arc();
@@ -550,6 +608,7 @@ impl Meta {
             call_timeout,
             call_ticks: epoch_ticks(call_timeout),
             failures,
+            clock,
             failed: false,
             detached: false,
         }
@@ -563,7 +622,10 @@ impl Meta {
         call: &'static str,
     ) -> Result<Locked<'a>, GuestError> {
         match backing.lock().await {
-            Some(locked) => Ok(locked),
+            Some(mut locked) => {
+                self.enter(locked.instance(), call)?;
+                Ok(locked)
+            }
             None => {
                 self.failed = true;
                 Err(GuestError::Broken {
@@ -574,6 +636,27 @@ impl Meta {
         }
     }
 
+    /// Check that the instance is not stuck in an abandoned call, and arm
+    /// it for `call`.
+    fn enter(&mut self, instance: &mut Instance, call: &'static str) -> Result<(), GuestError> {
+        if instance.in_call {
+            self.failed = true;
+            let total = self.failures.abandoned();
+            tracing::warn!(
+                plugin = %self.plugin,
+                connection = self.id,
+                failures = total,
+                "the previous call into this instance was abandoned halfway; cannot `{call}`"
+            );
+            return Err(GuestError::Abandoned {
+                plugin: Arc::clone(&self.plugin),
+                call,
+            });
+        }
+        self.arm(instance);
+        Ok(())
+    }
+
     fn borrow(&self) -> Resource<Connection> {
         Resource::new_borrow(self.connection)
     }
@@ -581,7 +664,11 @@ impl Meta {
     /// Give the next call its ticks; the store's epoch callback yields at
     /// each tick and traps when they are spent. A shared instance's guest
     /// output is tagged with the connection it runs for.
-    fn arm(&self, store: &mut Store<ConsumerState>) {
+    ///
+    /// Marks the instance as in a call until [`Meta::settle`].
+    fn arm(&self, instance: &mut Instance) {
+        instance.in_call = true;
+        let store = &mut instance.store;
         let state = store.data_mut();
         state.ticks_left = self.call_ticks;
         state.host.current_connection = self.id;
@@ -596,7 +683,10 @@ impl Meta {
     ) -> Result<R, GuestError> {
         let plugin = &self.plugin;
         let timeout = self.call_timeout;
-        let outcome = match tokio::time::timeout(timeout, future).await {
+        let running = self.clock.running();
+        let finished = tokio::time::timeout(timeout, future).await;
+        drop(running);
+        let outcome = match finished {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(err)) => {
                 if matches!(
@@ -625,7 +715,9 @@ impl Meta {
         self.failed = true;
         let total = match outcome {
             GuestError::Trap { .. } => self.failures.trap(),
-            GuestError::Deadline { .. } | GuestError::Broken { .. } => self.failures.deadline(),
+            GuestError::Deadline { .. }
+            | GuestError::Broken { .. }
+            | GuestError::Abandoned { .. } => self.failures.deadline(),
         };
         tracing::warn!(
             plugin = %plugin,
@@ -643,6 +735,7 @@ impl Meta {
         locked: &mut Locked<'_>,
         result: Result<R, GuestError>,
     ) -> Result<R, GuestError> {
+        locked.instance().in_call = false;
         if result.is_err() {
             locked.mark_broken();
         }

@@ -2,7 +2,7 @@
 //! runs under.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use std::path::Path;
@@ -195,32 +195,116 @@ fn base_config(cache: Option<Cache>) -> Config {
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] on a plain thread, so a
-/// guest spinning on every tokio worker still gets interrupted. Stops when
-/// dropped.
+/// guest spinning on every tokio worker still gets interrupted, but only
+/// while a guest call is in flight ([`EpochClock::running`]): with none, the
+/// thread parks, so an idle server does not wake 100 times a second. An
+/// epoch deadline is relative to the epoch when the call was armed, so the
+/// pauses change no deadline. Stops when dropped.
 #[derive(Debug)]
 pub(crate) struct EpochTicker {
-    stop: Arc<AtomicBool>,
+    clock: EpochClock,
+}
+
+/// The ticker's shared half: what guest calls tell it.
+#[derive(Debug, Clone)]
+pub(crate) struct EpochClock {
+    shared: Arc<TickerShared>,
+}
+
+#[derive(Debug)]
+struct TickerShared {
+    /// Guest calls (and instantiations) running now.
+    in_flight: AtomicUsize,
+    stop: AtomicBool,
+    /// The ticker thread, to unpark.
+    thread: std::sync::OnceLock<std::thread::Thread>,
+    /// Ticks since start, and whether the thread is parked (for tests).
+    ticks: AtomicU64,
+    parked: AtomicBool,
+}
+
+/// A guest call in flight; the clock ticks while any is alive.
+#[derive(Debug)]
+pub(crate) struct Running {
+    shared: Arc<TickerShared>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl EpochClock {
+    /// Mark a guest call in flight until the guard drops.
+    pub(crate) fn running(&self) -> Running {
+        if self.shared.in_flight.fetch_add(1, Ordering::AcqRel) == 0
+            && let Some(thread) = self.shared.thread.get()
+        {
+            thread.unpark();
+        }
+        Running {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    #[cfg(test)]
+    fn ticks(&self) -> u64 {
+        self.shared.ticks.load(Ordering::Acquire)
+    }
+
+    #[cfg(test)]
+    fn parked(&self) -> bool {
+        self.shared.parked.load(Ordering::Acquire)
+    }
 }
 
 impl EpochTicker {
     pub(crate) fn start(engine: Engine) -> std::io::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        std::thread::Builder::new()
+        let shared = Arc::new(TickerShared {
+            in_flight: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            thread: std::sync::OnceLock::new(),
+            ticks: AtomicU64::new(0),
+            parked: AtomicBool::new(false),
+        });
+        let state = Arc::clone(&shared);
+        let handle = std::thread::Builder::new()
             .name("switchyard-epoch".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
+                while !state.stop.load(Ordering::Acquire) {
+                    if state.in_flight.load(Ordering::Acquire) == 0 {
+                        // `running` unparks after raising the count, so a
+                        // call that starts between the check and the park
+                        // leaves a token and the park returns at once.
+                        state.parked.store(true, Ordering::Release);
+                        std::thread::park();
+                        state.parked.store(false, Ordering::Release);
+                        continue;
+                    }
                     std::thread::sleep(EPOCH_TICK);
                     engine.increment_epoch();
+                    state.ticks.fetch_add(1, Ordering::AcqRel);
                 }
             })?;
-        Ok(Self { stop })
+        let _ = shared.thread.set(handle.thread().clone());
+        Ok(Self {
+            clock: EpochClock { shared },
+        })
+    }
+
+    /// The handle guest calls use to keep the clock ticking.
+    pub(crate) fn clock(&self) -> EpochClock {
+        self.clock.clone()
     }
 }
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.clock.shared.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.clock.shared.thread.get() {
+            thread.unpark();
+        }
     }
 }
 
@@ -263,5 +347,33 @@ mod tests {
         assert_eq!(epoch_ticks(Duration::from_secs(5)), 500);
         assert_eq!(epoch_ticks(Duration::from_millis(15)), 1);
         assert_eq!(epoch_ticks(Duration::from_millis(1)), 1);
+    }
+
+    /// Wait (spinning politely) until `done` holds.
+    fn wait_until(done: impl Fn() -> bool) {
+        while !done() {
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn the_epoch_ticks_only_while_a_call_runs() {
+        let engine = Engine::default();
+        let ticker = EpochTicker::start(engine).expect("ticker thread");
+        let clock = ticker.clock();
+        // Idle from the start: the thread parks without ticking.
+        wait_until(|| clock.parked());
+        assert_eq!(clock.ticks(), 0);
+
+        let call = clock.running();
+        wait_until(|| clock.ticks() >= 2);
+        drop(call);
+        wait_until(|| clock.parked());
+        let idle = clock.ticks();
+        // Parked means blocked in `park`: no tick until the next call.
+        assert_eq!(clock.ticks(), idle);
+
+        let _again = clock.running();
+        wait_until(|| clock.ticks() > idle);
     }
 }

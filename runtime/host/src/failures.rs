@@ -11,17 +11,31 @@ use std::sync::{Arc, Mutex};
 pub(crate) struct FailureCounter {
     traps: AtomicU64,
     deadlines: AtomicU64,
+    abandoned: AtomicU64,
 }
 
 impl FailureCounter {
     /// Count a trap; returns the plugin's total failures so far.
     pub(crate) fn trap(&self) -> u64 {
-        self.traps.fetch_add(1, Ordering::Relaxed) + 1 + self.deadlines.load(Ordering::Relaxed)
+        self.count(&self.traps)
     }
 
     /// Count a call that ran past its deadline; returns the total so far.
     pub(crate) fn deadline(&self) -> u64 {
-        self.deadlines.fetch_add(1, Ordering::Relaxed) + 1 + self.traps.load(Ordering::Relaxed)
+        self.count(&self.deadlines)
+    }
+
+    /// Count an instance found left in the middle of a call (its call's
+    /// future was dropped); returns the total so far.
+    pub(crate) fn abandoned(&self) -> u64 {
+        self.count(&self.abandoned)
+    }
+
+    fn count(&self, counter: &AtomicU64) -> u64 {
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.traps.load(Ordering::Relaxed)
+            + self.deadlines.load(Ordering::Relaxed)
+            + self.abandoned.load(Ordering::Relaxed)
     }
 }
 
@@ -34,6 +48,9 @@ pub struct PluginFailures {
     pub traps: u64,
     /// Calls stopped at their deadline (epoch or tokio timeout).
     pub deadlines: u64,
+    /// Instances found left in the middle of a call whose future was
+    /// dropped, and so never entered again.
+    pub abandoned: u64,
 }
 
 /// Counters by plugin name.
@@ -67,8 +84,9 @@ impl FailureBook {
                 plugin: plugin.clone(),
                 traps: counter.traps.load(Ordering::Relaxed),
                 deadlines: counter.deadlines.load(Ordering::Relaxed),
+                abandoned: counter.abandoned.load(Ordering::Relaxed),
             })
-            .filter(|f| f.traps + f.deadlines > 0)
+            .filter(|f| f.traps + f.deadlines + f.abandoned > 0)
             .collect();
         report.sort_by(|a, b| a.plugin.cmp(&b.plugin));
         report
@@ -86,13 +104,15 @@ mod tests {
         assert_eq!(spin.trap(), 1);
         assert_eq!(spin.deadline(), 2);
         assert_eq!(book.counter("spin").trap(), 3);
+        assert_eq!(spin.abandoned(), 4);
         let _quiet = book.counter("echo");
         assert_eq!(
             book.report(),
             [PluginFailures {
                 plugin: "spin".into(),
                 traps: 2,
-                deadlines: 1
+                deadlines: 1,
+                abandoned: 1,
             }]
         );
     }

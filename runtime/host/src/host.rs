@@ -1,7 +1,7 @@
 //! [`PluginHost`]: the engine, the linker, the live route table, hot swap,
 //! and the start (and migration) of every connection's consumer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -17,7 +17,7 @@ use wasmtime::{Engine, Store};
 
 use crate::bindings::{Scope, add_host_to_linker, add_types_to_linker};
 use crate::connection::{Connection, Handshake, Outbound};
-use crate::consumer::{Consumer, GuestError, Instance, SharedInstance};
+use crate::consumer::{CallBook, Consumer, GuestError, Instance, SharedInstance};
 use crate::engine::{EpochTicker, GuestLimits, build_engine, epoch_ticks, yield_or_interrupt};
 use crate::failures::{FailureBook, PluginFailures};
 use crate::manifest::{InstanceMode, ReplacePolicy};
@@ -171,11 +171,18 @@ pub struct PluginHost {
     retired: Mutex<Vec<Arc<Plugin>>>,
     /// The last load failure of each plugin name, cleared when it loads.
     load_failures: Mutex<BTreeMap<String, LoadFailure>>,
+    /// Each plugin file's stamp when the directory was last reconciled, and
+    /// what came of it: an unchanged file is not read again.
+    stamps: Mutex<HashMap<PathBuf, (FileStamp, Outcome)>>,
+    /// Bumped by every install and removal.
+    generation: AtomicU64,
+    /// Plugin files read by reconciles since start.
+    files_read: AtomicU64,
     instances: Arc<Semaphore>,
     failures: FailureBook,
     next_connection: AtomicU64,
     cache: Option<wasmtime::Cache>,
-    _ticker: EpochTicker,
+    ticker: EpochTicker,
 }
 
 impl std::fmt::Debug for PluginHost {
@@ -234,9 +241,12 @@ impl PluginHost {
             retired: Mutex::new(Vec::new()),
             failures: FailureBook::default(),
             load_failures: Mutex::new(BTreeMap::new()),
+            stamps: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            files_read: AtomicU64::new(0),
             next_connection: AtomicU64::new(1),
             cache,
-            _ticker: ticker,
+            ticker,
         })
     }
 
@@ -245,6 +255,13 @@ impl PluginHost {
         self.cache
             .as_ref()
             .map(|cache| (cache.cache_hits(), cache.cache_misses()))
+    }
+
+    /// Plugin files the directory reconciles have read since start: an
+    /// unchanged file is read once, however often the directory is
+    /// reconciled.
+    pub fn files_read(&self) -> u64 {
+        self.files_read.load(Ordering::Relaxed)
     }
 
     /// Traps and deadline overruns counted per plugin since start, for
@@ -289,6 +306,7 @@ impl PluginHost {
             let previous = current.get(plugin.name()).cloned();
             let next = current.with_plugin(Arc::clone(plugin))?;
             self.table.store(Arc::new(next));
+            self.generation.fetch_add(1, Ordering::Relaxed);
             previous
         };
         lock(&self.load_failures).remove(plugin.name());
@@ -318,6 +336,7 @@ impl PluginHost {
             let current = self.table.load();
             let removed = current.get(name).cloned();
             self.table.store(Arc::new(current.without_plugin(name)));
+            self.generation.fetch_add(1, Ordering::Relaxed);
             removed
         };
         lock(&self.load_failures).remove(name);
@@ -377,24 +396,53 @@ impl PluginHost {
         paths.sort();
         let mut report = LoadReport::default();
         let mut present = Vec::new();
+        let mut seen = HashMap::new();
         for path in paths {
             present.push(failure_key(&path));
             let before = file_stamp(&path);
+            let last = lock(&self.stamps).get(&path).cloned();
+            if let Some((stamp, outcome)) = last
+                && stamp == before
+                && self.still_holds(&path, outcome)
+            {
+                // Neither file changed since it was last read, so it is not
+                // read again: a plugin that failed is retried only once it
+                // changes (or another plugin comes or goes).
+                if outcome == Outcome::Loaded {
+                    report
+                        .unchanged
+                        .push(plugin::plugin_name(&path).unwrap_or_default());
+                }
+                seen.insert(path, (stamp, outcome));
+                continue;
+            }
             match self.load_file(&path).await {
-                Ok(Some(name)) => report.loaded.push(name),
-                Ok(None) => report
-                    .unchanged
-                    .push(plugin::plugin_name(&path).unwrap_or_default()),
+                Ok(Some(name)) => {
+                    report.loaded.push(name);
+                    seen.insert(path, (before, Outcome::Loaded));
+                }
+                Ok(None) => {
+                    report
+                        .unchanged
+                        .push(plugin::plugin_name(&path).unwrap_or_default());
+                    seen.insert(path, (before, Outcome::Loaded));
+                }
                 Err(err) if file_stamp(&path) != before => {
                     // Still being written: the watcher will see the next write.
                     tracing::debug!(path = %path.display(), "plugin file changed while loading: {err}");
                 }
                 Err(err) => {
+                    // Only a route conflict can be cured by another plugin
+                    // coming or going; anything else waits for the file.
+                    let generation = matches!(err, PluginError::RouteConflict { .. })
+                        .then(|| self.generation.load(Ordering::Relaxed));
                     self.record_failure(&path, &err);
-                    report.failed.push((path, err));
+                    report.failed.push((path.clone(), err));
+                    seen.insert(path, (before, Outcome::Failed { generation }));
                 }
             }
         }
+        *lock(&self.stamps) = seen;
         let live: Vec<String> = self
             .table
             .load()
@@ -411,6 +459,20 @@ impl PluginHost {
         Ok(report)
     }
 
+    /// Whether what the last reconcile found for an unchanged file still
+    /// holds: the plugin it loaded is still live, or it failed, and for a
+    /// route conflict nothing was installed or removed since.
+    fn still_holds(&self, path: &Path, outcome: Outcome) -> bool {
+        match outcome {
+            Outcome::Loaded => {
+                plugin::plugin_name(path).is_ok_and(|name| self.table.load().get(&name).is_some())
+            }
+            Outcome::Failed { generation } => {
+                generation.is_none_or(|at| at == self.generation.load(Ordering::Relaxed))
+            }
+        }
+    }
+
     /// Load one plugin file unless the live version is the same; `Ok(None)`
     /// when unchanged.
     async fn load_file(&self, path: &Path) -> Result<Option<String>, PluginError> {
@@ -419,6 +481,7 @@ impl PluginHost {
         let limits = self.limits.clone();
         let owned = path.to_path_buf();
         let table = self.table.load_full();
+        self.files_read.fetch_add(1, Ordering::Relaxed);
         let compiled = tokio::task::spawn_blocking(move || {
             let files = PluginFiles::read(&owned)?;
             if table
@@ -506,6 +569,15 @@ impl PluginHost {
             .collect()
     }
 
+    /// What a consumer's calls report to: the plugin's failure counters and
+    /// the epoch clock.
+    fn calls(&self, plugin: &Plugin) -> CallBook {
+        CallBook {
+            failures: self.failures.counter(plugin.name()),
+            clock: self.ticker.clock(),
+        }
+    }
+
     /// An instance slot of the server and one of the plugin version.
     fn take_slots(&self, plugin: &Plugin) -> Result<[OwnedSemaphorePermit; 2], StartError> {
         let server = Arc::clone(&self.instances)
@@ -549,6 +621,7 @@ impl PluginHost {
         store.epoch_deadline_callback(yield_or_interrupt);
         store.data_mut().ticks_left = epoch_ticks(limits.call_timeout);
         store.set_epoch_deadline(1);
+        let running = self.ticker.clock().running();
         let instance = tokio::time::timeout(
             limits.call_timeout,
             plugin.pre.instantiate_async(&mut store),
@@ -568,10 +641,12 @@ impl PluginHost {
             ),
             None => None,
         };
+        drop(running);
         let instance = Instance {
             store,
             guest,
             migration,
+            in_call: false,
         };
         Ok((instance, handle))
     }
@@ -589,7 +664,7 @@ impl PluginHost {
             instance,
             &handle,
             Arc::clone(plugin),
-            self.failures.counter(plugin.name()),
+            self.calls(plugin),
             permits,
         ))
     }
@@ -617,7 +692,11 @@ impl PluginHost {
                                 message,
                             }
                         })?;
-                    let shared = Arc::new(SharedInstance::new(instance, permits));
+                    let shared = Arc::new(SharedInstance::new(
+                        instance,
+                        permits,
+                        self.failures.counter(plugin.name()),
+                    ));
                     *slot = Some(Arc::clone(&shared));
                     shared
                 }
@@ -639,7 +718,7 @@ impl PluginHost {
             (id, channel_name),
             Arc::clone(&self.layer),
             Arc::clone(plugin),
-            self.failures.counter(plugin.name()),
+            self.calls(plugin),
         ))
     }
 
@@ -768,13 +847,37 @@ fn failure_key(path: &Path) -> String {
     })
 }
 
-/// Size and modification time of a file (and of its manifest), to notice a
-/// file that changes while it is being loaded.
-fn file_stamp(path: &Path) -> [Option<(u64, SystemTime)>; 2] {
+/// What the last reconcile made of a plugin file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Loaded,
+    /// It failed; for a route conflict, while the table was at this
+    /// generation.
+    Failed {
+        generation: Option<u64>,
+    },
+}
+
+/// What identifies the content of a plugin file and its manifest without
+/// reading them: size, inode and modification and change times (a rename
+/// into place changes the inode; a write, the times).
+type FileStamp = [Option<(u64, u64, i64, i64, i64, i64)>; 2];
+
+/// The [`FileStamp`] of a plugin file and its manifest, to notice a file
+/// that changed since it was last read or while it is being loaded.
+fn file_stamp(path: &Path) -> FileStamp {
+    use std::os::unix::fs::MetadataExt as _;
     let stamp = |p: &Path| {
-        std::fs::metadata(p)
-            .ok()
-            .and_then(|m| Some((m.len(), m.modified().ok()?)))
+        std::fs::metadata(p).ok().map(|m| {
+            (
+                m.len(),
+                m.ino(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+            )
+        })
     };
     [stamp(path), stamp(&path.with_extension("toml"))]
 }

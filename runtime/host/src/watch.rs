@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use notify::{PollWatcher, RecommendedWatcher, RecursiveMode, Watcher as _};
+use notify::event::{AccessKind, AccessMode, MetadataKind, ModifyKind};
+use notify::{EventKind, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -77,6 +78,23 @@ fn relevant(path: &Path) -> bool {
             .is_some_and(|ext| ext == "wasm" || ext == "toml")
 }
 
+/// Whether an event can change what a plugin file holds or which files
+/// there are. Opens, reads and closes after reading are not changes: the
+/// host reading a plugin must not make it reload (inotify reports those
+/// too). A write that finished is one.
+fn changes_files(kind: EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)) => false,
+        EventKind::Any
+        | EventKind::Create(_)
+        | EventKind::Modify(_)
+        | EventKind::Remove(_)
+        | EventKind::Other => true,
+    }
+}
+
 impl PluginWatcher {
     /// Start watching `dir`. Must be called inside a tokio runtime.
     pub fn start(
@@ -90,7 +108,8 @@ impl PluginWatcher {
         let _ = tx.try_send(());
         let handler = move |event: notify::Result<notify::Event>| match event {
             Ok(event) => {
-                let rescan = event.need_rescan() || event.paths.iter().any(|p| relevant(p));
+                let rescan = event.need_rescan()
+                    || changes_files(event.kind) && event.paths.iter().any(|p| relevant(p));
                 if rescan {
                     let _ = tx.try_send(());
                 }
@@ -188,5 +207,31 @@ mod tests {
         assert!(!relevant(Path::new("/p/.chat.wasm")));
         assert!(!relevant(Path::new("/p/chat.wasm~")));
         assert!(!relevant(Path::new("/p/chat.wasm.swp")));
+    }
+
+    #[test]
+    fn reading_a_plugin_is_not_a_change() {
+        use notify::event::{CreateKind, DataChange, RemoveKind, RenameMode};
+        assert!(!changes_files(EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!changes_files(EventKind::Access(AccessKind::Read)));
+        assert!(!changes_files(EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(!changes_files(EventKind::Modify(ModifyKind::Metadata(
+            MetadataKind::AccessTime
+        ))));
+        assert!(changes_files(EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(changes_files(EventKind::Create(CreateKind::File)));
+        assert!(changes_files(EventKind::Modify(ModifyKind::Data(
+            DataChange::Any
+        ))));
+        assert!(changes_files(EventKind::Modify(ModifyKind::Name(
+            RenameMode::To
+        ))));
+        assert!(changes_files(EventKind::Remove(RemoveKind::File)));
     }
 }
