@@ -6,6 +6,10 @@
 //! * `probe/reject/`: closes with 4003 before accepting (HTTP 403);
 //! * `probe/silent/`: returns without accepting or closing (HTTP 403);
 //! * `probe/trap/`: panics (HTTP 500);
+//! * `probe/slow/<str:group>/`: joins `group`, sends `{"type": "probe.entered"}`
+//!   to the group `<group>-entered` (so a test knows `connect` is under way),
+//!   sleeps for the query string's `ms=N` milliseconds (400 when absent),
+//!   then accepts like any other route;
 //! * any other route: accepts with the first subprotocol the client offered
 //!   (if any) and sends one text frame describing the connection:
 //!   `{"path", "query_string", "headers": [[name, value], ...],
@@ -40,7 +44,8 @@
 //!
 //! A binary frame is echoed back. A channel-layer event arrives as the text
 //! frame `{"event": e}`, `e` the event parsed as JSON (or the raw text when it
-//! is not JSON). `disconnect` logs `disconnect <code>` at info level.
+//! is not JSON); for an event of type `probe.count`, as `{"event": e,
+//! "received": n}`, `n` the frames `receive` had on this instance so far. `disconnect` logs `disconnect <code>` at info level.
 
 #[allow(unsafe_code)] // wit-bindgen's canonical-ABI glue needs `unsafe`.
 mod bindings {
@@ -55,8 +60,13 @@ use bindings::switchyard::consumer::host::{self, Connection, Level};
 use bindings::switchyard::consumer::types::{Frame, LayerError, Scope};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 struct Probe;
+
+/// Frames `receive` has had on this instance (one per connection unless
+/// the manifest shares it).
+static RECEIVED: AtomicU64 = AtomicU64::new(0);
 
 impl Guest for Probe {
     fn connect(conn: &Connection, scope: Scope) {
@@ -64,6 +74,11 @@ impl Guest for Probe {
             "probe/reject/" => conn.close(4003, Some("rejected by probe")),
             "probe/silent/" => {}
             "probe/trap/" => panic!("probe trap in connect"),
+            "probe/slow/<str:group>/" => {
+                slow_connect(conn, &scope);
+                conn.accept(None);
+                send_json(conn, &describe_connection(conn, scope));
+            }
             _ => {
                 conn.accept(scope.subprotocols.first().map(String::as_str));
                 send_json(conn, &describe_connection(conn, scope));
@@ -72,6 +87,7 @@ impl Guest for Probe {
     }
 
     fn receive(conn: &Connection, message: Frame) {
+        RECEIVED.fetch_add(1, Ordering::Relaxed);
         let text = match message {
             Frame::Text(text) => text,
             binary @ Frame::Binary(_) => {
@@ -94,6 +110,11 @@ impl Guest for Probe {
 
     fn event(conn: &Connection, event: String) {
         let event = serde_json::from_str(&event).unwrap_or(Value::String(event));
+        if event["type"] == "probe.count" {
+            let received = RECEIVED.load(Ordering::Relaxed);
+            send_json(conn, &json!({"event": event, "received": received}));
+            return;
+        }
         send_json(conn, &json!({"event": event}));
     }
 
@@ -141,6 +162,27 @@ fn run(conn: &Connection, command: Command) {
         Command::Hog => hog(),
         Command::Ambient => send_json(conn, &ambient()),
     }
+}
+
+/// Join the route's group, say so, and take the query string's time.
+fn slow_connect(conn: &Connection, scope: &Scope) {
+    let group = scope
+        .url_route
+        .iter()
+        .find(|(name, _)| name == "group")
+        .map_or("slow", |(_, value)| value.as_str());
+    let _ = conn.group_add(group);
+    let ms = scope
+        .query_string
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("ms="))
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(400);
+    let _ = host::group_send(
+        &format!("{group}-entered"),
+        &json!({"type": "probe.entered"}).to_string(),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(ms));
 }
 
 /// Loops until the host's deadline stops it.
