@@ -223,6 +223,11 @@ pub struct WebSocketConfig {
     pub max_path_bytes: usize,
     /// Most bytes of request header names and values; more: 431.
     pub max_header_bytes: usize,
+    /// Most bytes all connections together may hold in messages not yet
+    /// complete (fragments, or a large frame still arriving). Past it, a
+    /// connection holding more than 8 KiB of an unfinished message is
+    /// closed with 1013 (try again later); smaller ones always pass.
+    pub max_unfinished_bytes: usize,
 }
 
 impl Default for WebSocketConfig {
@@ -237,6 +242,7 @@ impl Default for WebSocketConfig {
             max_connections: 20_000,
             max_path_bytes: 2048,
             max_header_bytes: 16 << 10,
+            max_unfinished_bytes: 64 << 20,
         }
     }
 }
@@ -426,6 +432,12 @@ impl Config {
         }
         if ws.outbound_queue == 0 {
             return Err(invalid("websocket.outbound-queue", "must be at least 1"));
+        }
+        if ws.max_unfinished_bytes < ws.max_message_size {
+            return Err(invalid(
+                "websocket.max-unfinished-bytes",
+                "must be at least websocket.max-message-size",
+            ));
         }
         if self.layer.expiry == 0 || self.layer.group_expiry == 0 {
             return Err(invalid(

@@ -26,6 +26,10 @@ pub struct Counters {
     pub at_capacity: AtomicU64,
     /// Requests refused for oversized paths or headers (414, 431).
     pub oversized_requests: AtomicU64,
+    /// Handshakes whose client left (or whose handshake timeout passed)
+    /// while the consumer's `connect` ran; the consumer was disconnected
+    /// (1006) when `connect` returned.
+    pub abandoned_handshakes: AtomicU64,
     /// Connections closed because no complete request head arrived within
     /// `websocket.handshake-timeout-secs` (slow or silent clients, idle
     /// keep-alive).

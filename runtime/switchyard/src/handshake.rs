@@ -16,13 +16,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use hyper::upgrade::OnUpgrade;
 use percent_encoding::percent_decode_str;
-use switchyard_host::{ConnectRequest, Handshake, StartError, Started};
+use switchyard_host::{ConnectRequest, Handshake, Outbound, RouteMatch, StartError, Started};
 use tokio::sync::{mpsc, oneshot};
+use tungstenite::protocol::WebSocketConfig;
 
 use crate::access;
 use crate::auth::AuthError;
@@ -30,6 +31,7 @@ use crate::counters::Counters;
 use crate::ratelimit::Refusal;
 use crate::server::AppState;
 use crate::socket;
+use crate::upgrade::{BadHandshake, Upgrade};
 
 /// An HTTP answer with a one-line plain-text body.
 fn plain(status: StatusCode, body: &'static str) -> Response {
@@ -41,7 +43,7 @@ pub(crate) async fn handle(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    mut request: Request,
 ) -> Response {
     let ws = &app.config.websocket;
     let target_len = uri.path_and_query().map_or(0, |pq| pq.as_str().len());
@@ -89,11 +91,20 @@ pub(crate) async fn handle(
         tracing::info!(path = %path, "WSREJECT 404: no route");
         return plain(StatusCode::NOT_FOUND, "no route for this path\n");
     };
-    let Ok(upgrade) = upgrade else {
-        return plain(
-            StatusCode::UPGRADE_REQUIRED,
-            "this path serves WebSocket connections only\n",
-        );
+    let on_upgrade = request.extensions_mut().remove::<OnUpgrade>();
+    let upgrade = match Upgrade::check(request.method(), &headers, on_upgrade) {
+        Ok(upgrade) => upgrade,
+        Err(BadHandshake::NotWebSocket) => {
+            return plain(
+                StatusCode::UPGRADE_REQUIRED,
+                "this path serves WebSocket connections only\n",
+            );
+        }
+        Err(bad) => {
+            let response = bad.response();
+            tracing::info!(path = %path, client = %client, "WSREJECT {}: {bad}", response.status().as_u16());
+            return response;
+        }
     };
     let plugin = matched.plugin.name();
     let route = matched.route.to_string();
@@ -131,32 +142,34 @@ pub(crate) async fn handle(
     };
     let (outbound_tx, outbound_rx) = mpsc::channel(ws.outbound_queue);
     let timeout = Duration::from_secs(ws.handshake_timeout_secs);
-    let started = tokio::time::timeout(
-        timeout,
-        app.host.start(&matched, request, outbound_tx.clone()),
-    )
-    .await;
+    let answer = start_consumer(&app, &matched, request, outbound_tx.clone());
     let Started {
         consumer,
         inbox,
         handshake,
-    } = match started {
-        Ok(Ok(started)) => started,
-        Ok(Err(StartError::AtCapacity(slots))) => {
+    } = match tokio::time::timeout(timeout, answer).await {
+        Ok(Err(_task_gone)) => {
+            tracing::error!(route = %matched.route, "WSREJECT 500: the consumer's start task ended without an answer");
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "consumer failed\n");
+        }
+        Ok(Ok(Ok(started))) => started,
+        Ok(Ok(Err(StartError::AtCapacity(slots)))) => {
             let total = Counters::bump(&app.counters.at_capacity);
             tracing::warn!(slots, total, "WSREJECT 503: every instance slot is in use");
             return plain(StatusCode::SERVICE_UNAVAILABLE, "server at capacity\n");
         }
-        Ok(Err(err @ StartError::PluginAtCapacity { .. })) => {
+        Ok(Ok(Err(err @ StartError::PluginAtCapacity { .. }))) => {
             let total = Counters::bump(&app.counters.at_capacity);
             tracing::warn!(total, "WSREJECT 503: {err}");
             return plain(StatusCode::SERVICE_UNAVAILABLE, "plugin at capacity\n");
         }
-        Ok(Err(err)) => {
+        Ok(Ok(Err(err))) => {
             tracing::error!(route = %matched.route, "WSREJECT 500: {err}");
             return plain(StatusCode::INTERNAL_SERVER_ERROR, "consumer failed\n");
         }
         Err(_elapsed) => {
+            // The start task carries on to the call's own end and then
+            // disconnects the consumer (see `start_consumer`).
             tracing::warn!(
                 route = %matched.route,
                 "WSREJECT 403: consumer did not answer the handshake within {timeout:?}"
@@ -179,15 +192,7 @@ pub(crate) async fn handle(
             return plain(StatusCode::FORBIDDEN, "rejected by the consumer\n");
         }
     };
-    let mut upgrade = upgrade
-        .max_message_size(ws.max_message_size)
-        .max_frame_size(ws.max_frame_size)
-        .read_buffer_size(socket::READ_BUFFER)
-        .write_buffer_size(socket::WRITE_BUFFER);
-    if let Some(protocol) = subprotocol {
-        upgrade = upgrade.protocols([protocol]);
-    }
-    let (socket_tx, socket_rx) = oneshot::channel();
+    let response = upgrade.response(subprotocol.as_deref());
     let connection = socket::Connection {
         consumer,
         inbox,
@@ -200,13 +205,57 @@ pub(crate) async fn handle(
         limits: socket::Limits::new(&app.config),
         counters: Arc::clone(&app.counters),
     };
-    app.tasks.spawn(connection.run(socket_rx));
-    upgrade
-        .on_failed_upgrade(|err| tracing::info!("WebSocket upgrade failed: {err}"))
-        .on_upgrade(move |socket| async move {
-            // If the connection task is gone the socket just closes.
-            let _ = socket_tx.send(socket);
-        })
+    let config = socket_config(ws);
+    let budget = Arc::clone(&app.unfinished);
+    app.tasks
+        .spawn(async move { connection.run(upgrade.socket(config, budget)).await });
+    response
+}
+
+/// The WebSocket's limits and buffer sizes.
+fn socket_config(ws: &crate::config::WebSocketConfig) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(ws.max_message_size))
+        .max_frame_size(Some(ws.max_frame_size))
+        .read_buffer_size(socket::READ_BUFFER)
+        .write_buffer_size(socket::WRITE_BUFFER)
+}
+
+/// Start the consumer (instantiate, `connect`) in a task of its own that the
+/// server tracks, and return where its answer will come.
+///
+/// A guest call dropped halfway leaves an instance wasmtime cannot enter
+/// again, and hyper drops a request's future when the client goes away
+/// mid-handshake. So the call never runs on the request's future: it runs
+/// to its return, or to its own deadline, whatever happens to the request.
+/// When nobody waits for the answer any more (the client left, or
+/// `websocket.handshake-timeout-secs` passed first), the task gives the
+/// consumer its `disconnect` (1006) itself, so it leaves the groups it
+/// joined in `connect`, and counts it.
+fn start_consumer(
+    app: &AppState,
+    matched: &RouteMatch,
+    request: ConnectRequest,
+    outbound: mpsc::Sender<Outbound>,
+) -> oneshot::Receiver<Result<Started, StartError>> {
+    let (answer_tx, answer_rx) = oneshot::channel();
+    let host = Arc::clone(&app.host);
+    let counters = Arc::clone(&app.counters);
+    let matched = matched.clone();
+    app.tasks.spawn(async move {
+        let started = host.start(&matched, request, outbound).await;
+        if let Err(Ok(started)) = answer_tx.send(started) {
+            let total = Counters::bump(&counters.abandoned_handshakes);
+            tracing::info!(
+                plugin = started.consumer.plugin(),
+                route = %matched.route,
+                total,
+                "the handshake was abandoned while the consumer connected; disconnecting it (1006)"
+            );
+            started.consumer.disconnect(1006).await;
+        }
+    });
+    answer_rx
 }
 
 /// Bytes of header names and values, as the limit counts them.

@@ -18,6 +18,8 @@
 //! - [`server`]: [`Server`] and [`run`]: build, serve, shut down.
 //! - `handshake` (private): routing a request and answering the handshake.
 //! - `socket` (private): the task that owns one socket.
+//! - `upgrade` (private): the WebSocket handshake's checks and answer, and
+//!   the upgraded socket's metered reads.
 //! - [`shutdown`]: SIGTERM and ctrl-c.
 
 mod access;
@@ -31,6 +33,7 @@ mod ratelimit;
 pub mod server;
 pub mod shutdown;
 mod socket;
+mod upgrade;
 
 pub use config::Config;
 pub use counters::Counters;

@@ -39,6 +39,7 @@ use crate::auth::Verifier;
 use crate::config::{Config, ConfigError};
 use crate::counters::Counters;
 use crate::ratelimit::Admission;
+use crate::upgrade::UnfinishedBudget;
 use crate::{admin, handshake};
 
 /// Everything a request handler needs, cheap to clone.
@@ -57,6 +58,8 @@ pub(crate) struct AppState {
     pub(crate) verifier: Arc<Verifier>,
     pub(crate) admission: Arc<Admission>,
     pub(crate) counters: Arc<Counters>,
+    /// `websocket.max-unfinished-bytes`, shared by every socket.
+    pub(crate) unfinished: Arc<UnfinishedBudget>,
 }
 
 /// A configured server with its plugins loaded, not yet serving.
@@ -157,6 +160,9 @@ impl Server {
             verifier: self.verifier,
             admission: Arc::new(Admission::new(&self.config)),
             counters: self.counters,
+            unfinished: Arc::new(UnfinishedBudget::new(
+                self.config.websocket.max_unfinished_bytes,
+            )),
         };
         // Dropping the watcher (when serving ends) stops hot swap.
         let _watcher = if self.config.watch_plugins {

@@ -15,9 +15,20 @@
 //!   reason `outbound queue full (slow reader)`), or sends more messages
 //!   than `rate-limit.messages-per-second` allows (reason
 //!   `message rate limit exceeded`).
+//! - 1002: the client broke the protocol (an unmasked frame, a bad opcode,
+//!   a control frame too long, ...).
 //! - 1009: a message or frame exceeded the size limit.
 //! - 1011: the plugin trapped or ran past its deadline.
 //! - 1012: the plugin was replaced under the `restart` policy: reconnect.
+//! - 1013: the server's budget for unfinished messages
+//!   (`websocket.max-unfinished-bytes`) is spent and this client holds more
+//!   than a little of one: try again later.
+//!
+//! After the server (or the plugin) sent a close frame, the task reads on for
+//! up to two seconds: frames until the client's close, or, after a protocol
+//! error (1002, 1007, 1009, 1013), raw bytes until the client hangs up. So
+//! the close frame reaches a client that is still sending instead of being
+//! lost to the TCP reset that closing a socket with unread bytes causes.
 //!
 //! Pings follow Daphne: a client silent for `ping-interval-secs` is pinged;
 //! one still silent `ping-timeout-secs` after the ping is closed. Any frame
@@ -29,7 +40,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker, ready};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::task::AtomicWaker;
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
@@ -38,14 +48,18 @@ use switchyard_host::{
     Retirement,
 };
 use switchyard_layer::Inbox;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Message, Utf8Bytes};
 
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::ratelimit::{MessageLimit, Ticket};
+use crate::upgrade::{self, Meter, OverBudget, Socket};
 
 /// Bytes read from the socket at a time. tungstenite's default (128 KiB)
 /// is allocated per socket; 4 KiB keeps idle sockets cheap and still reads
@@ -58,12 +72,14 @@ pub(crate) const WRITE_BUFFER: usize = 8 << 10;
 const WRITER_GRACE: Duration = Duration::from_secs(2);
 
 const GOING_AWAY: u16 = 1001;
+const PROTOCOL_ERROR: u16 = 1002;
 const ABNORMAL: u16 = 1006;
 const INVALID_PAYLOAD: u16 = 1007;
 const POLICY_VIOLATION: u16 = 1008;
 const MESSAGE_TOO_BIG: u16 = 1009;
 const INTERNAL_ERROR: u16 = 1011;
 const SERVICE_RESTART: u16 = 1012;
+const TRY_AGAIN_LATER: u16 = 1013;
 
 /// An accepted connection waiting for its socket.
 #[derive(Debug)]
@@ -158,6 +174,23 @@ impl Keepalive {
 struct Ending {
     disconnect_code: u16,
     close: Option<(u16, &'static str)>,
+    /// What to read after the close frame went out.
+    linger: Linger,
+}
+
+/// What the task reads after it sent a close frame, for at most
+/// [`WRITER_GRACE`], before it drops the socket. Closing a socket with
+/// unread bytes makes the kernel send a TCP reset, and a client still
+/// sending would lose the close frame to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Linger {
+    /// The client closed, or is gone: nothing to wait for.
+    No,
+    /// Read frames until the client's close frame (the closing handshake).
+    ForClose,
+    /// The client broke the protocol, so frames cannot be read: read and
+    /// drop bytes until it closes the connection.
+    Drain,
 }
 
 impl Ending {
@@ -165,6 +198,7 @@ impl Ending {
         Self {
             disconnect_code: code,
             close: None,
+            linger: Linger::No,
         }
     }
 
@@ -172,6 +206,23 @@ impl Ending {
         Self {
             disconnect_code: code,
             close: Some((code, reason)),
+            linger: Linger::ForClose,
+        }
+    }
+
+    /// The plugin closed the connection: its close frame is queued.
+    fn plugin() -> Self {
+        Self {
+            linger: Linger::ForClose,
+            ..Self::client(1000)
+        }
+    }
+
+    /// Closed for what the client sent: drain the rest after the close.
+    fn protocol(code: u16, reason: &'static str) -> Self {
+        Self {
+            linger: Linger::Drain,
+            ..Self::host(code, reason)
         }
     }
 
@@ -181,6 +232,7 @@ impl Ending {
         Self {
             disconnect_code: ABNORMAL,
             close: Some((GOING_AWAY, "ping timeout")),
+            linger: Linger::No,
         }
     }
 }
@@ -188,7 +240,10 @@ impl Ending {
 impl Connection {
     /// Wait for the upgraded socket, then serve it until either side closes
     /// or the server shuts down.
-    pub(crate) async fn run(self, socket: oneshot::Receiver<WebSocket>) {
+    pub(crate) async fn run(
+        self,
+        socket: impl Future<Output = Result<(Socket, Arc<Meter>), hyper::Error>>,
+    ) {
         let Self {
             mut consumer,
             mut inbox,
@@ -201,11 +256,14 @@ impl Connection {
             counters,
             host,
         } = self;
-        let Ok(socket) = socket.await else {
-            // The upgrade failed: the consumer accepted a socket that never
-            // opened.
-            consumer.disconnect(ABNORMAL).await;
-            return;
+        let (socket, meter) = match socket.await {
+            Ok(upgraded) => upgraded,
+            Err(err) => {
+                // The consumer accepted a socket that never opened.
+                tracing::info!("WebSocket upgrade failed: {err}");
+                consumer.disconnect(ABNORMAL).await;
+                return;
+            }
         };
         let connection = consumer.connection_id();
         tracing::debug!(plugin = consumer.plugin(), connection, "WSCONNECT");
@@ -223,6 +281,7 @@ impl Connection {
                 out: &mut out,
                 shutdown: &shutdown,
                 host: &host,
+                meter: &meter,
             },
             &route,
             &limits,
@@ -249,6 +308,22 @@ impl Connection {
             }
         };
         tokio::join!(finish, consumer.disconnect(ending.disconnect_code));
+        if ending.linger != Linger::No
+            && let Ok(mut socket) = stream.reunite(out.sink)
+        {
+            let _ = tokio::time::timeout(WRITER_GRACE, async {
+                if ending.linger == Linger::Drain {
+                    upgrade::drain(&mut socket).await;
+                    return;
+                }
+                while let Some(Ok(frame)) = socket.next().await {
+                    if frame.is_close() {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
         drop(ticket);
     }
 }
@@ -257,13 +332,25 @@ impl Connection {
 struct Io<'a> {
     consumer: &'a mut Consumer,
     inbox: &'a mut Inbox,
-    stream: &'a mut SplitStream<WebSocket>,
+    stream: &'a mut SplitStream<Socket>,
     out: &'a mut Outgoing,
     shutdown: &'a CancellationToken,
     host: &'a PluginHost,
+    /// Told when a whole message arrived.
+    meter: &'a Meter,
 }
 
 /// Feed the consumer until the connection ends.
+///
+/// # Fairness
+/// The `select!` is not biased: when several sources are ready, tokio
+/// starts polling at a random branch, so each gets its turn. A client that
+/// streams frames as fast as it can would otherwise always win the read
+/// branch (its next frame is always buffered) and starve its own
+/// channel-layer events (its channel fills and group sends skip it) and
+/// a `restart` or `migrate` swap. And every turn of the loop spends one
+/// unit of tokio's cooperative budget, so such a client cannot hold its
+/// worker thread either: the task yields when its budget is spent.
 ///
 /// # Cancel safety
 /// Every branch of the `select!` is cancel safe: [`ReadGate::poll_next`],
@@ -279,6 +366,7 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
         out,
         shutdown,
         host,
+        meter,
     } = io;
     let shutdown = shutdown.cancelled();
     tokio::pin!(shutdown);
@@ -288,8 +376,12 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
     let mut retirement = consumer.retirement();
     let mut read_gate = ReadGate::new();
     loop {
+        // One unit of the task's cooperative budget per input: a client
+        // whose next frame is always buffered would otherwise keep this
+        // task running without ever yielding its worker thread to the
+        // other sockets on it.
+        tokio::task::consume_budget().await;
         let result = tokio::select! {
-            biased;
             () = &mut shutdown => return Ending::host(GOING_AWAY, "server shutting down"),
             written = out.write(), if out.busy() => match written {
                 Ok(()) => continue,
@@ -301,6 +393,9 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
             message = poll_fn(|cx| read_gate.poll_next(stream, cx)) => {
                 keepalive.heard();
                 let is_data = matches!(message, Some(Ok(Message::Text(_) | Message::Binary(_))));
+                if is_data {
+                    meter.message_done();
+                }
                 if is_data && limits.messages.as_ref().is_some_and(|limit| !limit.allow()) {
                     let total = Counters::bump(&counters.message_rate);
                     tracing::warn!(
@@ -319,9 +414,9 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
                     Some(Ok(Message::Binary(bytes))) => {
                         consumer.receive(InFrame::Binary(bytes.to_vec())).await
                     }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                     Some(Ok(Message::Close(frame))) => {
-                        return Ending::client(frame.map_or(1005, |f| f.code));
+                        return Ending::client(frame.map_or(1005, |f| f.code.into()));
                     }
                     Some(Err(err)) => return read_error(&err),
                     None => return Ending::client(ABNORMAL),
@@ -412,7 +507,7 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
         }
         match consumer.status() {
             ConnectionStatus::Open => {}
-            ConnectionStatus::Closed => return Ending::client(1000),
+            ConnectionStatus::Closed => return Ending::plugin(),
             ConnectionStatus::Overflowed(OutboundOverflow::QueueFull) => {
                 let total = Counters::bump(&counters.slow_readers);
                 tracing::warn!(
@@ -441,14 +536,25 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
 }
 
 /// Map a read error to how the connection ends.
-fn read_error(err: &axum::Error) -> Ending {
-    use std::error::Error as _;
-    let source = err.source();
-    let tungstenite = source.and_then(|s| s.downcast_ref::<tungstenite::Error>());
-    match tungstenite {
-        Some(tungstenite::Error::Capacity(_)) => Ending::host(MESSAGE_TOO_BIG, "message too big"),
-        Some(tungstenite::Error::Utf8(_)) => {
-            Ending::host(INVALID_PAYLOAD, "invalid UTF-8 in text frame")
+fn read_error(err: &tungstenite::Error) -> Ending {
+    use tungstenite::error::ProtocolError;
+    match err {
+        tungstenite::Error::Capacity(_) => Ending::protocol(MESSAGE_TOO_BIG, "message too big"),
+        tungstenite::Error::Utf8(_) => {
+            Ending::protocol(INVALID_PAYLOAD, "invalid UTF-8 in text frame")
+        }
+        // The client went away without a close: nobody to tell.
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            Ending::client(ABNORMAL)
+        }
+        tungstenite::Error::Protocol(why) => {
+            tracing::debug!("protocol error from the client: {why}");
+            Ending::protocol(PROTOCOL_ERROR, "protocol error")
+        }
+        tungstenite::Error::Io(io)
+            if io.get_ref().is_some_and(|inner| inner.is::<OverBudget>()) =>
+        {
+            Ending::protocol(TRY_AGAIN_LATER, "server busy: unfinished message too large")
         }
         _ => {
             tracing::debug!("socket read error: {err}");
@@ -496,9 +602,9 @@ impl ReadGate {
 
     fn poll_next(
         &mut self,
-        stream: &mut SplitStream<WebSocket>,
+        stream: &mut SplitStream<Socket>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Message, axum::Error>>> {
+    ) -> Poll<Option<Result<Message, tungstenite::Error>>> {
         self.flag.task.register(cx.waker());
         if !self.flag.woken.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
@@ -513,7 +619,7 @@ impl ReadGate {
 
 /// The socket's sending half and the consumer's outbound queue.
 struct Outgoing {
-    sink: SplitSink<WebSocket, Message>,
+    sink: SplitSink<Socket, Message>,
     queue: mpsc::Receiver<Outbound>,
     /// Taken from the queue, waiting for room in the socket.
     held: Option<Message>,
@@ -526,7 +632,7 @@ struct Outgoing {
 }
 
 impl Outgoing {
-    fn new(sink: SplitSink<WebSocket, Message>, queue: mpsc::Receiver<Outbound>) -> Self {
+    fn new(sink: SplitSink<Socket, Message>, queue: mpsc::Receiver<Outbound>) -> Self {
         Self {
             sink,
             queue,
@@ -548,11 +654,11 @@ impl Outgoing {
     /// # Cancel safety
     /// Cancel safe: a frame the socket has no room for yet is kept in
     /// `held`, and the queue is only read when there is room.
-    async fn write(&mut self) -> Result<(), axum::Error> {
+    async fn write(&mut self) -> Result<(), tungstenite::Error> {
         poll_fn(|cx| self.poll_write(cx)).await
     }
 
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), tungstenite::Error>> {
         while !self.closed {
             let Some(message) = self.held.take().or_else(|| self.next_message()) else {
                 break;
@@ -589,7 +695,7 @@ impl Outgoing {
                 self.held = None;
                 self.closed = true;
                 let frame = CloseFrame {
-                    code,
+                    code: CloseCode::from(code),
                     reason: Utf8Bytes::from_static(reason),
                 };
                 let _ = self.sink.send(Message::Close(Some(frame))).await;
@@ -617,7 +723,7 @@ fn message(outbound: Outbound) -> Message {
         Outbound::Frame(OutFrame::Text(text)) => Message::Text(text.into()),
         Outbound::Frame(OutFrame::Binary(bytes)) => Message::Binary(bytes),
         Outbound::Close { code, reason } => Message::Close(Some(CloseFrame {
-            code,
+            code: CloseCode::from(code),
             reason: reason.into(),
         })),
     }
