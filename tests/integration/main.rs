@@ -2,8 +2,10 @@
 //! client, and the plugins built by `cargo xtask test`.
 
 mod access;
+mod cancellation;
 mod chat;
 mod echo;
+mod fairness;
 mod handshake;
 mod hotswap;
 mod isolation;
@@ -11,4 +13,5 @@ mod layer;
 mod redis;
 mod shared;
 mod shutdown;
+mod watcher;
 mod wslimits;
