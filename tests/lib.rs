@@ -308,10 +308,30 @@ impl Client {
         }
     }
 
-    /// Assert that nothing arrives for `wait`.
-    pub async fn expect_silence(&mut self, wait: Duration) {
-        if let Ok(message) = tokio::time::timeout(wait, self.ws.next()).await {
-            panic!("expected silence, got {message:?}");
+    /// Asserts that the next messages are `markers` and nothing else (in any
+    /// order, each once): proves that nothing arrived ahead of them.
+    ///
+    /// This is how a test shows that something did *not* arrive, on any
+    /// machine however slow: send a marker the client must get, after the
+    /// thing it must not get and on the same ordered path, so that the
+    /// unwanted message, had it been sent, would come first. Waiting a while
+    /// and seeing nothing proves nothing when the machine is slow.
+    pub async fn expect_nothing_before(&mut self, markers: &[Value]) {
+        let mut awaited = markers.to_vec();
+        while !awaited.is_empty() {
+            let message = self.next().await.unwrap_or_else(|err| {
+                panic!("expected the markers {awaited:?}, got no message: {err}")
+            });
+            let got = match &message {
+                Message::Text(text) => serde_json::from_str::<Value>(text.as_str()).ok(),
+                _ => None,
+            };
+            match got.and_then(|got| awaited.iter().position(|m| *m == got)) {
+                Some(found) => {
+                    awaited.swap_remove(found);
+                }
+                None => panic!("expected nothing before the markers {awaited:?}, got {message:?}"),
+            }
         }
     }
 

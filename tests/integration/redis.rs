@@ -144,7 +144,17 @@ async fn two_switchyard_processes_share_a_chat_room() {
         for (sender, seqs) in got {
             assert_eq!(seqs, expected, "messages of {sender} lost or out of order");
         }
-        client.expect_silence(Duration::from_millis(50)).await;
+    }
+    // No copies: each sender's last word comes after its messages, so a
+    // duplicate of any of them would arrive before it.
+    let markers: Vec<_> = (0..clients.len())
+        .map(|i| json!({"message": format!("c{i}#end")}))
+        .collect();
+    for (client, marker) in clients.iter_mut().zip(&markers) {
+        client.send_json(marker).await;
+    }
+    for client in &mut clients {
+        client.expect_nothing_before(&markers).await;
     }
 }
 
