@@ -9,7 +9,7 @@ use serde_json::json;
 use switchyard::Config;
 use switchyard_layer::{ChannelLayer, Event, LayerError, RedisConfig, RedisLayer};
 use switchyard_tests::redis_support::{
-    PythonListener, RedisServer, ServerProcess, python_config, python_run,
+    PythonListener, RedisServer, ServerProcess, python_config, python_run, refusing_port,
 };
 use switchyard_tests::{Client, TestServer, test_config};
 
@@ -256,7 +256,7 @@ async fn a_full_remote_channel_is_channel_full_and_bad_entries_are_skipped() {
 
 #[tokio::test]
 async fn an_unreachable_redis_is_unavailable_not_a_crash() {
-    let port = switchyard_tests::redis_support::free_port();
+    let (_refusing, port) = refusing_port();
     let layer = RedisLayer::new(RedisConfig::single(format!("redis://127.0.0.1:{port}/0")))
         .expect("starts without Redis");
     let event = Event::from_json(r#"{"type": "x"}"#).expect("event");
@@ -303,10 +303,10 @@ async fn live_memberships_are_refreshed_past_the_group_expiry() {
 /// Redis the handshake fails as `Unavailable`, never a panic or a hang.
 #[tokio::test]
 async fn rediss_urls_use_tls() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start_with_tcp();
     let layer = RedisLayer::new(RedisConfig::single(format!(
         "rediss://127.0.0.1:{}/0",
-        redis.port
+        redis.tcp_port()
     )))
     .expect("a rediss:// URL is accepted");
     let error = layer
