@@ -275,6 +275,9 @@ async fn an_unreachable_redis_is_unavailable_not_a_crash() {
     assert!(matches!(error, LayerError::Unavailable(_)), "{error}");
 }
 
+/// A membership of a layer that is gone is pruned once the group expiry
+/// passes; one of a live layer is refreshed and stays. The pruning of the
+/// abandoned one is the sign that the expiry has passed.
 #[tokio::test]
 async fn live_memberships_are_refreshed_past_the_group_expiry() {
     let redis = RedisServer::start();
@@ -284,8 +287,39 @@ async fn live_memberships_are_refreshed_past_the_group_expiry() {
     let sender = RedisLayer::new(config).expect("layer");
     let mut inbox = member.new_channel();
     member.group_add("long", inbox.name()).await.expect("join");
-    // Past the expiry: without the refresh the membership would be pruned.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // Joined after the live member, by no process that refreshes it: were
+    // the live membership not refreshed, it would be pruned first.
+    sender
+        .group_add("long", "specific.abandoned!x")
+        .await
+        .expect("join");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for tick in 0.. {
+        let event =
+            Event::from_json(&json!({"type": "tick", "n": tick}).to_string()).expect("event");
+        let report = sender
+            .group_send("long", event.clone())
+            .await
+            .expect("send");
+        let members = report.delivered + report.over_capacity;
+        assert!(members >= 1, "every membership was pruned: {report:?}");
+        let got = tokio::time::timeout(Duration::from_secs(10), inbox.recv())
+            .await
+            .expect("the live member got the tick")
+            .expect("event");
+        assert_eq!(got.to_value(), event.to_value());
+        if members == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the abandoned membership was never pruned: {report:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Past the expiry: the live member still gets what the group is sent.
     let event = Event::from_json(r#"{"type": "still.here"}"#).expect("event");
     let report = sender
         .group_send("long", event.clone())
