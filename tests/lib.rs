@@ -53,16 +53,26 @@ pub fn test_compile_cache() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-compile-cache")
 }
 
-/// A configuration for tests: a free port on loopback, the test plugins.
+/// A configuration for tests: a free port on loopback, the test plugins,
+/// and room for [`TEST_MAX_INSTANCES`] guest instances.
 pub fn test_config() -> Config {
-    Config {
+    let mut config = Config {
         port: 0,
         plugins: test_plugins_dir(),
         shutdown_timeout_secs: 5,
         compile_cache: Some(test_compile_cache()),
         ..Config::default()
-    }
+    };
+    config.guest.max_instances = TEST_MAX_INSTANCES;
+    config
 }
+
+/// The instance pool of a test server. The default pool (20,000 instances)
+/// takes some 40,000 memory mappings, and every server in the test process
+/// has its own: two at once pass the kernel's `vm.max_map_count` (65,530 by
+/// default), and then any allocation in the process may fail, depending on
+/// which tests happen to overlap. No test needs more than a few dozen.
+pub const TEST_MAX_INSTANCES: u32 = 256;
 
 /// A running server, shut down (and awaited) by [`TestServer::shutdown`];
 /// dropped without it, the server task is aborted.
@@ -308,10 +318,30 @@ impl Client {
         }
     }
 
-    /// Assert that nothing arrives for `wait`.
-    pub async fn expect_silence(&mut self, wait: Duration) {
-        if let Ok(message) = tokio::time::timeout(wait, self.ws.next()).await {
-            panic!("expected silence, got {message:?}");
+    /// Asserts that the next messages are `markers` and nothing else (in any
+    /// order, each once): proves that nothing arrived ahead of them.
+    ///
+    /// This is how a test shows that something did *not* arrive, on any
+    /// machine however slow: send a marker the client must get, after the
+    /// thing it must not get and on the same ordered path, so that the
+    /// unwanted message, had it been sent, would come first. Waiting a while
+    /// and seeing nothing proves nothing when the machine is slow.
+    pub async fn expect_nothing_before(&mut self, markers: &[Value]) {
+        let mut awaited = markers.to_vec();
+        while !awaited.is_empty() {
+            let message = self.next().await.unwrap_or_else(|err| {
+                panic!("expected the markers {awaited:?}, got no message: {err}")
+            });
+            let got = match &message {
+                Message::Text(text) => serde_json::from_str::<Value>(text.as_str()).ok(),
+                _ => None,
+            };
+            match got.and_then(|got| awaited.iter().position(|m| *m == got)) {
+                Some(found) => {
+                    awaited.swap_remove(found);
+                }
+                None => panic!("expected nothing before the markers {awaited:?}, got {message:?}"),
+            }
         }
     }
 

@@ -1,61 +1,116 @@
-//! Real dependencies for the Redis layer tests: a `redis-server` on a free
-//! loopback port (killed on drop), the real channels_redis in a Python venv
-//! (created under `target/` on first use from `tests/python/requirements.txt`),
-//! and separate `switchyard` server processes.
+//! Real dependencies for the Redis layer tests: a `redis-server` on a unix
+//! socket in a directory of its own (killed on drop), the real channels_redis
+//! in a Python venv (created under `target/` on first use from
+//! `tests/python/requirements.txt`), and separate `switchyard` server
+//! processes on ports the kernel picks.
+//!
+//! No address is chosen by binding a port, releasing it and handing it on:
+//! another process may take it in between. Redis listens on its own socket
+//! file; a `switchyard` process binds port 0 and says which port it got.
 //!
 //! Nothing here skips: a missing `redis-server`, Python or binary fails the
 //! test with a message saying what to install or build.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead as _, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
+use tokio::io::{AsyncBufReadExt as _, BufReader as AsyncBufReader, Lines};
 use tokio::process::{ChildStdout, Command as AsyncCommand};
 
-/// A free loopback port (bound, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
+/// How long a process started here may take to be ready: generous, because it
+/// only turns a hang into a failure on a slow machine.
+const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
 
-fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not listen on port {port} within 20 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A `redis-server` on a free loopback port, with no persistence (a restart
-/// loses everything, like a crashed cache). Killed on drop.
+/// A `redis-server` with no persistence (a restart loses everything, like a
+/// crashed cache), listening on a unix socket in a temporary directory, and
+/// on a loopback TCP port only when asked. Killed on drop.
 #[derive(Debug)]
 pub struct RedisServer {
-    pub port: u16,
+    dir: tempfile::TempDir,
+    tcp_port: Option<u16>,
     child: Option<Child>,
 }
 
+/// How one start of `redis-server` ended.
+enum Started {
+    Ready,
+    /// Another process had the TCP port.
+    PortTaken,
+}
+
 impl RedisServer {
+    /// A server on a unix socket only (`--port 0` turns TCP off): its address
+    /// is a file of its own, so nothing else can take it.
     pub fn start() -> Self {
-        let port = free_port();
-        let mut server = Self { port, child: None };
-        server.spawn();
+        let mut server = Self::new(None);
+        server.spawn_ready();
         server
     }
 
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+    /// A server that also listens on a loopback TCP port, for what needs TCP
+    /// (a TLS handshake). Redis cannot pick a free port itself, so it gets
+    /// one the kernel just had free; should another process take that port
+    /// first, Redis fails to bind it and is started again on another.
+    pub fn start_with_tcp() -> Self {
+        for _ in 0..20 {
+            let candidate = TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free loopback port")
+                .port();
+            let mut server = Self::new(Some(candidate));
+            if let Started::Ready = server.spawn() {
+                return server;
+            }
+        }
+        panic!("redis-server found 20 free ports taken in turn");
+    }
+
+    fn new(tcp_port: Option<u16>) -> Self {
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("switchyard-redis-")
+                .tempdir()
+                .expect("a directory for the redis socket"),
+            tcp_port,
+            child: None,
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
+    fn spawn_ready(&mut self) {
+        if let Started::PortTaken = self.spawn() {
+            panic!(
+                "redis-server cannot bind port {:?}: another process took it",
+                self.tcp_port
+            );
+        }
+    }
+
+    /// Starts `redis-server` and waits until its socket accepts connections
+    /// (by then any TCP port is bound too: Redis binds every listener before
+    /// serving, and exits if one fails).
+    fn spawn(&mut self) -> Started {
+        let log = self.dir.path().join("redis.log");
+        let _ = std::fs::remove_file(&log);
+        let port = self.tcp_port.unwrap_or(0).to_string();
+        let mut child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port])
+            .arg("--unixsocket")
+            .arg(self.socket())
+            .args(["--unixsocketperm", "700"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .arg("--logfile")
+            .arg(&log)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -65,12 +120,35 @@ impl RedisServer {
                      (Debian/Ubuntu: apt-get install redis-server; .ci/run installs it)"
                 )
             });
+        let deadline = Instant::now() + STARTUP_PATIENCE;
+        while UnixStream::connect(self.socket()).is_err() {
+            if let Some(status) = child.try_wait().expect("redis-server's status") {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                if self.tcp_port.is_some() && log.contains("Address already in use") {
+                    return Started::PortTaken;
+                }
+                panic!("redis-server exited ({status}) before serving:\n{log}");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("redis-server did not serve within {STARTUP_PATIENCE:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         self.child = Some(child);
-        wait_for_port(self.port, "redis-server");
+        Started::Ready
     }
 
+    /// The server's URL: its unix socket.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        format!("unix://{}", self.socket().display())
+    }
+
+    /// The TCP port of a server from [`RedisServer::start_with_tcp`].
+    pub fn tcp_port(&self) -> u16 {
+        self.tcp_port
+            .expect("a redis-server started with start_with_tcp")
     }
 
     /// Kills the server (SIGKILL: no goodbye to clients).
@@ -81,10 +159,10 @@ impl RedisServer {
         }
     }
 
-    /// Starts the server again on the same port, empty.
+    /// Starts the server again at the same address, empty.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        self.spawn_ready();
     }
 
     /// A plain client for looking at or planting raw data.
@@ -101,6 +179,18 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A loopback port that refuses connections for as long as the returned
+/// socket lives: bound but never listening, so no other process can take
+/// the port and answer on it.
+pub fn refusing_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind a loopback port");
+    let port = socket.local_addr().expect("the bound address").port();
+    (socket, port)
 }
 
 fn repo_root() -> PathBuf {
@@ -208,7 +298,7 @@ pub async fn python_run(config: &Value, args: &[&str]) {
 #[derive(Debug)]
 pub struct PythonListener {
     pub channel: String,
-    lines: Lines<BufReader<ChildStdout>>,
+    lines: Lines<AsyncBufReader<ChildStdout>>,
     _child: tokio::process::Child,
 }
 
@@ -224,7 +314,7 @@ impl PythonListener {
             .spawn()
             .expect("start peer.py listen");
         let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
+        let mut lines = AsyncBufReader::new(stdout).lines();
         let first = next_line(&mut lines).await;
         let channel = first["channel"]
             .as_str()
@@ -243,7 +333,7 @@ impl PythonListener {
     }
 }
 
-async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>) -> Value {
+async fn next_line(lines: &mut Lines<AsyncBufReader<ChildStdout>>) -> Value {
     let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
         .await
         .expect("peer.py answered within 20 s")
@@ -252,13 +342,18 @@ async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>) -> Value {
     serde_json::from_str(&line).unwrap_or_else(|err| panic!("peer.py printed {line:?}: {err}"))
 }
 
-/// The `switchyard` binary: `SWITCHYARD_BIN` if set, else
-/// `target/debug/switchyard`, which `cargo test --workspace` builds (the
-/// switchyard package has an integration test).
+/// The `switchyard` binary: `SWITCHYARD_BIN` if set, else `debug/switchyard`
+/// in cargo's target directory (`CARGO_TARGET_DIR`, or `target/`), which
+/// `cargo test --workspace` builds (the switchyard package has an integration
+/// test).
 pub fn switchyard_bin() -> PathBuf {
     let path = std::env::var_os("SWITCHYARD_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/debug/switchyard"));
+        .unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| repo_root().join("target"), |dir| repo_root().join(dir));
+            target.join("debug/switchyard")
+        });
     assert!(
         path.is_file(),
         "switchyard binary not found at {}: run `cargo xtask test` or \
@@ -268,7 +363,8 @@ pub fn switchyard_bin() -> PathBuf {
     path
 }
 
-/// A separate `switchyard serve` process on a free port, killed on drop.
+/// A separate `switchyard serve` process on a port the kernel picks, killed
+/// on drop.
 #[derive(Debug)]
 pub struct ServerProcess {
     pub addr: SocketAddr,
@@ -276,29 +372,50 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// Starts the binary on port 0 and waits for the start-up line that says
+    /// which address it bound.
     pub fn start(redis_url: &str) -> Self {
-        let port = free_port();
-        let child = Command::new(switchyard_bin())
-            .args([
-                "serve",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "--plugins",
-            ])
+        let mut child = Command::new(switchyard_bin())
+            .args(["serve", "-b", "127.0.0.1", "-p", "0", "--plugins"])
             .arg(crate::test_plugins_dir())
             .env("REDIS_URL", redis_url)
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
             .spawn()
             .expect("start the switchyard binary");
-        wait_for_port(port, "switchyard");
-        Self {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            child,
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        // Reads up to the address, then keeps draining so that the server
+        // never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|read| read > 0) {
+                if let Some(addr) = listening_addr(&line) {
+                    let _ = tx.send(addr);
+                    break;
+                }
+                line.clear();
+            }
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        match rx.recv_timeout(STARTUP_PATIENCE) {
+            Ok(addr) => Self { addr, child },
+            Err(err) => {
+                let _ = child.kill();
+                let status = child.wait().expect("the server's status");
+                panic!("switchyard never said where it listens ({err}); it ended with {status}");
+            }
         }
     }
+}
+
+/// The address in the server's start-up line
+/// `Switchyard listening on http://ADDR (...)`.
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let rest = line.strip_prefix("Switchyard listening on http://")?;
+    rest.split_whitespace().next()?.parse().ok()
 }
 
 impl Drop for ServerProcess {

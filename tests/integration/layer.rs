@@ -22,7 +22,7 @@ async fn command(client: &mut Client, cmd: Value) -> Value {
 #[tokio::test]
 async fn group_send_and_channel_send_reach_the_event_handler() {
     let server = TestServer::start().await;
-    let (mut a, _) = probe(&server).await;
+    let (mut a, a_channel) = probe(&server).await;
     let (mut b, b_channel) = probe(&server).await;
     for client in [&mut a, &mut b] {
         let reply = command(client, json!({"cmd": "group_add", "group": "stations"})).await;
@@ -46,7 +46,15 @@ async fn group_send_and_channel_send_reach_the_event_handler() {
     .await;
     assert_eq!(reply, json!({"ok": true}));
     assert_eq!(b.recv_json().await, json!({"event": direct}));
-    a.expect_silence(Duration::from_millis(100)).await;
+    // The direct send went to b only: a's next event is one sent to a after it.
+    let marker = json!({"type": "marker.a"});
+    let reply = command(
+        &mut a,
+        json!({"cmd": "channel_send", "channel": a_channel, "event": marker}),
+    )
+    .await;
+    assert_eq!(reply, json!({"ok": true}));
+    a.expect_nothing_before(&[json!({"event": marker})]).await;
 
     let reply = command(&mut b, json!({"cmd": "group_discard", "group": "stations"})).await;
     assert_eq!(reply, json!({"ok": true}));
@@ -57,7 +65,15 @@ async fn group_send_and_channel_send_reach_the_event_handler() {
     .await;
     assert_eq!(reply, json!({"ok": true}));
     assert_eq!(a.recv_json().await, json!({"event": event}));
-    b.expect_silence(Duration::from_millis(100)).await;
+    // b left the group: its next event is one sent to it after the group send.
+    let marker = json!({"type": "marker.b"});
+    let reply = command(
+        &mut a,
+        json!({"cmd": "channel_send", "channel": b_channel, "event": marker}),
+    )
+    .await;
+    assert_eq!(reply, json!({"ok": true}));
+    b.expect_nothing_before(&[json!({"event": marker})]).await;
     server.shutdown().await.expect("clean shutdown");
 }
 

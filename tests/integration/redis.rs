@@ -9,7 +9,7 @@ use serde_json::json;
 use switchyard::Config;
 use switchyard_layer::{ChannelLayer, Event, LayerError, RedisConfig, RedisLayer};
 use switchyard_tests::redis_support::{
-    PythonListener, RedisServer, ServerProcess, python_config, python_run,
+    PythonListener, RedisServer, ServerProcess, python_config, python_run, refusing_port,
 };
 use switchyard_tests::{Client, TestServer, test_config};
 
@@ -144,7 +144,17 @@ async fn two_switchyard_processes_share_a_chat_room() {
         for (sender, seqs) in got {
             assert_eq!(seqs, expected, "messages of {sender} lost or out of order");
         }
-        client.expect_silence(Duration::from_millis(50)).await;
+    }
+    // No copies: each sender's last word comes after its messages, so a
+    // duplicate of any of them would arrive before it.
+    let markers: Vec<_> = (0..clients.len())
+        .map(|i| json!({"message": format!("c{i}#end")}))
+        .collect();
+    for (client, marker) in clients.iter_mut().zip(&markers) {
+        client.send_json(marker).await;
+    }
+    for client in &mut clients {
+        client.expect_nothing_before(&markers).await;
     }
 }
 
@@ -246,7 +256,7 @@ async fn a_full_remote_channel_is_channel_full_and_bad_entries_are_skipped() {
 
 #[tokio::test]
 async fn an_unreachable_redis_is_unavailable_not_a_crash() {
-    let port = switchyard_tests::redis_support::free_port();
+    let (_refusing, port) = refusing_port();
     let layer = RedisLayer::new(RedisConfig::single(format!("redis://127.0.0.1:{port}/0")))
         .expect("starts without Redis");
     let event = Event::from_json(r#"{"type": "x"}"#).expect("event");
@@ -265,6 +275,9 @@ async fn an_unreachable_redis_is_unavailable_not_a_crash() {
     assert!(matches!(error, LayerError::Unavailable(_)), "{error}");
 }
 
+/// A membership of a layer that is gone is pruned once the group expiry
+/// passes; one of a live layer is refreshed and stays. The pruning of the
+/// abandoned one is the sign that the expiry has passed.
 #[tokio::test]
 async fn live_memberships_are_refreshed_past_the_group_expiry() {
     let redis = RedisServer::start();
@@ -274,8 +287,39 @@ async fn live_memberships_are_refreshed_past_the_group_expiry() {
     let sender = RedisLayer::new(config).expect("layer");
     let mut inbox = member.new_channel();
     member.group_add("long", inbox.name()).await.expect("join");
-    // Past the expiry: without the refresh the membership would be pruned.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // Joined after the live member, by no process that refreshes it: were
+    // the live membership not refreshed, it would be pruned first.
+    sender
+        .group_add("long", "specific.abandoned!x")
+        .await
+        .expect("join");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for tick in 0.. {
+        let event =
+            Event::from_json(&json!({"type": "tick", "n": tick}).to_string()).expect("event");
+        let report = sender
+            .group_send("long", event.clone())
+            .await
+            .expect("send");
+        let members = report.delivered + report.over_capacity;
+        assert!(members >= 1, "every membership was pruned: {report:?}");
+        let got = tokio::time::timeout(Duration::from_secs(10), inbox.recv())
+            .await
+            .expect("the live member got the tick")
+            .expect("event");
+        assert_eq!(got.to_value(), event.to_value());
+        if members == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the abandoned membership was never pruned: {report:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Past the expiry: the live member still gets what the group is sent.
     let event = Event::from_json(r#"{"type": "still.here"}"#).expect("event");
     let report = sender
         .group_send("long", event.clone())
@@ -293,10 +337,10 @@ async fn live_memberships_are_refreshed_past_the_group_expiry() {
 /// Redis the handshake fails as `Unavailable`, never a panic or a hang.
 #[tokio::test]
 async fn rediss_urls_use_tls() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start_with_tcp();
     let layer = RedisLayer::new(RedisConfig::single(format!(
         "rediss://127.0.0.1:{}/0",
-        redis.port
+        redis.tcp_port()
     )))
     .expect("a rediss:// URL is accepted");
     let error = layer

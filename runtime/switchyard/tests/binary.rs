@@ -2,34 +2,104 @@
 //! `cargo test --workspace` build the binary (with the test build's features),
 //! which the multi-process Redis tests in `tests/` run.
 
-use std::io::Read as _;
-use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
+/// How long the test waits for the server to do what it should: generous,
+/// because it only turns a hang into a failure on a slow machine.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A loopback port that refuses connections for as long as the returned
+/// socket lives: bound but never listening, so no other process can take
+/// the port and answer on it.
+fn refusing_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind a loopback port");
+    let port = socket.local_addr().expect("the bound address").port();
+    (socket, port)
+}
+
+/// A running server's output, stdout and stderr, line by line as it comes.
+struct Output {
+    lines: Receiver<String>,
+    seen: String,
+}
+
+impl Output {
+    fn capture(child: &mut Child) -> Self {
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        for stream in [
+            Box::new(stdout) as Box<dyn std::io::Read + Send>,
+            Box::new(stderr),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Self {
+            lines,
+            seen: String::new(),
+        }
+    }
+
+    /// Reads lines until `done` holds for everything seen so far.
+    fn wait_for(&mut self, what: &str, done: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !done(&self.seen) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push_str(&line);
+                    self.seen.push('\n');
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "no {what} within {PATIENCE:?}; the server said:\n{}",
+                        self.seen
+                    )
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("the server ended before {what}; it said:\n{}", self.seen)
+                }
+            }
+        }
+    }
+
+    /// Everything, once the server has ended.
+    fn rest(mut self) -> String {
+        self.seen.extend(self.lines.iter().map(|line| line + "\n"));
+        self.seen
+    }
+}
+
+/// The address in the start-up line `Switchyard listening on http://ADDR (...)`.
+fn listening_addr(output: &str) -> Option<SocketAddr> {
+    output.lines().find_map(|line| {
+        let rest = line.strip_prefix("Switchyard listening on http://")?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
 }
 
 /// With Redis unreachable the server still starts, and logs an error naming
 /// the Redis URL with its password redacted, then keeps retrying.
 #[test]
 fn unreachable_redis_is_logged_with_the_url_redacted_and_the_server_serves() {
-    let redis_port = free_port();
-    let port = free_port();
+    let (_refusing, redis_port) = refusing_port();
     let plugins = std::env::temp_dir();
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args([
-            "serve",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "--plugins",
-        ])
+        .args(["serve", "-b", "127.0.0.1", "-p", "0", "--plugins"])
         .arg(&plugins)
         .env(
             "REDIS_URL",
@@ -41,26 +111,27 @@ fn unreachable_redis_is_logged_with_the_url_redacted_and_the_server_serves() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start switchyard");
-    // Serving: the port accepts connections while Redis is down.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    let mut output = Output::capture(&mut child);
+
+    // Serving while Redis is down: an HTTP request gets an HTTP answer.
+    output.wait_for("start-up line", |seen| listening_addr(seen).is_some());
+    let addr = listening_addr(&output.seen).expect("the address");
+    let mut stream = TcpStream::connect(addr).expect("the server accepts connections");
+    stream.set_read_timeout(Some(PATIENCE)).expect("a timeout");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("send a request");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 "), "{response:?}");
+
+    let redacted = format!("redis://user:***@127.0.0.1:{redis_port}/0");
+    output.wait_for("Redis connection error", |seen| {
+        assert!(!seen.contains("hunter2"), "{seen}");
+        seen.contains("cannot connect to Redis") && seen.contains(&redacted)
+    });
     let _ = child.kill();
     let _ = child.wait();
-    let mut output = String::new();
-    for mut stream in [
-        Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read>,
-        Box::new(child.stderr.take().expect("stderr")),
-    ] {
-        let _ = stream.read_to_string(&mut output);
-    }
-    assert!(
-        output.contains("cannot connect to Redis")
-            && output.contains(&format!("redis://user:***@127.0.0.1:{redis_port}/0")),
-        "{output}"
-    );
+    let output = output.rest();
     assert!(!output.contains("hunter2"), "{output}");
 }

@@ -49,14 +49,30 @@ mod tests {
         }
     }
 
+    /// Where Python's float division and the integer form part ways, the
+    /// function follows Python. Each key's low 12 CRC-32 bits are the `bigval`
+    /// of the case; Python's answers are `int(bigval / (4096 / float(n)))`.
     #[test]
-    fn float_division_differs_from_integer_division_at_186() {
-        // bigval 2048 with n = 186: Python gives 92 (float rounding), the integer
-        // form 93. Find a value with crc & 0xFFF == 2048 is impractical here, so
-        // check the formula itself.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let float_form = (2048.0_f64 / (4096.0 / 186.0_f64)) as usize;
-        assert_eq!(float_form, 92);
-        assert_eq!(2048 * 186 / 4096, 93);
+    fn follows_pythons_float_division_where_integer_division_differs() {
+        // (value, its bigval, ring size, channels_redis's index)
+        let cases: [(&str, u16, usize, usize); 3] = [
+            ("key1086", 2048, 186, 92),
+            ("key2051", 3072, 300, 224),
+            ("key228", 1024, 372, 92),
+        ];
+        for (value, bigval, ring_size, python) in cases {
+            assert_eq!(
+                crc32fast::hash(value.as_bytes()) & 0xFFF,
+                u32::from(bigval),
+                "{value}"
+            );
+            assert_eq!(consistent_hash(value, ring_size), python, "{value}");
+            // The integer form would put the key on the next host.
+            assert_eq!(
+                usize::from(bigval) * ring_size / 4096,
+                python + 1,
+                "{value}"
+            );
+        }
     }
 }
