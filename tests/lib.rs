@@ -53,26 +53,16 @@ pub fn test_compile_cache() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-compile-cache")
 }
 
-/// A configuration for tests: a free port on loopback, the test plugins,
-/// and room for [`TEST_MAX_INSTANCES`] guest instances.
+/// A configuration for tests: a free port on loopback, the test plugins.
 pub fn test_config() -> Config {
-    let mut config = Config {
+    Config {
         port: 0,
         plugins: test_plugins_dir(),
         shutdown_timeout_secs: 5,
         compile_cache: Some(test_compile_cache()),
         ..Config::default()
-    };
-    config.guest.max_instances = TEST_MAX_INSTANCES;
-    config
+    }
 }
-
-/// The instance pool of a test server. The default pool (20,000 instances)
-/// takes some 40,000 memory mappings, and every server in the test process
-/// has its own: two at once pass the kernel's `vm.max_map_count` (65,530 by
-/// default), and then any allocation in the process may fail, depending on
-/// which tests happen to overlap. No test needs more than a few dozen.
-pub const TEST_MAX_INSTANCES: u32 = 256;
 
 /// A running server, shut down (and awaited) by [`TestServer::shutdown`];
 /// dropped without it, the server task is aborted.
