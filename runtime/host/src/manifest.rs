@@ -82,7 +82,7 @@ pub struct Manifest {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PluginLimits {
     /// Most linear memory one instance may grow to; at most the server's
-    /// `guest.memory-bytes` (the pool's slot size).
+    /// `guest.memory-bytes`.
     pub memory_bytes: Option<usize>,
     /// Longest one call into the guest may run.
     pub call_timeout_ms: Option<u64>,
