@@ -671,7 +671,10 @@ impl Meta {
         let store = &mut instance.store;
         let state = store.data_mut();
         state.ticks_left = self.call_ticks;
-        state.host.current_connection = self.id;
+        state
+            .host
+            .current_connection
+            .store(self.id, std::sync::atomic::Ordering::Relaxed);
         store.set_epoch_deadline(1);
     }
 

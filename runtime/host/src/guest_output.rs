@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::AsyncWrite;
@@ -19,21 +20,32 @@ pub(crate) enum Stream {
     Stderr,
 }
 
+/// The connection the store's current call is about: set before every
+/// call, so a shared instance's output names the connection it ran for.
+pub(crate) type CurrentConnection = Arc<AtomicU64>;
+
 /// One guest stream of one store.
 #[derive(Debug, Clone)]
 pub(crate) struct GuestOutput {
     plugin: Arc<str>,
-    connection: u64,
+    connection: CurrentConnection,
     stream: Stream,
 }
 
 impl GuestOutput {
-    pub(crate) fn new(plugin: Arc<str>, connection: u64, stream: Stream) -> Self {
+    pub(crate) fn new(plugin: Arc<str>, connection: CurrentConnection, stream: Stream) -> Self {
         Self {
             plugin,
             connection,
             stream,
         }
+    }
+}
+
+impl GuestOutput {
+    /// The connection the store's current call is about.
+    fn current(&self) -> u64 {
+        self.connection.load(Ordering::Relaxed)
     }
 }
 
@@ -65,11 +77,8 @@ impl LineWriter {
         }
         let text = String::from_utf8_lossy(&self.line);
         let text = text.trim_end_matches(['\r', '\n']);
-        let GuestOutput {
-            plugin,
-            connection,
-            stream,
-        } = &self.target;
+        let connection = self.target.current();
+        let GuestOutput { plugin, stream, .. } = &self.target;
         match stream {
             Stream::Stdout => tracing::info!(plugin = %plugin, connection, "guest stdout: {text}"),
             Stream::Stderr => tracing::warn!(plugin = %plugin, connection, "guest stderr: {text}"),
@@ -107,5 +116,21 @@ impl AsyncWrite for LineWriter {
 impl Drop for LineWriter {
     fn drop(&mut self) {
         self.emit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_names_the_connection_of_the_current_call() {
+        // A shared instance's store is made with no connection (0); each
+        // call sets the one it runs for.
+        let current = CurrentConnection::default();
+        let output = GuestOutput::new("echo".into(), Arc::clone(&current), Stream::Stdout);
+        assert_eq!(output.current(), 0);
+        current.store(7, Ordering::Relaxed);
+        assert_eq!(output.current(), 7);
     }
 }

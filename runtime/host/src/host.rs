@@ -614,7 +614,7 @@ impl PluginHost {
             connections,
             layer: Arc::clone(&self.layer),
             plugin: plugin.name_arc(),
-            current_connection: id,
+            current_connection: Arc::new(AtomicU64::new(id)),
         };
         let mut store = Store::new(&self.engine, ConsumerState::new(host, limits.memory_bytes));
         store.limiter(|state| &mut state.limits);

@@ -199,7 +199,9 @@ impl Host for HostCtx {
 
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         let plugin = &*self.plugin;
-        let connection = self.current_connection;
+        let connection = self
+            .current_connection
+            .load(std::sync::atomic::Ordering::Relaxed);
         match level {
             Level::Trace => tracing::trace!(plugin, connection, "{message}"),
             Level::Debug => tracing::debug!(plugin, connection, "{message}"),

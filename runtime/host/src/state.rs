@@ -11,7 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::engine::{
     CORE_INSTANCES_PER_COMPONENT, MEMORIES_PER_COMPONENT, TABLE_ELEMENTS, TABLES_PER_COMPONENT,
 };
-use crate::guest_output::{GuestOutput, Stream};
+use crate::guest_output::{CurrentConnection, GuestOutput, Stream};
 
 /// Everything one store holds.
 pub(crate) struct ConsumerState {
@@ -44,12 +44,12 @@ impl ConsumerState {
             .allow_ip_name_lookup(false)
             .stdout(GuestOutput::new(
                 Arc::clone(&host.plugin),
-                host.current_connection,
+                Arc::clone(&host.current_connection),
                 Stream::Stdout,
             ))
             .stderr(GuestOutput::new(
                 Arc::clone(&host.plugin),
-                host.current_connection,
+                Arc::clone(&host.current_connection),
                 Stream::Stderr,
             ))
             .build();
@@ -89,7 +89,7 @@ pub(crate) struct HostCtx {
     /// The plugin's name, for log lines.
     pub(crate) plugin: Arc<str>,
     /// The connection the current call is about, for log lines.
-    pub(crate) current_connection: u64,
+    pub(crate) current_connection: CurrentConnection,
 }
 
 impl std::fmt::Debug for HostCtx {
