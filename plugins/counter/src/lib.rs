@@ -4,8 +4,9 @@
 //!
 //! Route: `test/counter/`. Every text frame `t` is answered with
 //! `{"count": n, "version": "v1"|"v2", "echo": t}`, `n` counting from 1 per
-//! connection. The migration state is one format byte (1) and the count as
-//! 8 little-endian bytes.
+//! connection. After the text `trap in snapshot`, `snapshot` panics. The
+//! migration state is one format byte (1) and the count as 8 little-endian
+//! bytes.
 
 #[allow(unsafe_code)] // wit-bindgen's canonical-ABI glue needs `unsafe`.
 mod bindings {
@@ -30,6 +31,8 @@ const STATE_FORMAT: u8 = 1;
 thread_local! {
     /// Messages counted so far, by connection id.
     static COUNTS: RefCell<BTreeMap<u64, u64>> = const { RefCell::new(BTreeMap::new()) };
+    /// Set by the text `trap in snapshot`.
+    static TRAP_IN_SNAPSHOT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 struct Counter;
@@ -44,6 +47,9 @@ impl Guest for Counter {
         let Frame::Text(text) = message else {
             return;
         };
+        if text == "trap in snapshot" {
+            TRAP_IN_SNAPSHOT.set(true);
+        }
         let count = COUNTS.with_borrow_mut(|counts| {
             let count = counts.entry(conn.id()).or_insert(0);
             *count += 1;
@@ -62,6 +68,7 @@ impl Guest for Counter {
 
 impl Migration for Counter {
     fn snapshot(conn: &Connection) -> Vec<u8> {
+        assert!(!TRAP_IN_SNAPSHOT.get(), "counter asked to trap in snapshot");
         let count = COUNTS.with_borrow(|counts| counts.get(&conn.id()).copied().unwrap_or(0));
         let mut state = vec![STATE_FORMAT];
         state.extend_from_slice(&count.to_le_bytes());

@@ -123,7 +123,8 @@ impl Plugin {
         &self.manifest
     }
 
-    /// The first 16 hex digits of the SHA-256 of the component bytes.
+    /// The version's id: the first 16 hex digits of its fingerprint, so
+    /// the same component under another manifest is another version.
     pub fn hash(&self) -> &str {
         &self.hash
     }
@@ -278,7 +279,8 @@ pub(crate) fn compile(
     let slots = usize::try_from(limits.max_instances)
         .unwrap_or(usize::MAX)
         .min(Semaphore::MAX_PERMITS);
-    let hash = hex(&Sha256::digest(&files.wasm)[..8]);
+    // The version's id: the component and its manifest, as the fingerprint.
+    let hash = files.fingerprint[..16].to_owned();
     let component = Component::new(engine, &files.wasm).map_err(|err| PluginError::Compile {
         path: path.clone(),
         message: format!("{err:#}"),
