@@ -31,7 +31,7 @@ use crate::counters::Counters;
 use crate::ratelimit::Refusal;
 use crate::server::AppState;
 use crate::socket;
-use crate::upgrade::{BadHandshake, Upgrade};
+use crate::upgrade::{self, BadHandshake, Upgrade};
 
 /// An HTTP answer with a one-line plain-text body.
 fn plain(status: StatusCode, body: &'static str) -> Response {
@@ -88,7 +88,11 @@ pub(crate) async fn handle(
         return plain(StatusCode::BAD_REQUEST, "path is not valid UTF-8\n");
     };
     let Some(matched) = app.host.resolve(&path) else {
-        tracing::info!(path = %path, "WSREJECT 404: no route");
+        if upgrade::wants_websocket(&headers) {
+            tracing::info!(path = %path, "WSREJECT 404: no route");
+        } else {
+            tracing::info!(path = %path, "HTTP 404: no route");
+        }
         return plain(StatusCode::NOT_FOUND, "no route for this path\n");
     };
     let on_upgrade = request.extensions_mut().remove::<OnUpgrade>();

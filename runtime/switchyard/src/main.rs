@@ -1,11 +1,13 @@
 //! `switchyard serve`: parse the configuration, set up logging, bind, run.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use switchyard::Server;
 use switchyard::cli::{Cli, Command};
-use switchyard::{Server, shutdown};
+use switchyard::shutdown::Signals;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -15,6 +17,8 @@ fn main() -> ExitCode {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        // Colour codes only for a terminal, never in a file or a pipe.
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
     if let Err(err) = dotenv
         && !err.not_found()
@@ -52,13 +56,15 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         }
     };
     let config = args.into_config()?;
+    let redis = config.redis_url.is_some();
     let addr = std::net::SocketAddr::new(config.bind, config.port);
     let server = Server::build(config).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
-    println!("Switchyard listening on http://{local} (in-memory channel layer)");
+    let layer = if redis { "Redis" } else { "in-memory" };
+    println!("Switchyard listening on http://{local} ({layer} channel layer)");
     let routes = server.routes();
     if routes.is_empty() {
         println!("  no routes: the plugin directory has no loadable plugins");
@@ -67,11 +73,12 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         println!("  ws://{local}/{}  ->  {}", route.route, route.plugin);
     }
     // A second signal during the drain exits at once.
-    let serving = server.serve(listener, shutdown::signal());
+    let signals = Signals::listen();
+    let serving = server.serve(listener, signals.nth(1));
     tokio::pin!(serving);
     tokio::select! {
         result = &mut serving => result,
-        () = async { shutdown::signal().await; shutdown::signal().await } => {
+        () = signals.nth(2) => {
             tracing::warn!("second signal: exiting without waiting for sockets");
             Ok(())
         }

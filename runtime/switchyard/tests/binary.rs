@@ -92,8 +92,10 @@ fn listening_addr(output: &str) -> Option<SocketAddr> {
     })
 }
 
-/// With Redis unreachable the server still starts, and logs an error naming
-/// the Redis URL with its password redacted, then keeps retrying.
+/// With Redis unreachable the server still starts, says it runs the Redis
+/// layer, and logs an error naming the Redis URL with its password
+/// redacted, then keeps retrying. Its log, written to a pipe, has no colour
+/// codes, and a plain HTTP request is not logged as a WebSocket refusal.
 #[test]
 fn unreachable_redis_is_logged_with_the_url_redacted_and_the_server_serves() {
     let (_refusing, redis_port) = refusing_port();
@@ -106,7 +108,7 @@ fn unreachable_redis_is_logged_with_the_url_redacted_and_the_server_serves() {
             format!("redis://user:hunter2@127.0.0.1:{redis_port}/0"),
         )
         .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
+        .env_remove("NO_COLOR")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -116,6 +118,11 @@ fn unreachable_redis_is_logged_with_the_url_redacted_and_the_server_serves() {
     // Serving while Redis is down: an HTTP request gets an HTTP answer.
     output.wait_for("start-up line", |seen| listening_addr(seen).is_some());
     let addr = listening_addr(&output.seen).expect("the address");
+    assert!(
+        output.seen.contains("(Redis channel layer)"),
+        "{}",
+        output.seen
+    );
     let mut stream = TcpStream::connect(addr).expect("the server accepts connections");
     stream.set_read_timeout(Some(PATIENCE)).expect("a timeout");
     stream
@@ -134,4 +141,10 @@ fn unreachable_redis_is_logged_with_the_url_redacted_and_the_server_serves() {
     let _ = child.wait();
     let output = output.rest();
     assert!(!output.contains("hunter2"), "{output}");
+    assert!(
+        !output.contains('\x1b'),
+        "colour codes in a pipe: {output:?}"
+    );
+    assert!(output.contains("HTTP 404: no route"), "{output}");
+    assert!(!output.contains("WSREJECT"), "{output}");
 }
