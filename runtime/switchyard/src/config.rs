@@ -205,6 +205,8 @@ pub struct WebSocketConfig {
     /// connection), or the connection is closed without an answer; then the
     /// plugin must accept or reject within this (Daphne's
     /// `--websocket_connect_timeout`), or the handshake is answered 403.
+    /// It never cuts a guest call short: `connect` runs on to its own
+    /// deadline, and the consumer is then disconnected (1006).
     pub handshake_timeout_secs: u64,
     /// Frames queued for one client before it counts as a slow reader and
     /// is closed (1008); a bound, so one slow client never holds memory or

@@ -26,7 +26,8 @@
 //!
 //! After the server (or the plugin) sent a close frame, the task reads on for
 //! up to two seconds: frames until the client's close, or, after a protocol
-//! error (1002, 1007, 1009, 1013), raw bytes until the client hangs up. So
+//! error (1002, 1007, 1009, 1013), raw bytes until the client hangs up or
+//! goes quiet for 200 ms. So
 //! the close frame reaches a client that is still sending instead of being
 //! lost to the TCP reset that closing a socket with unread bytes causes.
 //!

@@ -89,6 +89,11 @@ fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
         .any(|item| item.trim().eq_ignore_ascii_case(token))
 }
 
+/// Whether a request asks for a WebSocket (`Upgrade: websocket`).
+pub(crate) fn wants_websocket(headers: &HeaderMap) -> bool {
+    has_token(headers, &header::UPGRADE, "websocket")
+}
+
 impl Upgrade {
     /// Check a request for a WebSocket handshake and take its upgrade.
     pub(crate) fn check(
@@ -96,7 +101,7 @@ impl Upgrade {
         headers: &HeaderMap,
         on_upgrade: Option<OnUpgrade>,
     ) -> Result<Self, BadHandshake> {
-        if !has_token(headers, &header::UPGRADE, "websocket") {
+        if !wants_websocket(headers) {
             return Err(BadHandshake::NotWebSocket);
         }
         if method != Method::GET || !has_token(headers, &header::CONNECTION, "upgrade") {
@@ -206,11 +211,17 @@ pub(crate) struct Meter {
 
 impl Meter {
     /// `n` more bytes read; false when they take the server over its budget
-    /// and this connection holds more than [`ALWAYS_ALLOWED`].
+    /// and this connection holds more than [`ALWAYS_ALLOWED`]. A refused
+    /// connection's bytes are given back at once (they are thrown away), so
+    /// the connections within the budget carry on.
     fn read(&self, n: usize) -> bool {
         let pending = self.pending.fetch_add(n, Ordering::Relaxed) + n;
         let held = self.budget.held.fetch_add(n, Ordering::Relaxed) + n;
-        held <= self.budget.max || pending <= ALWAYS_ALLOWED
+        if held <= self.budget.max || pending <= ALWAYS_ALLOWED {
+            return true;
+        }
+        self.message_done();
+        false
     }
 
     /// A whole message arrived: what the connection held is free again
@@ -287,14 +298,22 @@ impl AsyncWrite for Metered {
     }
 }
 
+/// How long a draining socket may be silent before the server hangs up: a
+/// client still sending a large message sends without pause, one that has
+/// answered the close (and waits for the server to end the connection, as
+/// RFC 6455 §7.1.1 prefers) sends nothing more.
+const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// After the server closed a socket for a protocol error: read and drop
-/// what the client still sends until it closes its side (the caller bounds
-/// the time), so the close frame is not lost to a TCP reset. Bypasses the
-/// meter: these bytes are thrown away, not held.
+/// what the client still sends until it hangs up or goes quiet (the caller
+/// bounds the whole time), so the close frame is not lost to a TCP reset.
+/// Bypasses the meter: these bytes are thrown away, not held.
 pub(crate) async fn drain(socket: &mut Socket) {
     let io = &mut socket.get_mut().io;
     let mut scrap = [0u8; 8 << 10];
-    while matches!(io.read(&mut scrap).await, Ok(n) if n > 0) {}
+    while let Ok(Ok(n)) = tokio::time::timeout(DRAIN_QUIET, io.read(&mut scrap)).await
+        && n > 0
+    {}
 }
 
 #[cfg(test)]
@@ -377,8 +396,9 @@ mod tests {
         assert!(big.read(99 << 10));
         assert!(small.read(4 << 10), "a small message always passes");
         assert!(!big.read(4 << 10), "over the budget and holding much");
-        big.message_done();
-        assert_eq!(budget.held(), 4 << 10);
+        assert_eq!(budget.held(), 4 << 10, "the refused bytes are given back");
+        assert!(small.read(90 << 10), "within the budget again");
+        assert_eq!(budget.held(), 94 << 10);
         drop(small);
         assert_eq!(budget.held(), 0);
     }
