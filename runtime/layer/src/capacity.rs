@@ -7,7 +7,6 @@
 
 use std::fmt;
 
-use crate::LayerError;
 use crate::glob::Glob;
 
 /// The largest capacity accepted: the most a bounded tokio channel can hold.
@@ -49,14 +48,6 @@ impl fmt::Display for InvalidCapacity {
             " is {}; it must be between 1 and {MAX_CAPACITY}",
             self.capacity
         )
-    }
-}
-
-/// The layer cannot be built from an invalid configuration; `LayerError` has no
-/// configuration variant, so this is reported as `Unavailable`.
-impl From<InvalidCapacity> for LayerError {
-    fn from(error: InvalidCapacity) -> Self {
-        LayerError::Unavailable(format!("invalid layer configuration: {error}"))
     }
 }
 
@@ -114,6 +105,7 @@ fn check(pattern: Option<&String>, capacity: usize) -> Result<(), InvalidCapacit
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::LayerConfigError;
 
     fn rules(default: usize, patterns: &[(&str, usize)]) -> CapacityRules {
         let patterns: Vec<(String, usize)> = patterns
@@ -178,9 +170,10 @@ mod tests {
         );
         assert!(CapacityRules::new(MAX_CAPACITY + 1, &[]).is_err());
         assert!(CapacityRules::new(MAX_CAPACITY, &[]).is_ok());
-        assert!(matches!(
-            LayerError::from(error),
-            LayerError::Unavailable(message) if message.starts_with("invalid layer configuration")
-        ));
+        assert!(
+            LayerConfigError::from(error)
+                .to_string()
+                .starts_with("invalid layer configuration")
+        );
     }
 }

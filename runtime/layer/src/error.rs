@@ -1,4 +1,7 @@
-//! [`LayerError`]: everything a layer operation can refuse.
+//! [`LayerError`]: everything a layer operation can refuse, and
+//! [`LayerConfigError`]: why a layer could not be built.
+
+use crate::capacity::InvalidCapacity;
 
 /// Why a layer operation failed.
 ///
@@ -33,8 +36,27 @@ pub enum LayerError {
     /// The event is not a JSON object with a string `"type"`, or is too large.
     #[error("invalid event: {0}")]
     InvalidEvent(String),
-    /// The layer cannot serve the request (a backend is down, or the layer was
-    /// built from an invalid configuration).
+    /// The layer cannot serve the request (a backend is down or refuses).
     #[error("channel layer unavailable: {0}")]
     Unavailable(String),
+}
+
+/// Why a layer could not be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerConfigError {
+    /// A channel capacity is out of range.
+    #[error("invalid layer configuration: {0}")]
+    Capacity(#[from] InvalidCapacity),
+    /// The Redis layer was given no host.
+    #[error("invalid Redis layer configuration: no hosts")]
+    NoHosts,
+    /// redis-rs cannot use a host's URL.
+    #[error("invalid Redis URL {url}")]
+    RedisUrl {
+        /// The URL, its password redacted.
+        url: String,
+        /// What redis-rs said.
+        #[source]
+        source: redis::RedisError,
+    },
 }

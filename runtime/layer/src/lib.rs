@@ -22,7 +22,7 @@
 //! - `local`: the registry of this process's channels; every layer delivers to
 //!   local inboxes through it (the Redis layer too, for the entries it pops).
 //! - `stats`: [`LayerStats`], counters of what the layer delivered and dropped.
-//! - `error`: [`LayerError`].
+//! - `error`: [`LayerError`] and [`LayerConfigError`].
 //! - `glob`: the `fnmatch` matcher behind [`capacity`].
 //! - `fuzzing` (feature `fuzzing` only): the Redis wire codec, exposed to the
 //!   fuzz targets in `fuzz/`.
@@ -45,7 +45,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 pub use capacity::CapacityRules;
-pub use error::LayerError;
+pub use error::{LayerConfigError, LayerError};
 pub use event::Event;
 pub use inbox::Inbox;
 pub use memory::MemoryLayer;

@@ -25,8 +25,8 @@ use crate::local::{Delivery, LocalChannels};
 use crate::names::{validate_channel_name, validate_group_name};
 use crate::stats::{self, StatCounters};
 use crate::{
-    CapacityRules, ChannelLayer, Event, GroupSendReport, Inbox, LayerConfig, LayerError,
-    LayerStats, lock_unpoisoned,
+    CapacityRules, ChannelLayer, Event, GroupSendReport, Inbox, LayerConfig, LayerConfigError,
+    LayerError, LayerStats, lock_unpoisoned,
 };
 
 /// Group name → member channel → time of its last `group_add`.
@@ -46,9 +46,9 @@ impl MemoryLayer {
     /// A layer with the given options.
     ///
     /// # Errors
-    /// [`LayerError::Unavailable`] naming the bad setting when a capacity is 0 or
-    /// too large (see [`CapacityRules::new`]).
-    pub fn new(config: LayerConfig) -> Result<Self, LayerError> {
+    /// [`LayerConfigError::Capacity`] naming the bad setting when a capacity is
+    /// 0 or too large (see [`CapacityRules::new`]).
+    pub fn new(config: LayerConfig) -> Result<Self, LayerConfigError> {
         let LayerConfig {
             expiry,
             group_expiry,
@@ -329,7 +329,9 @@ mod tests {
         })
         .expect_err("capacity 0 is invalid");
         assert!(
-            matches!(error, LayerError::Unavailable(m) if m.contains("default channel capacity is 0"))
+            matches!(&error, LayerConfigError::Capacity(_))
+                && error.to_string().contains("default channel capacity is 0"),
+            "{error}"
         );
         assert!(
             MemoryLayer::new(LayerConfig {

@@ -74,6 +74,9 @@ use serde::Deserialize;
 use switchyard_host::GuestLimits;
 use switchyard_layer::{CapacityRules, LayerConfig, RedisConfig};
 
+use crate::access::{OriginPolicy, TrustedProxies};
+use crate::auth::Verifier;
+
 /// Why a configuration was refused. Each names the key or file at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -404,7 +407,16 @@ impl Config {
 
     /// Check everything that can be checked before binding.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.redis_config()?;
+        self.settings().map(drop)
+    }
+
+    /// Check everything that can be checked before binding, and parse each
+    /// part the server needs once.
+    pub(crate) fn settings(&self) -> Result<Settings, ConfigError> {
+        let layer = match self.redis_config()? {
+            Some(redis) => LayerSettings::Redis(redis),
+            None => LayerSettings::Memory(self.layer_config()?),
+        };
         if !self.plugins.is_dir() {
             return Err(invalid(
                 "plugins",
@@ -447,7 +459,6 @@ impl Config {
                 "expiry and group-expiry must be at least 1 s",
             ));
         }
-        self.layer_config()?;
         if self.admin.token.as_deref().is_some_and(|t| t.len() < 16) {
             return Err(invalid(
                 "admin.token",
@@ -467,11 +478,22 @@ impl Config {
             ));
         }
         self.validate_limits()?;
-        crate::auth::Verifier::new(&self.auth)?;
-        Ok(())
+        let origins = match &self.access.allowed_origins {
+            Some(origins) => Some(
+                OriginPolicy::new(origins)
+                    .map_err(|message| invalid("access.allowed-origins", message))?,
+            ),
+            None => None,
+        };
+        Ok(Settings {
+            layer,
+            origins,
+            trusted_proxies: self.trusted_proxies()?,
+            verifier: Verifier::new(&self.auth)?,
+        })
     }
 
-    /// Check the connection limits and access rules.
+    /// Check the connection limits and rate limits.
     fn validate_limits(&self) -> Result<(), ConfigError> {
         let ws = &self.websocket;
         if ws.ping_interval_secs == 0 || ws.ping_timeout_secs == 0 {
@@ -489,11 +511,6 @@ impl Config {
                 "path and header limits must be at least 1 byte",
             ));
         }
-        if let Some(origins) = &self.access.allowed_origins {
-            crate::access::OriginPolicy::new(origins)
-                .map_err(|message| invalid("access.allowed-origins", message))?;
-        }
-        self.trusted_proxies()?;
         let rl = &self.rate_limit;
         let zero = |v: Option<u32>| v == Some(0);
         if zero(rl.connections_per_minute_per_ip)
@@ -569,8 +586,8 @@ impl Config {
     }
 
     /// `[access] trusted-proxies`, parsed.
-    pub(crate) fn trusted_proxies(&self) -> Result<crate::access::TrustedProxies, ConfigError> {
-        crate::access::TrustedProxies::new(&self.access.trusted_proxies)
+    pub(crate) fn trusted_proxies(&self) -> Result<TrustedProxies, ConfigError> {
+        TrustedProxies::new(&self.access.trusted_proxies)
             .map_err(|message| invalid("access.trusted-proxies", message))
     }
 
@@ -596,6 +613,24 @@ impl Config {
 }
 
 use switchyard_layer::redis::config::redact_url;
+
+/// A [`Config`] checked, with every part the server builds from parsed
+/// once ([`Config::settings`]).
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) layer: LayerSettings,
+    /// `[access] allowed-origins`, when set.
+    pub(crate) origins: Option<OriginPolicy>,
+    pub(crate) trusted_proxies: TrustedProxies,
+    pub(crate) verifier: Verifier,
+}
+
+/// Which channel layer to build, with its options.
+#[derive(Debug)]
+pub(crate) enum LayerSettings {
+    Memory(LayerConfig),
+    Redis(RedisConfig),
+}
 
 #[cfg(test)]
 mod tests {

@@ -36,7 +36,7 @@ use tower_service::Service as _;
 
 use crate::access::{OriginPolicy, TrustedProxies};
 use crate::auth::Verifier;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, LayerSettings, Settings};
 use crate::counters::Counters;
 use crate::ratelimit::Admission;
 use crate::upgrade::UnfinishedBudget;
@@ -82,15 +82,19 @@ impl Server {
     /// operations fail as `unavailable`, and the layer logs each failed
     /// connection (URL redacted) and keeps retrying.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        config.validate()?;
-        let layer: Arc<dyn ChannelLayer> = match config.redis_config()? {
-            Some(redis) => {
+        let Settings {
+            layer,
+            origins,
+            trusted_proxies,
+            verifier,
+        } = config.settings()?;
+        let layer: Arc<dyn ChannelLayer> = match layer {
+            LayerSettings::Redis(redis) => {
                 Arc::new(RedisLayer::new(redis).context("configuring the Redis channel layer")?)
             }
-            None => Arc::new(
-                MemoryLayer::new(config.layer_config()?)
-                    .context("configuring the in-memory layer")?,
-            ),
+            LayerSettings::Memory(options) => {
+                Arc::new(MemoryLayer::new(options).context("configuring the in-memory layer")?)
+            }
         };
         let options = HostOptions {
             limits: config.guest_limits(),
@@ -104,23 +108,12 @@ impl Server {
             failed = report.failed.len(),
             "plugins loaded"
         );
-        let origins = match &config.access.allowed_origins {
-            Some(list) => Some(Arc::new(OriginPolicy::new(list).map_err(|message| {
-                ConfigError::Invalid {
-                    key: "access.allowed-origins",
-                    message,
-                }
-            })?)),
-            None => None,
-        };
-        let trusted_proxies = Arc::new(config.trusted_proxies()?);
-        let verifier = Arc::new(Verifier::new(&config.auth)?);
         Ok(Self {
             host,
             config: Arc::new(config),
-            origins,
-            trusted_proxies,
-            verifier,
+            origins: origins.map(Arc::new),
+            trusted_proxies: Arc::new(trusted_proxies),
+            verifier: Arc::new(verifier),
             counters: Arc::new(Counters::default()),
         })
     }

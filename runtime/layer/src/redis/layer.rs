@@ -19,8 +19,8 @@ use crate::local::{Delivery, LocalChannels};
 use crate::names::{non_local_name, validate_channel_name, validate_group_name};
 use crate::stats::{self, StatCounters};
 use crate::{
-    CapacityRules, ChannelLayer, Event, GroupSendReport, Inbox, LayerError, LayerStats,
-    lock_unpoisoned,
+    CapacityRules, ChannelLayer, Event, GroupSendReport, Inbox, LayerConfigError, LayerError,
+    LayerStats, lock_unpoisoned,
 };
 
 /// The blocking-pop timeout (channels_redis's `brpop_timeout`).
@@ -86,9 +86,9 @@ impl RedisLayer {
     /// with [`LayerError::Unavailable`].
     ///
     /// # Errors
-    /// [`LayerError::Unavailable`] for an invalid configuration: no hosts, a URL
+    /// [`LayerConfigError`] for an invalid configuration: no hosts, a URL
     /// redis-rs cannot parse, a capacity of 0.
-    pub fn new(config: RedisConfig) -> Result<Self, LayerError> {
+    pub fn new(config: RedisConfig) -> Result<Self, LayerConfigError> {
         let RedisConfig {
             layer,
             hosts,
@@ -97,9 +97,7 @@ impl RedisLayer {
             random_prefix_length,
         } = config;
         if hosts.is_empty() {
-            return Err(LayerError::Unavailable(
-                "invalid Redis layer configuration: no hosts".into(),
-            ));
+            return Err(LayerConfigError::NoHosts);
         }
         let capacity = CapacityRules::new(layer.capacity, &layer.channel_capacity)?;
         let manager_config = ConnectionManagerConfig::new()
@@ -111,8 +109,9 @@ impl RedisLayer {
             .iter()
             .map(|host| {
                 let url = redact_url(host);
-                let invalid = |error: redis::RedisError| {
-                    LayerError::Unavailable(format!("invalid Redis URL {url}: {error}"))
+                let invalid = |source: redis::RedisError| LayerConfigError::RedisUrl {
+                    url: url.clone(),
+                    source,
                 };
                 let client = Client::open(host.as_str()).map_err(invalid)?;
                 let commands =
@@ -124,7 +123,7 @@ impl RedisLayer {
                     commands,
                 })
             })
-            .collect::<Result<Vec<_>, LayerError>>()?;
+            .collect::<Result<Vec<_>, LayerConfigError>>()?;
         let stats = Arc::new(StatCounters::default());
         let local = LocalChannels::new(capacity.clone(), layer.expiry, Arc::clone(&stats));
         let inbox_name = local.channel_prefix().to_owned();
