@@ -68,7 +68,9 @@ pub fn test_config() -> Config {
 /// dropped without it, the server task is aborted.
 #[derive(Debug)]
 pub struct TestServer {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// Its plugin host, to look at plugins, routes, failures and the layer.
     pub host: Arc<PluginHost>,
     /// The server's refusal and forced-close counters.
     pub counters: Arc<Counters>,
@@ -77,10 +79,12 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// A server with [`test_config`].
     pub async fn start() -> Self {
         Self::start_with(test_config()).await
     }
 
+    /// A server with `config`.
     pub async fn start_with(config: Config) -> Self {
         let listener = tokio::net::TcpListener::bind((config.bind, config.port))
             .await
@@ -102,6 +106,7 @@ impl TestServer {
         }
     }
 
+    /// The `ws://` URL of `path` on this server.
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}{}", self.addr, path)
     }
@@ -150,10 +155,12 @@ pub async fn handshake_status(server: &TestServer, path: &str) -> u16 {
 }
 
 impl Client {
+    /// Connect to `path`; panics when the handshake fails.
     pub async fn connect(server: &TestServer, path: &str) -> Self {
         Self::connect_with_protocols(server, path, &[]).await
     }
 
+    /// Connect to `path` offering `protocols` as subprotocols.
     pub async fn connect_with_protocols(
         server: &TestServer,
         path: &str,
@@ -247,6 +254,7 @@ impl Client {
         self.ws.send(message).await.expect("send a message");
     }
 
+    /// Send a text frame.
     pub async fn send_text(&mut self, text: &str) {
         self.ws
             .send(Message::text(text))
@@ -254,10 +262,12 @@ impl Client {
             .expect("send text frame");
     }
 
+    /// Send `value` as a text frame.
     pub async fn send_json(&mut self, value: &Value) {
         self.send_text(&value.to_string()).await;
     }
 
+    /// Send a binary frame.
     pub async fn send_binary(&mut self, bytes: &[u8]) {
         self.ws
             .send(Message::Binary(Bytes::copy_from_slice(bytes)))
@@ -278,6 +288,8 @@ impl Client {
         }
     }
 
+    /// The next text frame (pings and pongs skipped); panics on anything
+    /// else or after [`PATIENCE`].
     pub async fn recv_text(&mut self) -> String {
         match self.next().await.expect("a message") {
             Message::Text(text) => text.as_str().to_owned(),
@@ -285,11 +297,13 @@ impl Client {
         }
     }
 
+    /// The next text frame, parsed as JSON.
     pub async fn recv_json(&mut self) -> Value {
         let text = self.recv_text().await;
         serde_json::from_str(&text).unwrap_or_else(|err| panic!("not JSON ({err}): {text}"))
     }
 
+    /// The next binary frame.
     pub async fn recv_binary(&mut self) -> Vec<u8> {
         match self.next().await.expect("a message") {
             Message::Binary(bytes) => bytes.to_vec(),

@@ -25,6 +25,7 @@ pub struct PluginDir {
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 impl PluginDir {
+    /// An empty directory under `target/test-tmp/`.
     pub fn new() -> Self {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
             "../target/test-tmp/plugins-{}-{}",
@@ -36,6 +37,7 @@ impl PluginDir {
         Self { path }
     }
 
+    /// Where it is.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -297,6 +297,7 @@ pub async fn python_run(config: &Value, args: &[&str]) {
 /// A running `peer.py listen`: a Python channel in a group.
 #[derive(Debug)]
 pub struct PythonListener {
+    /// The Python channel's name.
     pub channel: String,
     lines: Lines<AsyncBufReader<ChildStdout>>,
     _child: tokio::process::Child,
@@ -367,6 +368,7 @@ pub fn switchyard_bin() -> PathBuf {
 /// on drop.
 #[derive(Debug)]
 pub struct ServerProcess {
+    /// Where it listens.
     pub addr: SocketAddr,
     child: Child,
 }

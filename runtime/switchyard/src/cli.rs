@@ -11,17 +11,21 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, ConfigError};
 
+/// The `switchyard` command line.
 #[derive(Debug, Parser)]
 #[command(
     name = "switchyard",
     version,
-    about = "Django Channels rebuilt in Rust: WebSocket consumers as WebAssembly components"
+    about = "Django Channels rebuilt in Rust: WebSocket consumers as WebAssembly components",
+    long_about = None
 )]
 pub struct Cli {
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the plugins in a directory over HTTP and WebSocket.
@@ -30,6 +34,7 @@ pub enum Command {
     Plugins(PluginsArgs),
 }
 
+/// `switchyard plugins`: the admin API's plugin list.
 #[derive(Debug, Args)]
 pub struct PluginsArgs {
     /// The server's base URL
@@ -43,6 +48,8 @@ pub struct PluginsArgs {
     pub json: bool,
 }
 
+/// `switchyard serve`: the flags and environment of a server; they win
+/// over the config file.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to bind [default: 127.0.0.1]
@@ -55,7 +62,7 @@ pub struct ServeArgs {
     /// manifests [default: plugins]
     #[arg(long, env = "SWITCHYARD_PLUGINS")]
     pub plugins: Option<PathBuf>,
-    /// Config file (TOML); see the README for its keys
+    /// Config file (TOML); see docs/configuration.md for its keys
     #[arg(short = 'c', long, env = "SWITCHYARD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Redis URL: use the Redis channel layer (channels_redis-compatible) with

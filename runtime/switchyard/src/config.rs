@@ -80,15 +80,31 @@ use crate::auth::Verifier;
 /// Why a configuration was refused. Each names the key or file at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The config file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The file.
         path: String,
+        /// Why it could not be read.
         source: std::io::Error,
     },
+    /// The config file is not valid TOML for [`Config`] (an unknown key, a
+    /// value of the wrong type).
     #[error("invalid config file {path}: {message}")]
-    Parse { path: String, message: String },
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, with the line.
+        message: String,
+    },
+    /// A value is out of range or inconsistent with another.
     #[error("invalid value for `{key}`: {message}")]
-    Invalid { key: &'static str, message: String },
+    Invalid {
+        /// The key, as written in the file (`websocket.max-frame-size`).
+        key: &'static str,
+        /// What is wrong with its value.
+        message: String,
+    },
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -118,13 +134,21 @@ pub struct Config {
     /// Where compiled components are cached by content hash; an empty path
     /// disables the cache.
     pub compile_cache: Option<PathBuf>,
+    /// `[admin]`: the admin API.
     pub admin: AdminConfig,
+    /// `[websocket]`: limits of sockets and handshakes.
     pub websocket: WebSocketConfig,
+    /// `[layer]`: the channel layer's options, as Channels names them.
     pub layer: LayerSection,
+    /// `[guest]`: limits on every guest instance.
     pub guest: GuestSection,
+    /// `[redis]`: the Redis channel layer.
     pub redis: RedisSection,
+    /// `[access]`: allowed origins and trusted proxies.
     pub access: AccessSection,
+    /// `[auth]`: JWT verification.
     pub auth: AuthSection,
+    /// `[rate-limit]`: per-IP and per-connection rates.
     pub rate_limit: RateLimitSection,
 }
 
@@ -160,8 +184,13 @@ pub struct RedisSection {
     /// `redis://`, `rediss://` or `unix://` URLs; a host's position is its
     /// shard index, so list them in the Django processes' order.
     pub hosts: Vec<String>,
+    /// Key prefix (channels_redis's `prefix`, default `asgi`).
     pub prefix: String,
+    /// Fernet keys (channels_redis's `symmetric_encryption_keys`); the
+    /// first encrypts, all decrypt.
     pub symmetric_encryption_keys: Vec<String>,
+    /// Random characters in this process's channel prefix
+    /// (channels_redis's `random_prefix_length`).
     pub random_prefix_length: usize,
 }
 
@@ -201,7 +230,9 @@ pub struct AdminConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct WebSocketConfig {
+    /// Largest message a client may send; larger: 1009.
     pub max_message_size: usize,
+    /// Largest frame a client may send; larger: 1009.
     pub max_frame_size: usize,
     /// Applies twice: a client must send a complete request head within
     /// this after connecting (or after its previous request, on a keep-alive
@@ -256,6 +287,7 @@ impl Default for WebSocketConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct LayerSection {
+    /// Channels' `capacity`: events a channel holds before `ChannelFull`.
     pub capacity: usize,
     /// Message expiry in seconds.
     pub expiry: u64,
@@ -277,10 +309,13 @@ impl Default for LayerSection {
     }
 }
 
+/// One `[[layer.channel-capacity]]` entry (Channels' `channel_capacity`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelCapacity {
+    /// An `fnmatch` glob matched against the full channel name.
     pub pattern: String,
+    /// The capacity of the channels it matches.
     pub capacity: usize,
 }
 
@@ -288,8 +323,11 @@ pub struct ChannelCapacity {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct GuestSection {
+    /// Most linear memory one instance may grow to.
     pub memory_bytes: usize,
+    /// Longest one guest call may run (epoch deadline and tokio timeout).
     pub call_timeout_ms: u64,
+    /// Most live instances in the process; past it, handshakes get 503.
     pub max_instances: u32,
 }
 
@@ -607,6 +645,7 @@ impl Config {
             .filter(|dir| !dir.as_os_str().is_empty())
     }
 
+    /// How long open sockets get to close after a shutdown signal.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
