@@ -35,6 +35,8 @@ const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
 pub struct RedisServer {
     dir: tempfile::TempDir,
     tcp_port: Option<u16>,
+    /// More `redis-server` options (`--requirepass`, `--replicaof`).
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -49,7 +51,16 @@ impl RedisServer {
     /// A server on a unix socket only (`--port 0` turns TCP off): its address
     /// is a file of its own, so nothing else can take it.
     pub fn start() -> Self {
+        Self::start_with_args(&[])
+    }
+
+    /// A server on a unix socket only, started with more options, e.g.
+    /// `["--requirepass", "secret"]` or `["--replicaof", "127.0.0.1", port]`.
+    /// Readiness is still a connectable socket, so [`connection`](Self::connection)
+    /// may need a password in the URL.
+    pub fn start_with_args(args: &[&str]) -> Self {
         let mut server = Self::new(None);
+        server.extra_args = args.iter().map(|arg| (*arg).to_owned()).collect();
         server.spawn_ready();
         server
     }
@@ -79,6 +90,7 @@ impl RedisServer {
                 .tempdir()
                 .expect("a directory for the redis socket"),
             tcp_port,
+            extra_args: Vec::new(),
             child: None,
         }
     }
@@ -111,6 +123,7 @@ impl RedisServer {
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .arg("--logfile")
             .arg(&log)
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -12,6 +12,7 @@ mod isolation;
 mod layer;
 mod protocol;
 mod redis;
+mod redis_faults;
 mod shared;
 mod shutdown;
 mod versions;

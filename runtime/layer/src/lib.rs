@@ -21,8 +21,11 @@
 //! - `inbox`: [`Inbox`], the receiving end of one channel.
 //! - `local`: the registry of this process's channels; every layer delivers to
 //!   local inboxes through it (the Redis layer too, for the entries it pops).
+//! - `memberships`: group memberships indexed both ways, so a dropped
+//!   inbox's channel leaves its groups.
 //! - `stats`: [`LayerStats`], counters of what the layer delivered and dropped.
 //! - `error`: [`LayerError`] and [`LayerConfigError`].
+//! - `health`: [`LayerHealth`], whether a layer's background loops fail now.
 //! - `glob`: the `fnmatch` matcher behind [`capacity`].
 //! - `fuzzing` (feature `fuzzing` only): the Redis wire codec, exposed to the
 //!   fuzz targets in `fuzz/`.
@@ -34,8 +37,10 @@ pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
 mod glob;
+mod health;
 mod inbox;
 mod local;
+mod memberships;
 pub mod memory;
 pub mod names;
 pub mod redis;
@@ -47,6 +52,7 @@ use std::time::Duration;
 pub use capacity::CapacityRules;
 pub use error::{LayerConfigError, LayerError};
 pub use event::Event;
+pub use health::{LayerHealth, LoopHealth, ShardHealth};
 pub use inbox::Inbox;
 pub use memory::MemoryLayer;
 pub use redis::{RedisConfig, RedisLayer};
@@ -134,6 +140,13 @@ pub trait ChannelLayer: Send + Sync + std::fmt::Debug + 'static {
 
     /// A snapshot of the layer's counters.
     fn stats(&self) -> LayerStats;
+
+    /// Whether the layer's background work reaches its backend now, for a
+    /// readiness check. The default (a layer with no background work) is
+    /// healthy.
+    fn health(&self) -> LayerHealth {
+        LayerHealth::default()
+    }
 }
 
 /// Locks a std mutex, ignoring poisoning.

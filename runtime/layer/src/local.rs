@@ -16,6 +16,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 
 use crate::inbox::{Envelope, Inbox};
+use crate::names::non_local_name;
 use crate::stats::StatCounters;
 use crate::{CapacityRules, Event, LayerError, lock_unpoisoned};
 
@@ -28,18 +29,32 @@ pub(crate) enum Delivery {
     NoInbox,
 }
 
+/// What a layer does when an inbox is dropped, given the channel's name: leave
+/// the channel's groups, so a consumer dropped without a `group_discard` does
+/// not stay a member until the group expiry (or forever, where the layer
+/// refreshes its memberships). Runs inside `Inbox::drop`: it must not block
+/// or await.
+pub(crate) type CloseHook = Box<dyn Fn(&str) + Send + Sync>;
+
 /// The name → sender map that inboxes remove themselves from.
 ///
 /// A std mutex, because every critical section is a map lookup, insert or
 /// removal, and `Inbox::drop` (which cannot await) needs it too.
-#[derive(Default)]
 pub(crate) struct Registry {
     senders: Mutex<HashMap<Arc<str>, mpsc::Sender<Envelope>>>,
+    on_close: CloseHook,
 }
 
 impl Registry {
+    /// Removes a dropped inbox's channel, then runs the close hook (with the
+    /// registry unlocked, so the hook may take the layer's locks).
     pub(crate) fn remove(&self, name: &str) {
         lock_unpoisoned(&self.senders).remove(name);
+        (self.on_close)(name);
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        lock_unpoisoned(&self.senders).contains_key(name)
     }
 
     fn sender(&self, name: &str) -> Option<mpsc::Sender<Envelope>> {
@@ -67,9 +82,18 @@ pub(crate) struct LocalChannels {
 impl LocalChannels {
     /// An empty registry with a fresh random client prefix: 32 lowercase hex
     /// characters, like channels_redis's `uuid4().hex` `client_prefix`.
-    pub(crate) fn new(capacity: CapacityRules, expiry: Duration, stats: Arc<StatCounters>) -> Self {
+    /// `on_close` runs for each inbox dropped.
+    pub(crate) fn new(
+        capacity: CapacityRules,
+        expiry: Duration,
+        stats: Arc<StatCounters>,
+        on_close: CloseHook,
+    ) -> Self {
         Self {
-            registry: Arc::default(),
+            registry: Arc::new(Registry {
+                senders: Mutex::default(),
+                on_close,
+            }),
             channel_prefix: format!("specific.{:032x}!", rand::random::<u128>()),
             next_local: AtomicU64::new(rand::random()),
             capacity,
@@ -105,6 +129,16 @@ impl LocalChannels {
             Arc::downgrade(&self.registry),
             Arc::clone(&self.stats),
         )
+    }
+
+    /// Whether `channel` is named as one of this layer's channels (open or not).
+    pub(crate) fn is_local(&self, channel: &str) -> bool {
+        non_local_name(channel) == self.channel_prefix
+    }
+
+    /// Whether a local inbox named `channel` is open.
+    pub(crate) fn is_open(&self, channel: &str) -> bool {
+        self.registry.contains(channel)
     }
 
     /// Queues `event` in the inbox named `channel`, without waiting.

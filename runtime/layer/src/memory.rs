@@ -11,10 +11,9 @@
 //!
 //! Differences from Channels: a name with no local inbox is not an error, but it
 //! is counted (Channels creates a queue for any name and lets it fill up); the
-//! expiry of an event does not remove its channel from groups (the host removes a
-//! closed connection from its groups itself).
+//! expiry of an event does not remove its channel from groups, but dropping its
+//! inbox does (the host also removes a closed connection from its groups itself).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +21,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::local::{Delivery, LocalChannels};
+use crate::memberships::Memberships;
 use crate::names::{validate_channel_name, validate_group_name};
 use crate::stats::{self, StatCounters};
 use crate::{
@@ -30,14 +30,15 @@ use crate::{
 };
 
 /// Group name → member channel → time of its last `group_add`.
-type Groups = HashMap<String, HashMap<Arc<str>, Instant>>;
+type Groups = Memberships<Instant>;
 
 /// A channel layer within one process.
 pub struct MemoryLayer {
     local: LocalChannels,
     /// A std mutex: it guards map work only and is never held across an `.await`
-    /// (or while delivering), so an async mutex would only add cost.
-    groups: Mutex<Groups>,
+    /// (or while delivering), so an async mutex would only add cost. Shared
+    /// with the inbox close hook, which removes a dropped channel.
+    groups: Arc<Mutex<Groups>>,
     group_expiry: Duration,
     stats: Arc<StatCounters>,
 }
@@ -61,9 +62,16 @@ impl MemoryLayer {
 
     fn with_rules(capacity: CapacityRules, expiry: Duration, group_expiry: Duration) -> Self {
         let stats = Arc::new(StatCounters::default());
+        let groups: Arc<Mutex<Groups>> = Arc::default();
+        let on_close = {
+            let groups = Arc::clone(&groups);
+            Box::new(move |channel: &str| {
+                lock_unpoisoned(&groups).remove_channel(channel);
+            })
+        };
         Self {
-            local: LocalChannels::new(capacity, expiry, Arc::clone(&stats)),
-            groups: Mutex::default(),
+            local: LocalChannels::new(capacity, expiry, Arc::clone(&stats), on_close),
+            groups,
             group_expiry,
             stats,
         }
@@ -73,17 +81,10 @@ impl MemoryLayer {
     /// expired ones (and the group itself, if that empties it).
     fn current_members(&self, group: &str) -> Vec<Arc<str>> {
         let now = Instant::now();
-        let mut groups = lock_unpoisoned(&self.groups);
-        let Some(members) = groups.get_mut(group) else {
-            return Vec::new();
-        };
         // Channels keeps a membership while `joined >= now - group_expiry`.
-        members.retain(|_, joined| now.saturating_duration_since(*joined) <= self.group_expiry);
-        let names = members.keys().cloned().collect();
-        if members.is_empty() {
-            groups.remove(group);
-        }
-        names
+        lock_unpoisoned(&self.groups).retain_members(group, |joined| {
+            now.saturating_duration_since(*joined) <= self.group_expiry
+        })
     }
 }
 
@@ -126,27 +127,20 @@ impl ChannelLayer for MemoryLayer {
         validate_channel_name(channel)?;
         let now = Instant::now();
         let mut groups = lock_unpoisoned(&self.groups);
-        match groups.get_mut(group) {
-            Some(members) => {
-                members.insert(Arc::from(channel), now);
-            }
-            None => {
-                groups.insert(group.to_owned(), HashMap::from([(Arc::from(channel), now)]));
-            }
+        // Under the groups lock, so an inbox dropped meanwhile either is seen
+        // closed here or has its close hook remove this membership after.
+        if self.local.is_local(channel) && !self.local.is_open(channel) {
+            tracing::debug!(group, channel, "group_add of a closed channel ignored");
+            return Ok(());
         }
+        groups.insert(group, channel, now);
         Ok(())
     }
 
     async fn group_discard(&self, group: &str, channel: &str) -> Result<(), LayerError> {
         validate_group_name(group)?;
         validate_channel_name(channel)?;
-        let mut groups = lock_unpoisoned(&self.groups);
-        if let Some(members) = groups.get_mut(group) {
-            members.remove(channel);
-            if members.is_empty() {
-                groups.remove(group);
-            }
-        }
+        lock_unpoisoned(&self.groups).remove(group, channel);
         Ok(())
     }
 
@@ -189,7 +183,7 @@ impl fmt::Debug for MemoryLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryLayer")
             .field("local", &self.local)
-            .field("groups", &lock_unpoisoned(&self.groups).len())
+            .field("groups", &lock_unpoisoned(&self.groups).group_count())
             .field("group_expiry", &self.group_expiry)
             .field("stats", &self.stats.snapshot())
             .finish_non_exhaustive()
@@ -464,7 +458,7 @@ mod tests {
             .await
             .expect("discard");
         assert_eq!(
-            lock_unpoisoned(&layer.groups).len(),
+            lock_unpoisoned(&layer.groups).group_count(),
             0,
             "empty group removed"
         );
@@ -498,7 +492,7 @@ mod tests {
         assert_eq!(report, GroupSendReport::default());
         assert_eq!(refreshed.try_recv(), None);
         assert_eq!(
-            lock_unpoisoned(&layer.groups).len(),
+            lock_unpoisoned(&layer.groups).group_count(),
             0,
             "expired group removed"
         );
@@ -585,16 +579,34 @@ mod tests {
             Err(LayerError::InvalidGroupName { .. })
         ));
         assert_eq!(layer.stats(), LayerStats::default());
-        assert_eq!(lock_unpoisoned(&layer.groups).len(), 0);
+        assert_eq!(lock_unpoisoned(&layer.groups).group_count(), 0);
     }
 
+    /// A dropped inbox's channel leaves its groups at once (a consumer dropped
+    /// without `group_discard` is not a member until the group expiry), and is
+    /// not added to one afterwards.
     #[tokio::test(start_paused = true)]
-    async fn dropped_inbox_makes_sends_undeliverable() {
+    async fn dropped_inbox_leaves_its_groups_and_sends_are_undeliverable() {
         let layer = MemoryLayer::default();
         let inbox = layer.new_channel();
         let name = inbox.name().to_owned();
+        let live = layer.new_channel();
         layer.group_add("chat", &name).await.expect("add");
+        layer.group_add("other", &name).await.expect("add");
+        layer.group_add("chat", live.name()).await.expect("add");
         drop(inbox);
+        {
+            let groups = lock_unpoisoned(&layer.groups);
+            assert!(!groups.contains("chat", &name));
+            assert!(groups.contains("chat", live.name()));
+            assert_eq!(groups.group_count(), 1, "\"other\" is empty and gone");
+        }
+        layer.group_add("late", &name).await.expect("add");
+        assert_eq!(lock_unpoisoned(&layer.groups).group_count(), 1);
+        layer
+            .group_discard("chat", live.name())
+            .await
+            .expect("discard");
 
         layer
             .send(&name, event("x"))
@@ -608,7 +620,7 @@ mod tests {
             .await
             .expect("send");
         let stats = layer.stats();
-        assert_eq!(stats.undeliverable, 3);
+        assert_eq!(stats.undeliverable, 2);
         assert_eq!(stats.delivered, 0);
     }
 

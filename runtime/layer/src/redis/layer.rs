@@ -6,16 +6,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Script, Value as RedisValue};
 use serde_json::Value;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::config::{RedisConfig, redact_url};
+use super::retry::{Backoff, LoopMonitor};
 use super::scripts;
 use super::shard::consistent_hash;
 use super::wire::{ASGI_CHANNEL, Codec, Target, unix_now};
+use crate::health::{LayerHealth, ShardHealth};
 use crate::local::{Delivery, LocalChannels};
+use crate::memberships::Memberships;
 use crate::names::{non_local_name, validate_channel_name, validate_group_name};
 use crate::stats::{self, StatCounters};
 use crate::{
@@ -33,7 +39,10 @@ const OP_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Entries taken per `ZPOPMIN` while the inbox has a backlog.
 const POP_BATCH: usize = 256;
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The most group removals kept for Redis while it cannot take them. Beyond
+/// this, a removal is dropped (and logged): the membership is no longer
+/// refreshed, so Redis prunes it within one group expiry anyway.
+const MAX_PENDING_DISCARDS: usize = 10_000;
 
 /// A Redis-backed channel layer that shares Redis with Django processes running
 /// channels_redis's `RedisChannelLayer` (see the [module docs](super)).
@@ -49,6 +58,76 @@ struct Shard {
     url: String,
     client: Client,
     commands: ConnectionManager,
+    receive_health: LoopMonitor,
+    refresh_health: LoopMonitor,
+}
+
+/// This process's group memberships, and the removals Redis still owes.
+/// Shared with the inbox close hook, which makes a dropped channel leave its
+/// groups (the hook cannot hold the layer itself: the layer owns the inboxes'
+/// registry).
+#[derive(Default)]
+struct Book {
+    /// Group → local member channels; re-added after a reconnect and refreshed
+    /// before the group expiry. A std mutex: map work only, never across
+    /// `.await`.
+    memberships: Mutex<Memberships<()>>,
+    /// `ZREM`s not yet done: `group_discard`s that failed while Redis was down,
+    /// and the memberships of dropped inboxes; at most
+    /// [`MAX_PENDING_DISCARDS`].
+    pending_discards: Mutex<PendingDiscards>,
+    /// Wakes the refresh loop to send queued discards at once.
+    discards_queued: Notify,
+}
+
+#[derive(Default)]
+struct PendingDiscards {
+    set: HashSet<(String, Arc<str>)>,
+    /// Removals dropped since the queue was last full (logged on the first).
+    dropped: u64,
+}
+
+impl Book {
+    /// Queues `ZREM group channel` for the refresh loop (or the next
+    /// reconnect); drops it when the queue is full.
+    fn queue_discard(&self, group: &str, channel: &str) {
+        {
+            let mut pending = lock_unpoisoned(&self.pending_discards);
+            let entry = (group.to_owned(), Arc::from(channel));
+            if pending.set.len() >= MAX_PENDING_DISCARDS && !pending.set.contains(&entry) {
+                pending.dropped += 1;
+                if pending.dropped == 1 {
+                    tracing::warn!(
+                        limit = MAX_PENDING_DISCARDS,
+                        group,
+                        channel,
+                        "too many group removals waiting for Redis; dropping some \
+                         (Redis prunes them after the group expiry)"
+                    );
+                }
+                return;
+            }
+            pending.set.insert(entry);
+        }
+        self.discards_queued.notify_one();
+    }
+
+    /// The close hook: a dropped inbox's channel leaves its groups here at
+    /// once and in Redis as soon as the refresh loop can tell it.
+    fn channel_closed(&self, channel: &str) {
+        let groups = lock_unpoisoned(&self.memberships).remove_channel(channel);
+        for group in groups {
+            tracing::debug!(%group, channel, "a dropped channel leaves its group");
+            self.queue_discard(&group, channel);
+        }
+    }
+
+    fn forget_discard(&self, group: &str, channel: &str) {
+        let mut pending = lock_unpoisoned(&self.pending_discards);
+        pending
+            .set
+            .retain(|(g, c)| !(g == group && &**c == channel));
+    }
 }
 
 struct Inner {
@@ -63,11 +142,7 @@ struct Inner {
     capacity: CapacityRules,
     expiry_secs: u64,
     group_expiry_secs: u64,
-    /// Group → local member channels; re-added after a reconnect and refreshed
-    /// before the group expiry. A std mutex: map work only, never across `.await`.
-    memberships: Mutex<HashMap<String, HashSet<Arc<str>>>>,
-    /// `group_discard`s that failed while Redis was down, retried on reconnect.
-    pending_discards: Mutex<Vec<(String, String)>>,
+    book: Arc<Book>,
     /// The last score written; scores only grow, so one sender's messages keep
     /// their order in a zset even within one clock tick.
     last_score: Mutex<f64>,
@@ -118,6 +193,8 @@ impl RedisLayer {
                     ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
                         .map_err(invalid)?;
                 Ok(Shard {
+                    receive_health: LoopMonitor::new(url.clone(), "receive"),
+                    refresh_health: LoopMonitor::new(url.clone(), "refresh"),
                     url,
                     client,
                     commands,
@@ -125,7 +202,13 @@ impl RedisLayer {
             })
             .collect::<Result<Vec<_>, LayerConfigError>>()?;
         let stats = Arc::new(StatCounters::default());
-        let local = LocalChannels::new(capacity.clone(), layer.expiry, Arc::clone(&stats));
+        let book = Arc::new(Book::default());
+        let on_close = {
+            let book = Arc::clone(&book);
+            Box::new(move |channel: &str| book.channel_closed(channel))
+        };
+        let local =
+            LocalChannels::new(capacity.clone(), layer.expiry, Arc::clone(&stats), on_close);
         let inbox_name = local.channel_prefix().to_owned();
         let inner = Arc::new(Inner {
             inbox_key: format!("{prefix}{inbox_name}"),
@@ -141,8 +224,7 @@ impl RedisLayer {
             capacity,
             expiry_secs: layer.expiry.as_secs().max(1),
             group_expiry_secs: layer.group_expiry.as_secs().max(1),
-            memberships: Mutex::default(),
-            pending_discards: Mutex::default(),
+            book,
             last_score: Mutex::new(0.0),
             round_robin: AtomicUsize::new(0),
             stats,
@@ -240,26 +322,38 @@ impl Inner {
         Ok(())
     }
 
-    /// Writes this process's memberships of the groups on `shard` to Redis
-    /// again, with a fresh join time, and the discards that failed earlier;
-    /// over `conn`, a connection to that shard. Returns how many memberships.
-    async fn readd_memberships<C>(&self, shard: usize, conn: &mut C) -> Result<usize, LayerError>
+    /// Sends Redis the queued discards of the groups on `shard` and, when
+    /// `readd`, this process's memberships of those groups again, with a fresh
+    /// join time; over `conn`, a connection to that shard. Returns how many
+    /// memberships and discards it wrote, `None` when there was nothing to write
+    /// (and Redis was not asked).
+    async fn sync_shard<C>(
+        &self,
+        shard: usize,
+        conn: &mut C,
+        readd: bool,
+    ) -> Result<Option<(usize, usize)>, LayerError>
     where
         C: ::redis::aio::ConnectionLike + Send,
     {
         let on_shard = |group: &str| consistent_hash(group, self.shards.len()) == shard;
-        let snapshot: Vec<(String, Vec<Arc<str>>)> = lock_unpoisoned(&self.memberships)
-            .iter()
-            .filter(|(group, _)| on_shard(group))
-            .map(|(group, members)| (group.clone(), members.iter().cloned().collect()))
-            .collect();
-        let discards: Vec<(String, String)> = lock_unpoisoned(&self.pending_discards)
+        let snapshot: Vec<(String, Vec<Arc<str>>)> = if readd {
+            lock_unpoisoned(&self.book.memberships)
+                .groups()
+                .filter(|(group, _)| on_shard(group))
+                .map(|(group, members)| (group.clone(), members.keys().cloned().collect()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let discards: Vec<(String, Arc<str>)> = lock_unpoisoned(&self.book.pending_discards)
+            .set
             .iter()
             .filter(|(group, _)| on_shard(group))
             .cloned()
             .collect();
         if snapshot.is_empty() && discards.is_empty() {
-            return Ok(0);
+            return Ok(None);
         }
         let mut pipe = ::redis::pipe();
         pipe.atomic();
@@ -282,7 +376,7 @@ impl Inner {
         for (group, channel) in &discards {
             pipe.cmd("ZREM")
                 .arg(self.group_key(group))
-                .arg(channel)
+                .arg(&**channel)
                 .ignore();
         }
         self.run(
@@ -291,16 +385,29 @@ impl Inner {
             pipe.query_async::<()>(conn),
         )
         .await?;
-        lock_unpoisoned(&self.pending_discards).retain(|d| !discards.contains(d));
-        // A member discarded while the pipeline ran was just re-added: remove it.
+        {
+            let mut pending = lock_unpoisoned(&self.book.pending_discards);
+            for discard in &discards {
+                pending.set.remove(discard);
+            }
+            if pending.set.is_empty() && pending.dropped > 0 {
+                tracing::info!(
+                    dropped = pending.dropped,
+                    "group removals waiting for Redis are all sent; some were dropped"
+                );
+                pending.dropped = 0;
+            }
+        }
+        // A member discarded (or closed) while the pipeline ran was just
+        // re-added: remove it.
         let stale: Vec<(String, Arc<str>)> = {
-            let memberships = lock_unpoisoned(&self.memberships);
+            let memberships = lock_unpoisoned(&self.book.memberships);
             snapshot
                 .iter()
                 .flat_map(|(group, members)| {
                     members
                         .iter()
-                        .filter(|m| !memberships.get(group).is_some_and(|set| set.contains(*m)))
+                        .filter(|m| !memberships.contains(group, m))
                         .map(|m| (group.clone(), Arc::clone(m)))
                         .collect::<Vec<_>>()
                 })
@@ -314,7 +421,7 @@ impl Inner {
             self.run(shard, "ZREM", zrem.query_async::<()>(conn))
                 .await?;
         }
-        Ok(count)
+        Ok(Some((count, discards.len())))
     }
 
     /// Decodes one popped entry and delivers it to the local channels it names.
@@ -419,82 +526,73 @@ async fn stopped_during(stop: &CancellationToken, duration: Duration) -> bool {
 }
 
 /// One shard's receive loop: pops this process's inbox key and delivers locally;
-/// on a lost connection, reconnects with backoff and re-adds the memberships of
-/// the groups on this shard (a restarted Redis may have lost them).
+/// on any failure (no connection, a refused command, a lost connection) waits
+/// a jittered backoff, reconnects and re-adds the memberships of the groups on
+/// this shard (a restarted Redis may have lost them). The backoff resets only
+/// once a pop has succeeded, so a Redis that accepts connections but refuses
+/// commands is retried a few times a second at most, not in a storm.
 async fn receive_loop(inner: Arc<Inner>, shard: usize, stop: CancellationToken) {
-    let url = inner.shards[shard].url.clone();
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RECEIVER_READ_TIMEOUT));
-    let mut backoff = Duration::from_millis(100);
-    let mut failures: u32 = 0;
+    let health = &inner.shards[shard].receive_health;
+    let mut backoff = Backoff::default();
     loop {
-        let connected = tokio::select! {
-            () = stop.cancelled() => return,
-            connected = inner.shards[shard].client
-                .get_multiplexed_async_connection_with_config(&config) => connected,
-        };
-        let mut conn = match connected {
-            Ok(conn) => conn,
-            Err(error) => {
-                failures += 1;
-                // Every failure while few, then one in ten, so a long outage
-                // stays visible without flooding the log.
-                if failures <= 3 || failures.is_multiple_of(10) {
-                    tracing::error!(redis = %url, %error, attempt = failures,
-                        "cannot connect to Redis; retrying in {backoff:?} (sends fail as unavailable meanwhile)");
-                }
-                if stopped_during(&stop, backoff).await {
-                    return;
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
-            }
-        };
-        if failures > 0 {
-            tracing::info!(redis = %url, "connected to Redis again");
-        }
-        failures = 0;
-        backoff = Duration::from_millis(100);
-        // A restarted Redis may have lost the groups: put ours back before
-        // popping; a failure here is a connection failure like any other.
-        let resynced = tokio::select! {
-            () = stop.cancelled() => return,
-            resynced = inner.readd_memberships(shard, &mut conn) => resynced,
-        };
-        // Wake the command connection too, so the first send after an outage
-        // does not land on the dead connection (the first PING may fail and
-        // make it reconnect).
-        for _ in 0..2 {
-            let mut commands = inner.conn(shard);
-            if ::redis::cmd("PING")
-                .query_async::<()>(&mut commands)
-                .await
-                .is_ok()
-            {
-                break;
-            }
-        }
-        match resynced {
-            Ok(0) => {}
-            Ok(count) => tracing::info!(redis = %url, count, "re-added group memberships"),
-            Err(error) => {
-                tracing::warn!(%error, "cannot re-add group memberships; reconnecting");
-                if stopped_during(&stop, backoff).await {
-                    return;
-                }
-                continue;
-            }
-        }
         let error = tokio::select! {
             () = stop.cancelled() => return,
-            error = pop_until_error(&inner, shard, &mut conn) => error,
+            error = receive_session(&inner, shard, &mut backoff) => error,
         };
-        tracing::warn!(redis = %url, %error, "lost the Redis connection of the receive loop; reconnecting");
+        let delay = backoff.next_delay();
+        health.failed(&error, delay);
+        if stopped_during(&stop, delay).await {
+            return;
+        }
     }
 }
 
-/// Pops and dispatches until the connection fails; returns the error.
+/// One connection's life in the receive loop: connect, re-add memberships,
+/// pop until something fails; returns what failed.
+async fn receive_session(inner: &Inner, shard: usize, backoff: &mut Backoff) -> String {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RECEIVER_READ_TIMEOUT));
+    let mut conn = match inner.shards[shard]
+        .client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+    {
+        Ok(conn) => conn,
+        Err(error) => {
+            return format!("cannot connect (sends fail as unavailable meanwhile): {error}");
+        }
+    };
+    // A restarted Redis may have lost the groups: put ours back before
+    // popping; a failure here is a failure like any other.
+    let resynced = inner.sync_shard(shard, &mut conn, true).await;
+    // Wake the command connection too, so the first send after an outage
+    // does not land on the dead connection (the first PING may fail and
+    // make it reconnect).
+    for _ in 0..2 {
+        let mut commands = inner.conn(shard);
+        if ::redis::cmd("PING")
+            .query_async::<()>(&mut commands)
+            .await
+            .is_ok()
+        {
+            break;
+        }
+    }
+    match resynced {
+        Ok(Some((count, _))) if count > 0 => {
+            tracing::info!(redis = %inner.shards[shard].url, count, "re-added group memberships");
+        }
+        Ok(_) => {}
+        Err(error) => return format!("cannot re-add group memberships: {error}"),
+    }
+    let error = pop_until_error(inner, shard, &mut conn, backoff).await;
+    format!("lost the connection or a pop was refused: {error}")
+}
+
+/// Pops and dispatches until a pop fails; returns the error. The first
+/// successful pop marks the receive loop healthy; a completed blocking pop (or
+/// a batch of entries) resets the backoff.
 ///
 /// # Cancel safety
 /// Not cancel safe in the strict sense: a cancelled pop may have taken an entry
@@ -503,7 +601,9 @@ async fn pop_until_error(
     inner: &Inner,
     shard: usize,
     conn: &mut MultiplexedConnection,
+    backoff: &mut Backoff,
 ) -> redis::RedisError {
+    let health = &inner.shards[shard].receive_health;
     loop {
         // Drain a backlog in batches; block only when the inbox is empty.
         let batch: RedisValue = match redis::cmd("ZPOPMIN")
@@ -515,8 +615,10 @@ async fn pop_until_error(
             Ok(reply) => reply,
             Err(error) => return error,
         };
+        health.succeeded();
         let members = popped_members(batch, false);
         if !members.is_empty() {
+            backoff.reset();
             for member in &members {
                 inner.dispatch(shard, member);
             }
@@ -531,6 +633,7 @@ async fn pop_until_error(
             Ok(reply) => reply,
             Err(error) => return error,
         };
+        backoff.reset();
         for member in popped_members(reply, true) {
             inner.dispatch(shard, &member);
         }
@@ -538,20 +641,57 @@ async fn pop_until_error(
 }
 
 /// Refreshes every local membership every half group expiry, so a socket open
-/// longer than the group expiry never falls out of its groups.
+/// longer than the group expiry never falls out of its groups; and sends the
+/// queued discards (of dropped channels, of `group_discard`s that failed) as
+/// soon as they are queued. A shard that fails is retried after a jittered
+/// backoff, not before, however many discards are queued meanwhile.
 async fn refresh_loop(inner: Arc<Inner>, stop: CancellationToken) {
     let period = Duration::from_secs(inner.group_expiry_secs).div_f64(2.0);
+    let shards = inner.shards.len();
+    let mut next_refresh = Instant::now() + period;
+    // Per shard: whether its memberships are due to be re-added.
+    let mut readd_due = vec![false; shards];
+    let mut backoff = Backoff::default();
+    let mut retry_at: Option<Instant> = None;
     loop {
-        if stopped_during(&stop, period).await {
-            return;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep_until(next_refresh) => {
+                readd_due.fill(true);
+                next_refresh = Instant::now() + period;
+            }
+            () = inner.book.discards_queued.notified() => {}
+            () = tokio::time::sleep_until(retry_at.unwrap_or(next_refresh)), if retry_at.is_some() => {}
         }
-        for shard in 0..inner.shards.len() {
+        if retry_at.is_some_and(|at| Instant::now() < at) {
+            // Woken by a discard while backing off: it waits for the retry.
+            continue;
+        }
+        // Drawn at the first failure, for every shard that fails this round.
+        let mut delay: Option<Duration> = None;
+        for (shard, due) in readd_due.iter_mut().enumerate() {
+            let health = &inner.shards[shard].refresh_health;
             let mut conn = inner.conn(shard);
-            if let Err(error) = inner.readd_memberships(shard, &mut conn).await {
-                tracing::warn!(%error,
-                    "cannot refresh group memberships; retrying after the next reconnect or period");
+            match inner.sync_shard(shard, &mut conn, *due).await {
+                Ok(wrote) => {
+                    *due = false;
+                    if wrote.is_some() {
+                        health.succeeded();
+                    }
+                }
+                Err(error) => {
+                    let delay = *delay.get_or_insert_with(|| backoff.next_delay());
+                    health.failed(&error, delay);
+                }
             }
         }
+        retry_at = match delay {
+            Some(delay) => Some(Instant::now() + delay),
+            None => {
+                backoff.reset();
+                None
+            }
+        };
     }
 }
 
@@ -627,11 +767,23 @@ impl ChannelLayer for RedisLayer {
             .run(shard, "group_add", pipe.query_async::<()>(&mut conn))
             .await?;
         if inner.is_local(channel) {
-            lock_unpoisoned(&inner.memberships)
-                .entry(group.to_owned())
-                .or_default()
-                .insert(Arc::from(channel));
-            lock_unpoisoned(&inner.pending_discards).retain(|(g, c)| !(g == group && c == channel));
+            let mut memberships = lock_unpoisoned(&inner.book.memberships);
+            // Under the memberships lock, so an inbox dropped meanwhile either
+            // is seen closed here or has its close hook remove this membership
+            // after: a closed channel is never refreshed into a group forever.
+            if inner.local.is_open(channel) {
+                memberships.insert(group, channel, ());
+                drop(memberships);
+                inner.book.forget_discard(group, channel);
+            } else {
+                drop(memberships);
+                tracing::debug!(
+                    group,
+                    channel,
+                    "group_add of a closed channel: removing it again"
+                );
+                inner.book.queue_discard(group, channel);
+            }
         }
         Ok(())
     }
@@ -642,15 +794,7 @@ impl ChannelLayer for RedisLayer {
         validate_group_name(group)?;
         validate_channel_name(channel)?;
         let inner = &*self.inner;
-        {
-            let mut memberships = lock_unpoisoned(&inner.memberships);
-            if let Some(members) = memberships.get_mut(group) {
-                members.remove(channel);
-                if members.is_empty() {
-                    memberships.remove(group);
-                }
-            }
-        }
+        lock_unpoisoned(&inner.book.memberships).remove(group, channel);
         let shard = consistent_hash(group, inner.shards.len());
         let mut conn = inner.conn(shard);
         let zrem = redis::cmd("ZREM")
@@ -661,7 +805,7 @@ impl ChannelLayer for RedisLayer {
             .run(shard, "group_discard", zrem.query_async::<()>(&mut conn))
             .await;
         if result.is_err() && inner.is_local(channel) {
-            lock_unpoisoned(&inner.pending_discards).push((group.to_owned(), channel.to_owned()));
+            inner.book.queue_discard(group, channel);
         }
         result
     }
@@ -707,6 +851,7 @@ impl ChannelLayer for RedisLayer {
         let mut local: Vec<Arc<str>> = Vec::new();
         let mut buckets: Vec<(String, Vec<String>)> = Vec::new();
         let mut bucket_of: HashMap<String, usize> = HashMap::new();
+        let mut undeliverable = 0;
         for member in members {
             if inner.is_local(&member) {
                 local.push(Arc::from(member));
@@ -723,7 +868,6 @@ impl ChannelLayer for RedisLayer {
         }
 
         let mut report = GroupSendReport::default();
-        let mut undeliverable = 0;
         for outcome in inner.local.deliver_each(&local, &event) {
             match outcome {
                 Ok(Delivery::Delivered) => report.delivered += 1,
@@ -789,6 +933,21 @@ impl ChannelLayer for RedisLayer {
 
     fn stats(&self) -> LayerStats {
         self.inner.stats.snapshot()
+    }
+
+    fn health(&self) -> LayerHealth {
+        LayerHealth {
+            shards: self
+                .inner
+                .shards
+                .iter()
+                .map(|shard| ShardHealth {
+                    url: shard.url.clone(),
+                    receive: shard.receive_health.snapshot(),
+                    refresh: shard.refresh_health.snapshot(),
+                })
+                .collect(),
+        }
     }
 }
 

@@ -24,15 +24,23 @@
 //!   each (sender, receiver) pair sees one path in order.
 //! - Faults: Redis may be down at start or restart at any time. Operations then
 //!   fail as [`LayerError::Unavailable`](crate::LayerError::Unavailable) (within
-//!   5 s); the receive loops reconnect with backoff (logging the redacted URL),
-//!   then re-add this process's group memberships; memberships are refreshed
-//!   every half group expiry. A malformed entry is logged and skipped.
+//!   5 s); every background loop retries every failure (a lost connection, a
+//!   refused command such as NOAUTH, READONLY or WRONGTYPE) after a jittered
+//!   exponential backoff, logs once per change of state with a running count,
+//!   and reports its state in [`ChannelLayer::health`](crate::ChannelLayer::health).
+//!   After a reconnect the receive loop re-adds this process's group
+//!   memberships; memberships are refreshed every half group expiry, and a
+//!   dropped inbox's channel leaves its groups (its `ZREM`s queued, bounded,
+//!   while Redis is away). A malformed entry or group member is logged and
+//!   skipped.
 //!
 //! Modules: [`config`] ([`RedisConfig`]), [`wire`] (entry encoding), `shard`
-//! (the consistent hash), `scripts` (Lua), `layer` ([`RedisLayer`]).
+//! (the consistent hash), `scripts` (Lua), `retry` (backoff and loop health),
+//! `layer` ([`RedisLayer`]).
 
 pub mod config;
 mod layer;
+mod retry;
 mod scripts;
 mod shard;
 pub mod wire;

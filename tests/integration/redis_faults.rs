@@ -1,0 +1,268 @@
+//! The Redis layer against a real redis-server that misbehaves: consumers
+//! dropped without `group_discard`, a Redis that refuses every command
+//! (NOAUTH, READONLY, WRONGTYPE).
+//!
+//! Nothing here asserts a wall-clock bound. Tests wait for what they look for
+//! by polling, with a generous deadline that only turns a hang into a failure;
+//! the backoff tests compare attempts with the time they took, which only a
+//! loop without backoff can break (a slow machine makes fewer attempts).
+
+use std::time::{Duration, Instant};
+
+use switchyard_layer::{ChannelLayer, Event, LoopHealth, RedisConfig, RedisLayer};
+use switchyard_tests::redis_support::{RedisServer, refusing_port};
+
+/// How long a poll may wait before the test fails as hung.
+const PATIENCE: Duration = Duration::from_secs(60);
+/// Half the layer's first backoff step: no two attempts of a loop that backs
+/// off are closer than this.
+const MIN_DELAY: Duration = Duration::from_millis(50);
+
+/// Polls `probe` every 20 ms until it gives `Some`; fails after [`PATIENCE`].
+async fn wait_for<T, F: Future<Output = Option<T>>>(what: &str, mut probe: impl FnMut() -> F) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn event(json: &str) -> Event {
+    Event::from_json(json).expect("event")
+}
+
+async fn members(conn: &mut redis::aio::MultiplexedConnection, group: &str) -> Vec<String> {
+    let mut members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(format!("asgi:group:{group}"))
+        .arg(0)
+        .arg(-1)
+        .query_async(conn)
+        .await
+        .expect("ZRANGE");
+    members.sort();
+    members
+}
+
+async fn score(
+    conn: &mut redis::aio::MultiplexedConnection,
+    group: &str,
+    member: &str,
+) -> Option<f64> {
+    redis::cmd("ZSCORE")
+        .arg(format!("asgi:group:{group}"))
+        .arg(member)
+        .query_async(conn)
+        .await
+        .expect("ZSCORE")
+}
+
+/// Consumers dropped without `group_discard` leave their groups: once the
+/// membership refresh has run (seen as the live member's fresh join time,
+/// written in the same transaction as the removals), Redis holds only the
+/// live member. Before the fix the refresh re-added the abandoned ones, every
+/// half group expiry, forever.
+#[tokio::test]
+async fn abandoned_consumers_leave_no_stale_members_once_the_refresh_has_run() {
+    let redis = RedisServer::start();
+    let mut config = RedisConfig::single(redis.url());
+    config.layer.group_expiry = Duration::from_secs(2);
+    let layer = RedisLayer::new(config).expect("layer");
+    let live = layer.new_channel();
+    layer.group_add("room", live.name()).await.expect("join");
+    let abandoned: Vec<_> = (0..5).map(|_| layer.new_channel()).collect();
+    for inbox in &abandoned {
+        layer.group_add("room", inbox.name()).await.expect("join");
+        layer.group_add("lobby", inbox.name()).await.expect("join");
+    }
+    let mut conn = redis.connection().await;
+    assert_eq!(members(&mut conn, "room").await.len(), 6);
+    let joined = score(&mut conn, "room", live.name())
+        .await
+        .expect("a member");
+    drop(abandoned);
+
+    wait_for("the membership refresh", || {
+        let mut conn = conn.clone();
+        let live = live.name().to_owned();
+        async move {
+            (score(&mut conn, "room", &live)
+                .await
+                .expect("still a member")
+                > joined)
+                .then_some(())
+        }
+    })
+    .await;
+    assert_eq!(members(&mut conn, "room").await, [live.name().to_owned()]);
+    assert!(members(&mut conn, "lobby").await.is_empty());
+}
+
+/// A consumer dropped while Redis is down is not re-added by the resync
+/// after Redis comes back, while a live one is.
+#[tokio::test]
+async fn consumers_dropped_during_an_outage_are_not_re_added() {
+    let mut redis = RedisServer::start();
+    let layer = RedisLayer::new(RedisConfig::single(redis.url())).expect("layer");
+    let live = layer.new_channel();
+    let gone = layer.new_channel();
+    let gone_name = gone.name().to_owned();
+    layer.group_add("room", live.name()).await.expect("join");
+    layer.group_add("room", &gone_name).await.expect("join");
+    redis.kill();
+    drop(gone);
+    redis.restart();
+    let mut conn = redis.connection().await;
+    wait_for("the resync after the restart", || {
+        let mut conn = conn.clone();
+        let live = live.name().to_owned();
+        async move { score(&mut conn, "room", &live).await.map(|_| ()) }
+    })
+    .await;
+    assert_eq!(members(&mut conn, "room").await, [live.name().to_owned()]);
+}
+
+async fn connections_received(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(conn)
+        .await
+        .expect("INFO stats");
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_connections_received:"))
+        .and_then(|count| count.trim().parse().ok())
+        .expect("total_connections_received in INFO stats")
+}
+
+/// Waits until the layer reports its receive loop failing with `expected` in
+/// the error, then for four more failed attempts, and checks that the loop
+/// backed off meanwhile: attempts, and connections Redis accepted, are no
+/// more than the elapsed time allows at one attempt per [`MIN_DELAY`]. A loop
+/// without backoff makes its four attempts within milliseconds.
+async fn assert_backs_off(
+    layer: &RedisLayer,
+    admin: &mut redis::aio::MultiplexedConnection,
+    expected: &str,
+) {
+    let receive = || -> LoopHealth { layer.health().shards[0].receive.clone() };
+    let first = wait_for("the failure to be reported", || {
+        let health = receive();
+        async move { health.failing.then_some(health) }
+    })
+    .await;
+    assert!(!layer.health().is_healthy());
+    let error = first.last_error.clone().unwrap_or_default();
+    assert!(error.contains(expected), "{error}");
+
+    let connections_before = connections_received(admin).await;
+    let started = Instant::now();
+    let failures_before = receive().failures;
+    let after = wait_for("four more attempts", || {
+        let health = receive();
+        async move { (health.failures >= failures_before + 4).then_some(health) }
+    })
+    .await;
+    let elapsed = started.elapsed();
+    let connections = connections_received(admin).await - connections_before;
+    // One for the poll's own INFO connection, one for an attempt under way.
+    let allowed = 2 + u64::try_from(elapsed.as_millis() / MIN_DELAY.as_millis()).expect("u64");
+    let attempts = after.failures - failures_before;
+    assert!(
+        attempts <= allowed,
+        "{attempts} attempts in {elapsed:?}: no backoff"
+    );
+    assert!(
+        connections <= 2 * allowed,
+        "{connections} connections in {elapsed:?} for {attempts} attempts: no backoff"
+    );
+    assert!(after.failing);
+    assert_eq!(after.total_failures, after.failures);
+}
+
+/// A URL without the password of a Redis with `requirepass`: every command
+/// is refused with NOAUTH. The receive loop backs off, reports the failure,
+/// and recovers when Redis stops asking for a password.
+#[tokio::test]
+async fn a_redis_refusing_auth_is_retried_with_backoff_and_reported() {
+    let redis = RedisServer::start_with_args(&["--requirepass", "secret"]);
+    let layer = RedisLayer::new(RedisConfig::single(redis.url())).expect("layer");
+    let mut admin = redis::Client::open(format!("{}?pass=secret", redis.url()))
+        .expect("URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin connection");
+    assert_backs_off(&layer, &mut admin, "NOAUTH").await;
+
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("")
+        .query_async(&mut admin)
+        .await
+        .expect("drop the password");
+    wait_for("the recovery", || {
+        let healthy = layer.health().is_healthy();
+        async move { healthy.then_some(()) }
+    })
+    .await;
+    let mut inbox = layer.new_channel();
+    let other = RedisLayer::new(RedisConfig::single(redis.url())).expect("layer");
+    other
+        .send(inbox.name(), event(r#"{"type": "after.auth"}"#))
+        .await
+        .expect("send");
+    assert_eq!(
+        inbox.recv().await.expect("event").event_type(),
+        "after.auth"
+    );
+}
+
+/// A replica (of a master nobody runs) refuses the pops with READONLY.
+#[tokio::test]
+async fn a_read_only_replica_is_retried_with_backoff_and_reported() {
+    let (_refusing, port) = refusing_port();
+    let redis = RedisServer::start_with_args(&["--replicaof", "127.0.0.1", &port.to_string()]);
+    let layer = RedisLayer::new(RedisConfig::single(redis.url())).expect("layer");
+    let mut admin = redis.connection().await;
+    assert_backs_off(&layer, &mut admin, "read only replica").await;
+}
+
+/// The process's inbox key replaced by a string: the pops fail with
+/// WRONGTYPE. The loop backs off and reports it; once the key is gone it
+/// recovers and delivers again.
+#[tokio::test]
+async fn an_inbox_key_of_the_wrong_type_is_retried_with_backoff_and_reported() {
+    let redis = RedisServer::start();
+    let layer = RedisLayer::new(RedisConfig::single(redis.url())).expect("layer");
+    let mut admin = redis.connection().await;
+    let () = redis::cmd("SET")
+        .arg(layer.inbox_key())
+        .arg("not a sorted set")
+        .query_async(&mut admin)
+        .await
+        .expect("SET");
+    assert_backs_off(&layer, &mut admin, "WRONGTYPE").await;
+
+    let () = redis::cmd("DEL")
+        .arg(layer.inbox_key())
+        .query_async(&mut admin)
+        .await
+        .expect("DEL");
+    wait_for("the recovery", || {
+        let healthy = layer.health().is_healthy();
+        async move { healthy.then_some(()) }
+    })
+    .await;
+    let mut inbox = layer.new_channel();
+    let other = RedisLayer::new(RedisConfig::single(redis.url())).expect("layer");
+    other
+        .send(inbox.name(), event(r#"{"type": "after.wrongtype"}"#))
+        .await
+        .expect("send");
+    assert_eq!(
+        inbox.recv().await.expect("event").event_type(),
+        "after.wrongtype"
+    );
+}
