@@ -1,6 +1,7 @@
 //! The Redis layer against a real redis-server that misbehaves: consumers
 //! dropped without `group_discard`, a Redis that refuses every command
-//! (NOAUTH, READONLY, WRONGTYPE).
+//! (NOAUTH, READONLY, WRONGTYPE), foreign data in the layer's keys (a group
+//! member that is not UTF-8).
 //!
 //! Nothing here asserts a wall-clock bound. Tests wait for what they look for
 //! by polling, with a generous deadline that only turns a hang into a failure;
@@ -265,4 +266,45 @@ async fn an_inbox_key_of_the_wrong_type_is_retried_with_backoff_and_reported() {
         inbox.recv().await.expect("event").event_type(),
         "after.wrongtype"
     );
+}
+
+/// One member name that is not UTF-8, written into the group by another
+/// client, is skipped: the other ten members still get every group send.
+#[tokio::test]
+async fn a_group_member_that_is_not_utf8_is_skipped() {
+    let redis = RedisServer::start();
+    let receiver = RedisLayer::new(RedisConfig::single(redis.url())).expect("layer");
+    let sender = RedisLayer::new(RedisConfig::single(redis.url())).expect("layer");
+    let mut inboxes: Vec<_> = (0..10).map(|_| receiver.new_channel()).collect();
+    for inbox in &inboxes {
+        receiver
+            .group_add("room", inbox.name())
+            .await
+            .expect("join");
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64();
+    let mut conn = redis.connection().await;
+    let () = redis::cmd("ZADD")
+        .arg("asgi:group:room")
+        .arg(now)
+        .arg(&b"specific.\xff\xfe!bad"[..])
+        .query_async(&mut conn)
+        .await
+        .expect("plant a bad member");
+
+    let report = sender
+        .group_send("room", event(r#"{"type": "chat.message"}"#))
+        .await
+        .expect("the group send succeeds");
+    assert_eq!(report.delivered, 10, "{report:?}");
+    for inbox in &mut inboxes {
+        assert_eq!(
+            inbox.recv().await.expect("event").event_type(),
+            "chat.message"
+        );
+    }
+    assert_eq!(sender.stats().undeliverable, 1);
 }

@@ -826,7 +826,9 @@ impl ChannelLayer for RedisLayer {
         // Reading is idempotent: one retry covers a connection that died since
         // its last use (the retry runs on the reconnected connection).
         let mut conn = inner.conn(group_shard);
-        let members: Vec<String> = match inner
+        // Bytes, not `String`: one member name that is not UTF-8 (written by
+        // another client) is skipped below, not a failure of the whole send.
+        let members: Vec<Vec<u8>> = match inner
             .run(
                 group_shard,
                 "reading the group",
@@ -853,6 +855,16 @@ impl ChannelLayer for RedisLayer {
         let mut bucket_of: HashMap<String, usize> = HashMap::new();
         let mut undeliverable = 0;
         for member in members {
+            let member = match String::from_utf8(member) {
+                Ok(member) => member,
+                Err(error) => {
+                    undeliverable += 1;
+                    tracing::warn!(redis = %inner.shards[group_shard].url, group,
+                        member = %String::from_utf8_lossy(error.as_bytes()),
+                        "skipped a group member whose name is not UTF-8");
+                    continue;
+                }
+            };
             if inner.is_local(&member) {
                 local.push(Arc::from(member));
                 continue;
