@@ -1,7 +1,7 @@
 //! The Redis layer against a real redis-server that misbehaves: consumers
 //! dropped without `group_discard`, a Redis that refuses every command
 //! (NOAUTH, READONLY, WRONGTYPE), foreign data in the layer's keys (a group
-//! member that is not UTF-8).
+//! member that is not UTF-8, an entry nested ~1,000 deep).
 //!
 //! Nothing here asserts a wall-clock bound. Tests wait for what they look for
 //! by polling, with a generous deadline that only turns a hang into a failure;
@@ -307,4 +307,49 @@ async fn a_group_member_that_is_not_utf8_is_skipped() {
         );
     }
     assert_eq!(sender.stats().undeliverable, 1);
+}
+
+/// An inbox entry nested 1,000 deep (under the msgpack decoder's default
+/// limit of 1,024) is skipped as malformed; before the fix it overflowed the
+/// stack of the debug build and aborted the process. The next entry arrives.
+#[tokio::test]
+async fn an_entry_nested_a_thousand_deep_is_skipped() {
+    let redis = RedisServer::start();
+    let receiver = RedisLayer::new(RedisConfig::single(redis.url())).expect("layer");
+    let sender = RedisLayer::new(RedisConfig::single(redis.url())).expect("layer");
+    let mut inbox = receiver.new_channel();
+    let name = inbox.name().as_bytes();
+
+    // 12 random-prefix bytes, then {"__asgi_channel__": name, "type": "deep",
+    // "x": [[[...nil...]]]}.
+    let mut entry = vec![b'0'; 12];
+    entry.push(0x83);
+    entry.push(0xb0);
+    entry.extend_from_slice(b"__asgi_channel__");
+    entry.push(0xd9);
+    entry.push(u8::try_from(name.len()).expect("a short name"));
+    entry.extend_from_slice(name);
+    entry.extend_from_slice(b"\xa4type\xa4deep\xa1x");
+    entry.extend(std::iter::repeat_n(0x91, 1_000));
+    entry.push(0xc0);
+    let mut conn = redis.connection().await;
+    let () = redis::cmd("ZADD")
+        .arg(receiver.inbox_key())
+        .arg(1)
+        .arg(entry)
+        .query_async(&mut conn)
+        .await
+        .expect("plant the deep entry");
+
+    sender
+        .send(inbox.name(), event(r#"{"type": "after.deep"}"#))
+        .await
+        .expect("send");
+    assert_eq!(
+        inbox.recv().await.expect("event").event_type(),
+        "after.deep"
+    );
+    let stats = receiver.stats();
+    assert_eq!(stats.undeliverable, 1, "{stats:?}");
+    assert!(receiver.health().is_healthy());
 }

@@ -43,6 +43,11 @@ pub const BYTES_KEY: &str = "__bytes__";
 /// a deeper entry would decode to JSON text that no Rust plugin can read and
 /// that could not be encoded again.
 pub(crate) const MAX_NESTING: usize = 127;
+/// The decoder's recursion budget: rmpv spends two units per array or map
+/// level and three on a string leaf, so this admits every entry of
+/// [`MAX_NESTING`] levels (checked exactly by `to_json`) and refuses one much
+/// deeper before its recursion can exhaust a stack.
+const MAX_DECODE_DEPTH: usize = 2 * MAX_NESTING + 8;
 
 /// Why a stored entry could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -187,7 +192,9 @@ impl Codec {
             None => body,
         };
         let mut reader = body;
-        let value = rmpv::decode::read_value(&mut reader)
+        // Bounded where events are: rmpv's own limit (1,024) lets an entry
+        // nested ~1,000 deep overflow a tokio worker's stack in a debug build.
+        let value = rmpv::decode::read_value_with_max_depth(&mut reader, MAX_DECODE_DEPTH)
             .map_err(|error| WireError::Msgpack(error.to_string()))?;
         let Mp::Map(pairs) = value else {
             return Err(WireError::Shape("the top level is not a map".into()));
@@ -517,8 +524,12 @@ mod tests {
             "910000000091919191919191919191000000009191919191919191919191919191919191",
             "9191910000",
         ));
-        let err = codec.open(&found).expect_err("too deep");
-        assert!(err.to_string().contains("nested deeper"), "{err}");
+        let err = codec.open(&found).expect_err("too deep").to_string();
+        // Refused by the decoder's depth bound or by the JSON limit after it.
+        assert!(
+            err.contains("nested deeper") || err.contains("depth limit"),
+            "{err}"
+        );
 
         let (map, target) = codec
             .open(&nested_entry(MAX_NESTING))
@@ -543,6 +554,29 @@ mod tests {
             Codec::encode_entries(&deeper).is_err(),
             "JSON has the same limit"
         );
+    }
+
+    /// An entry nested ~1,000 deep (under rmpv's own limit of 1,024) is
+    /// refused by the decoder before its recursion can exhaust a stack; one at
+    /// the event limit with a string leaf (the costliest) still decodes.
+    #[test]
+    fn the_decoder_stops_near_the_event_limit() {
+        let codec = Codec::new(0, &[], 60);
+        let mut at_limit = nested_entry(MAX_NESTING);
+        at_limit.pop();
+        at_limit.extend([0xa1, b'x']);
+        codec.open(&at_limit).expect("a string leaf at the limit");
+        // On 1 MiB, half a tokio worker's stack: the bounded decoder needs a
+        // fraction of it, an unbounded one overflows it at 1,000 levels.
+        let deep = nested_entry(1_000);
+        let error = std::thread::Builder::new()
+            .stack_size(1024 * 1024)
+            .spawn(move || codec.open(&deep).map(|_| ()).map_err(|e| e.to_string()))
+            .expect("spawn")
+            .join()
+            .expect("no stack overflow")
+            .expect_err("too deep");
+        assert!(error.contains("depth"), "{error}");
     }
 
     #[test]
