@@ -560,7 +560,9 @@ async fn receive_session(inner: &Inner, shard: usize, backoff: &mut Backoff) -> 
     {
         Ok(conn) => conn,
         Err(error) => {
-            return format!("cannot connect (sends fail as unavailable meanwhile): {error}");
+            return format!(
+                "cannot connect to Redis (sends fail as unavailable meanwhile): {error}"
+            );
         }
     };
     // A restarted Redis may have lost the groups: put ours back before
