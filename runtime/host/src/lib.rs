@@ -9,7 +9,10 @@
 //! - [`manifest`]: the `<plugin>.toml` manifest.
 //! - [`plugin`]: compiling and validating one plugin version.
 //! - [`registry`]: the immutable route table swapped atomically.
-//! - [`host`]: [`PluginHost`], which loads plugins and starts consumers.
+//! - [`host`]: [`PluginHost`], shared by every connection task, and its
+//!   parts: `host::reconcile` (loading the plugin directory), `host::swap`
+//!   (installing and retiring versions), `host::status` (the admin API's
+//!   view) and `host::start` (starting and migrating consumers).
 //! - [`consumer`]: one instance serving one connection.
 //! - [`connection`]: the `connection` resource and what it asks of the socket.
 //! - [`engine`]: the wasmtime engine, the compile cache and guest limits.
