@@ -9,16 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_layer::{ChannelLayer, Event};
-use tokio::sync::{Mutex, MutexGuard, OwnedSemaphorePermit, watch};
-use wasmtime::Store;
+use tokio::sync::{MutexGuard, OwnedSemaphorePermit, watch};
 use wasmtime::component::Resource;
 
-use crate::bindings::{Frame, Migration, Scope, WebsocketConsumer};
+use crate::bindings::{Frame, Scope};
 use crate::connection::{Connection, Handshake, OutboundOverflow};
 use crate::engine::{EpochClock, epoch_ticks};
 use crate::failures::FailureCounter;
-use crate::plugin::{Plugin, Retirement};
-use crate::state::ConsumerState;
+use crate::instance::{Instance, SharedInstance};
+use crate::version::{Retirement, Version};
 
 /// A frame received from the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,91 +75,6 @@ pub enum ConnectionStatus {
 pub(crate) struct CallBook {
     pub(crate) failures: Arc<FailureCounter>,
     pub(crate) clock: EpochClock,
-}
-
-/// A store and an instance of one plugin version, with its exports.
-pub(crate) struct Instance {
-    pub(crate) store: Store<ConsumerState>,
-    pub(crate) guest: WebsocketConsumer,
-    /// Present when the plugin exports `migration`.
-    pub(crate) migration: Option<Migration>,
-    /// Set while a call runs, cleared when it returns. Still set when the
-    /// instance is locked again means the last call's future was dropped
-    /// halfway: wasmtime cannot enter such an instance again.
-    pub(crate) in_call: bool,
-}
-
-/// One instance serving every connection of a plugin version whose manifest
-/// says `instance = "shared"`: calls take turns on it. It holds the
-/// version's instance slots for its life.
-pub(crate) struct SharedInstance {
-    instance: Mutex<Instance>,
-    /// Handles of consumers dropped while the instance was busy, deleted
-    /// from its connection table at the next call.
-    orphans: std::sync::Mutex<Vec<u32>>,
-    /// The version's instance slots, given back as soon as it breaks.
-    permits: std::sync::Mutex<Option<[OwnedSemaphorePermit; 2]>>,
-    /// Set once a call failed: the instance is never called again, every
-    /// connection on it is told, and the version starts a new one for new
-    /// connections.
-    broke: watch::Sender<bool>,
-    /// The plugin's failure counters, for a call abandoned halfway.
-    failures: Arc<FailureCounter>,
-}
-
-impl SharedInstance {
-    pub(crate) fn new(
-        instance: Instance,
-        permits: [OwnedSemaphorePermit; 2],
-        failures: Arc<FailureCounter>,
-    ) -> Self {
-        Self {
-            instance: Mutex::new(instance),
-            orphans: std::sync::Mutex::new(Vec::new()),
-            permits: std::sync::Mutex::new(Some(permits)),
-            broke: watch::Sender::new(false),
-            failures,
-        }
-    }
-
-    pub(crate) fn is_broken(&self) -> bool {
-        *self.broke.borrow()
-    }
-
-    /// Never call the instance again, tell its connections, and give its
-    /// slots back at once for the fresh instance that replaces it.
-    fn mark_broken(&self) {
-        self.broke.send_replace(true);
-        drop(
-            self.permits
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take(),
-        );
-    }
-
-    /// Add a connection to the instance's table.
-    pub(crate) async fn attach(
-        &self,
-        connection: Connection,
-    ) -> Result<Resource<Connection>, String> {
-        let mut instance = self.instance.lock().await;
-        instance
-            .store
-            .data_mut()
-            .host
-            .connections
-            .push(connection)
-            .map_err(|err| err.to_string())
-    }
-}
-
-impl std::fmt::Debug for SharedInstance {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedInstance")
-            .field("broken", &self.is_broken())
-            .finish_non_exhaustive()
-    }
 }
 
 /// Where a consumer's instance lives.
@@ -280,7 +194,7 @@ struct Meta {
     /// The plugin's name, for errors and logs.
     plugin: Arc<str>,
     /// The version this instance runs; counts it as open while alive.
-    version: Arc<Plugin>,
+    version: Arc<Version>,
     /// Tells when a newer version retires this one; `None` once handed out
     /// by [`Consumer::retirement`].
     retirement: Option<watch::Receiver<Retirement>>,
@@ -331,7 +245,7 @@ impl Consumer {
     pub(crate) fn new(
         instance: Instance,
         connection: &Resource<Connection>,
-        version: Arc<Plugin>,
+        version: Arc<Version>,
         calls: CallBook,
         permits: [OwnedSemaphorePermit; 2],
     ) -> Self {
@@ -362,7 +276,7 @@ impl Consumer {
         connection: &Resource<Connection>,
         (id, channel_name): (u64, Arc<str>),
         layer: Arc<dyn ChannelLayer>,
-        version: Arc<Plugin>,
+        version: Arc<Version>,
         calls: CallBook,
     ) -> Self {
         let meta = Meta::new(connection.rep(), id, channel_name, layer, version, calls);
@@ -378,7 +292,7 @@ impl Consumer {
     }
 
     /// The plugin version this instance runs.
-    pub fn version(&self) -> &Arc<Plugin> {
+    pub fn version(&self) -> &Arc<Version> {
         &self.meta.version
     }
 
@@ -588,11 +502,11 @@ impl Meta {
         id: u64,
         channel_name: Arc<str>,
         layer: Arc<dyn ChannelLayer>,
-        version: Arc<Plugin>,
+        version: Arc<Version>,
         CallBook { failures, clock }: CallBook,
     ) -> Self {
         let call_timeout = version.limits().call_timeout;
-        let plugin = version.name_arc();
+        let plugin = version.artifact().name_arc();
         version.opened();
         let retirement = Some(version.watch_retirement());
         Self {

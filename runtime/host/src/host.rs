@@ -30,9 +30,9 @@ use wasmtime::component::{HasSelf, Linker};
 use crate::bindings::{add_host_to_linker, add_types_to_linker};
 use crate::engine::{EpochTicker, GuestLimits, build_engine};
 use crate::failures::{FailureBook, PluginFailures};
-use crate::plugin::Plugin;
 use crate::registry::{RouteInfo, RouteMatch, RouteTable};
 use crate::state::{ConsumerState, HostCtx};
+use crate::version::Version;
 
 pub use reconcile::LoadReport;
 use reconcile::{FileStamp, Outcome};
@@ -68,7 +68,7 @@ pub struct PluginHost {
     /// Serialises table updates (reads never lock: they load the pointer).
     update: Mutex<()>,
     /// Versions replaced or removed while connections still ran on them.
-    retired: Mutex<Vec<Arc<Plugin>>>,
+    retired: Mutex<Vec<Arc<Version>>>,
     /// The last load failure of each plugin name, cleared when it loads.
     load_failures: Mutex<BTreeMap<String, LoadFailure>>,
     /// Each plugin file's stamp when the directory was last reconciled, and

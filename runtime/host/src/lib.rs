@@ -7,13 +7,18 @@
 //! Modules:
 //! - [`route`]: Django `path()` route patterns.
 //! - [`manifest`]: the `<plugin>.toml` manifest.
-//! - [`plugin`]: compiling and validating one plugin version.
+//! - [`plugin`]: compiling and validating one plugin version into an
+//!   immutable [`Artifact`].
+//! - [`version`]: a live (or retired) [`Version`] of a plugin: its artifact
+//!   and the state of the connections it serves.
 //! - [`registry`]: the immutable route table swapped atomically.
 //! - [`host`]: [`PluginHost`], shared by every connection task, and its
 //!   parts: `host::reconcile` (loading the plugin directory), `host::swap`
 //!   (installing and retiring versions), `host::status` (the admin API's
 //!   view) and `host::start` (starting and migrating consumers).
 //! - [`consumer`]: one instance serving one connection.
+//! - `instance` (private): a store and an instance, a connection's own or
+//!   shared by a version's connections.
 //! - [`connection`]: the `connection` resource and what it asks of the socket.
 //! - [`engine`]: the wasmtime engine, the compile cache and guest limits.
 //! - [`watch`]: watching the plugin directory for hot swap.
@@ -29,11 +34,13 @@ mod failures;
 mod guest_output;
 pub mod host;
 mod host_api;
+mod instance;
 pub mod manifest;
 pub mod plugin;
 pub mod registry;
 pub mod route;
 mod state;
+pub mod version;
 pub mod watch;
 
 pub use connection::{Handshake, OutFrame, Outbound, OutboundOverflow};
@@ -45,7 +52,8 @@ pub use host::{
     StartError, Started, VersionStatus,
 };
 pub use manifest::{InstanceMode, Manifest, PluginLimits, ReplacePolicy};
-pub use plugin::{Plugin, PluginError, Retirement};
+pub use plugin::{Artifact, PluginError};
 pub use registry::{RouteInfo, RouteMatch};
 pub use route::RoutePattern;
+pub use version::{Retirement, Version};
 pub use watch::{PluginWatcher, WatchOptions};

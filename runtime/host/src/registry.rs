@@ -7,13 +7,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::plugin::{Plugin, PluginError};
+use crate::plugin::PluginError;
 use crate::route::RoutePattern;
+use crate::version::Version;
 
 /// A resolved route: the plugin version to instantiate and the kwargs.
 #[derive(Debug, Clone)]
 pub struct RouteMatch {
-    pub plugin: Arc<Plugin>,
+    pub plugin: Arc<Version>,
     pub route: RoutePattern,
     /// Keyword arguments in pattern order (the scope's url route).
     pub kwargs: Vec<(String, String)>,
@@ -29,17 +30,17 @@ pub struct RouteInfo {
 /// An immutable set of plugins and the routes they serve.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    plugins: BTreeMap<String, Arc<Plugin>>,
+    plugins: BTreeMap<String, Arc<Version>>,
     /// Tried in order: more literal characters first (so `ws/echo/` wins
     /// over `ws/<str:name>/`), then plugin name, then manifest order.
-    routes: Vec<(RoutePattern, Arc<Plugin>)>,
+    routes: Vec<(RoutePattern, Arc<Version>)>,
 }
 
 impl RouteTable {
     /// A table with `plugin` added (or replacing the plugin of the same
     /// name). Fails, naming both plugins, when one of its routes has the
     /// same shape as a route of another plugin.
-    pub fn with_plugin(&self, plugin: Arc<Plugin>) -> Result<Self, PluginError> {
+    pub fn with_plugin(&self, plugin: Arc<Version>) -> Result<Self, PluginError> {
         for route in &plugin.manifest().routes {
             for (other_route, other) in &self.routes {
                 if other.name() != plugin.name() && other_route.shape() == route.shape() {
@@ -64,8 +65,8 @@ impl RouteTable {
         Self::from_plugins(plugins)
     }
 
-    fn from_plugins(plugins: BTreeMap<String, Arc<Plugin>>) -> Self {
-        let mut routes: Vec<(RoutePattern, Arc<Plugin>)> = plugins
+    fn from_plugins(plugins: BTreeMap<String, Arc<Version>>) -> Self {
+        let mut routes: Vec<(RoutePattern, Arc<Version>)> = plugins
             .values()
             .flat_map(|plugin| {
                 plugin
@@ -91,11 +92,11 @@ impl RouteTable {
         })
     }
 
-    pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<Version>> {
         self.plugins.values()
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<Plugin>> {
+    pub fn get(&self, name: &str) -> Option<&Arc<Version>> {
         self.plugins.get(name)
     }
 

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 
 use super::{LoadFailure, PluginHost, lock, unix_secs};
-use crate::plugin::{self, Plugin, PluginError, PluginFiles};
+use crate::plugin::{self, Artifact, PluginError, PluginFiles};
 
 /// The outcome of loading a plugin directory.
 #[derive(Debug, Default)]
@@ -25,7 +25,7 @@ pub struct LoadReport {
 
 impl PluginHost {
     /// Read and compile one plugin off the async threads.
-    pub async fn compile(&self, wasm_path: &Path) -> Result<Arc<Plugin>, PluginError> {
+    pub async fn compile(&self, wasm_path: &Path) -> Result<Arc<Artifact>, PluginError> {
         let engine = self.engine.clone();
         let linker = self.linker.clone();
         let limits = self.limits.clone();
@@ -159,7 +159,7 @@ impl PluginHost {
             let files = PluginFiles::read(&owned)?;
             if table
                 .get(&files.name)
-                .is_some_and(|live| live.fingerprint() == files.fingerprint)
+                .is_some_and(|live| live.artifact().fingerprint() == files.fingerprint)
             {
                 return Ok(None);
             }
@@ -173,7 +173,7 @@ impl PluginHost {
             return Ok(None);
         };
         let name = plugin.name().to_owned();
-        self.install(&Arc::new(plugin))?;
+        self.install(Arc::new(plugin))?;
         Ok(Some(name))
     }
 }

@@ -12,12 +12,13 @@ use wasmtime::component::{Resource, ResourceTable};
 use super::PluginHost;
 use crate::bindings::Scope;
 use crate::connection::{Connection, Handshake, Outbound};
-use crate::consumer::{CallBook, Consumer, GuestError, Instance, SharedInstance};
+use crate::consumer::{CallBook, Consumer, GuestError};
 use crate::engine::{epoch_ticks, yield_or_interrupt};
+use crate::instance::{Instance, SharedInstance};
 use crate::manifest::InstanceMode;
-use crate::plugin::Plugin;
 use crate::registry::RouteMatch;
 use crate::state::{ConsumerState, HostCtx};
+use crate::version::Version;
 
 /// What the server knows about a handshake; the host adds the route.
 #[derive(Debug, Clone, Default)]
@@ -92,7 +93,7 @@ impl MigrateError {
 impl PluginHost {
     /// What a consumer's calls report to: the plugin's failure counters and
     /// the epoch clock.
-    fn calls(&self, plugin: &Plugin) -> CallBook {
+    fn calls(&self, plugin: &Version) -> CallBook {
         CallBook {
             failures: self.failures.counter(plugin.name()),
             clock: self.ticker.clock(),
@@ -100,7 +101,7 @@ impl PluginHost {
     }
 
     /// An instance slot of the server and one of the plugin version.
-    fn take_slots(&self, plugin: &Plugin) -> Result<[OwnedSemaphorePermit; 2], StartError> {
+    fn take_slots(&self, plugin: &Version) -> Result<[OwnedSemaphorePermit; 2], StartError> {
         let server = Arc::clone(&self.instances)
             .try_acquire_owned()
             .map_err(|_| StartError::AtCapacity(self.limits.max_instances))?;
@@ -117,7 +118,7 @@ impl PluginHost {
     /// table (a shared instance starts with none).
     async fn new_instance(
         &self,
-        plugin: &Arc<Plugin>,
+        plugin: &Arc<Version>,
         connection: Option<Connection>,
     ) -> Result<(Instance, Option<Resource<Connection>>), String> {
         let limits = plugin.limits();
@@ -134,7 +135,7 @@ impl PluginHost {
         let host = HostCtx {
             connections,
             layer: Arc::clone(&self.layer),
-            plugin: plugin.name_arc(),
+            plugin: plugin.artifact().name_arc(),
             current_connection: Arc::new(AtomicU64::new(id)),
         };
         let mut store = Store::new(&self.engine, ConsumerState::new(host, limits.memory_bytes));
@@ -145,16 +146,17 @@ impl PluginHost {
         let running = self.ticker.clock().running();
         let instance = tokio::time::timeout(
             limits.call_timeout,
-            plugin.pre.instantiate_async(&mut store),
+            plugin.artifact().pre.instantiate_async(&mut store),
         )
         .await
         .map_err(|_| format!("timed out after {:?}", limits.call_timeout))?
         .map_err(|err| format!("{err:#}"))?;
         let guest = plugin
+            .artifact()
             .consumer_exports
             .load(&mut store, &instance)
             .map_err(|err| format!("{err:#}"))?;
-        let migration = match &plugin.migration_exports {
+        let migration = match &plugin.artifact().migration_exports {
             Some(indices) => Some(
                 indices
                     .load(&mut store, &instance)
@@ -175,7 +177,7 @@ impl PluginHost {
     /// A store and an instance of `plugin` serving `connection`.
     async fn instantiate(
         &self,
-        plugin: &Arc<Plugin>,
+        plugin: &Arc<Version>,
         connection: Connection,
         permits: [OwnedSemaphorePermit; 2],
     ) -> Result<Consumer, String> {
@@ -194,7 +196,7 @@ impl PluginHost {
     /// version's instance slots) if there is none or the last one broke.
     async fn attach_shared(
         &self,
-        plugin: &Arc<Plugin>,
+        plugin: &Arc<Version>,
         connection: Connection,
     ) -> Result<Consumer, StartError> {
         let shared = {
@@ -306,9 +308,9 @@ impl PluginHost {
     pub async fn migrate(
         &self,
         consumer: &mut Consumer,
-        next: &Arc<Plugin>,
+        next: &Arc<Version>,
     ) -> Result<(), MigrateError> {
-        if !next.migratable() {
+        if !next.artifact().migratable() {
             return Err(MigrateError::NotMigratable {
                 plugin: next.name().to_owned(),
                 version: next.hash().to_owned(),

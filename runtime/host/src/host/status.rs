@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{PluginHost, lock, unix_secs};
 use crate::manifest::ReplacePolicy;
-use crate::plugin::Plugin;
+use crate::version::Version;
 
 /// A plugin file that failed to load, as the admin API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -64,12 +64,12 @@ impl PluginHost {
             .into_iter()
             .map(|name| {
                 let live = table.get(&name);
-                let version = |plugin: &Arc<Plugin>, is_live: bool| VersionStatus {
+                let version = |plugin: &Arc<Version>, is_live: bool| VersionStatus {
                     version: plugin.hash().to_owned(),
-                    loaded_at: unix_secs(plugin.loaded_at()),
+                    loaded_at: unix_secs(plugin.artifact().loaded_at()),
                     live: is_live,
                     open_connections: plugin.open_connections(),
-                    migratable: plugin.migratable(),
+                    migratable: plugin.artifact().migratable(),
                 };
                 let mut versions: Vec<VersionStatus> =
                     live.iter().map(|p| version(p, true)).collect();
@@ -81,7 +81,7 @@ impl PluginHost {
                 );
                 PluginStatus {
                     version: live.map(|p| p.hash().to_owned()),
-                    source: live.map(|p| p.source().display().to_string()),
+                    source: live.map(|p| p.artifact().source().display().to_string()),
                     routes: live
                         .map(|p| {
                             p.manifest()

@@ -7,14 +7,16 @@ use std::sync::atomic::Ordering;
 
 use super::{PluginHost, lock};
 use crate::manifest::ReplacePolicy;
-use crate::plugin::{Plugin, PluginError, Retirement};
+use crate::plugin::{Artifact, PluginError};
+use crate::version::{Retirement, Version};
 
 impl PluginHost {
-    /// Make a compiled plugin live, replacing the live version of the same
-    /// name. The swap is atomic: new handshakes see the new table; open
-    /// connections of the old version follow the new manifest's
-    /// `on-replace` policy.
-    pub fn install(&self, plugin: &Arc<Plugin>) -> Result<(), PluginError> {
+    /// Make a compiled plugin live as a new version, replacing the live
+    /// version of the same name. The swap is atomic: new handshakes see the
+    /// new table; open connections of the old version follow the new
+    /// manifest's `on-replace` policy.
+    pub fn install(&self, artifact: Arc<Artifact>) -> Result<(), PluginError> {
+        let plugin = &Arc::new(Version::new(artifact));
         let previous = {
             let _guard = lock(&self.update);
             let current = self.table.load();
@@ -65,7 +67,7 @@ impl PluginHost {
         }
     }
 
-    fn retire(&self, old: Arc<Plugin>, how: Retirement) {
+    fn retire(&self, old: Arc<Version>, how: Retirement) {
         tracing::info!(
             plugin = old.name(),
             version = old.hash(),
