@@ -17,7 +17,7 @@ use crate::connection::{Connection, Handshake, OutboundOverflow};
 use crate::engine::{EpochClock, epoch_ticks};
 use crate::failures::FailureCounter;
 use crate::instance::{Instance, SharedInstance};
-use crate::version::{Retirement, Version};
+use crate::version::{Retired, Retirement, Version};
 
 /// A frame received from the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -298,12 +298,12 @@ impl Consumer {
 
     /// Resolves when a newer version retired this one with `restart` or
     /// `migrate` (never for `drain`: the connection just carries on), or
-    /// with [`Retirement::Broken`] when the shared instance it runs on
+    /// with [`Retired::Broken`] when the shared instance it runs on
     /// failed in another connection's call. The future owns its watches, so
     /// it can be kept across loop iterations and polled cheaply; it is
     /// handed out once per consumer (later calls get a future that never
     /// resolves). After a migration, ask the successor.
-    pub fn retirement(&mut self) -> Pin<Box<dyn Future<Output = Retirement> + Send + 'static>> {
+    pub fn retirement(&mut self) -> Pin<Box<dyn Future<Output = Retired> + Send + 'static>> {
         let version = self.meta.retirement.take();
         let broke = match &self.backing {
             Backing::Shared(shared) if version.is_some() => Some(shared.broke.subscribe()),
@@ -315,9 +315,10 @@ impl Consumer {
                     return std::future::pending().await;
                 };
                 loop {
-                    let current = watch.borrow_and_update().clone();
-                    if matches!(current, Retirement::Restart | Retirement::Migrate(_)) {
-                        return current;
+                    match &*watch.borrow_and_update() {
+                        Retirement::Restart => return Retired::Restart,
+                        Retirement::Migrate(next) => return Retired::Migrate(Arc::clone(next)),
+                        Retirement::Live | Retirement::Drain => {}
                     }
                     if watch.changed().await.is_err() {
                         // The version is gone without a retirement: nothing
@@ -330,7 +331,7 @@ impl Consumer {
                 if let Some(mut broke) = broke
                     && broke.wait_for(|broke| *broke).await.is_ok()
                 {
-                    return Retirement::Broken;
+                    return Retired::Broken;
                 }
                 std::future::pending().await
             };

@@ -55,5 +55,5 @@ pub use manifest::{InstanceMode, Manifest, PluginLimits, ReplacePolicy};
 pub use plugin::{Artifact, PluginError};
 pub use registry::{RouteInfo, RouteMatch};
 pub use route::RoutePattern;
-pub use version::{Retirement, Version};
+pub use version::{Retired, Retirement, Version};
 pub use watch::{PluginWatcher, WatchOptions};

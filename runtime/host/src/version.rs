@@ -24,9 +24,20 @@ pub enum Retirement {
     Restart,
     /// Move to this version through the `migration` exports.
     Migrate(Arc<Version>),
-    /// Never a version's state: what [`crate::Consumer::retirement`] gives a
-    /// connection whose shared instance failed in another connection's
-    /// call. Close with 1011.
+}
+
+/// What [`crate::Consumer::retirement`] resolves to: the connection must
+/// leave its instance.
+#[derive(Debug, Clone)]
+pub enum Retired {
+    /// The version was replaced with `restart`: close with 1012 so the
+    /// client reconnects.
+    Restart,
+    /// The version was replaced with `migrate`: move to this version through
+    /// the `migration` exports.
+    Migrate(Arc<Version>),
+    /// The shared instance the connection runs on failed in another
+    /// connection's call: close with 1011.
     Broken,
 }
 

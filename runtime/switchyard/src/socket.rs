@@ -45,8 +45,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::task::AtomicWaker;
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use switchyard_host::{
-    ConnectionStatus, Consumer, InFrame, OutFrame, Outbound, OutboundOverflow, PluginHost,
-    Retirement,
+    ConnectionStatus, Consumer, InFrame, OutFrame, Outbound, OutboundOverflow, PluginHost, Retired,
 };
 use switchyard_layer::Inbox;
 use tokio::sync::mpsc;
@@ -429,11 +428,11 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
             },
             retired = &mut retirement => {
                 let next = match retired {
-                    Retirement::Restart => {
+                    Retired::Restart => {
                         return Ending::host(SERVICE_RESTART, "plugin replaced: please reconnect");
                     }
-                    Retirement::Migrate(next) => next,
-                    Retirement::Broken => {
+                    Retired::Migrate(next) => next,
+                    Retired::Broken => {
                         tracing::warn!(
                             plugin = consumer.plugin(),
                             route,
@@ -442,8 +441,6 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
                         );
                         return Ending::host(INTERNAL_ERROR, "consumer error");
                     }
-                    // `retirement` resolves only for restart, migrate and broken.
-                    Retirement::Live | Retirement::Drain => continue,
                 };
                 // Boxed: a rare path whose future would otherwise grow every
                 // connection's task by the size of an instantiation.

@@ -73,7 +73,7 @@ impl PluginHost {
             version = old.hash(),
             open = old.open_connections(),
             policy = match &how {
-                Retirement::Live | Retirement::Drain | Retirement::Broken => "drain",
+                Retirement::Live | Retirement::Drain => "drain",
                 Retirement::Restart => "restart",
                 Retirement::Migrate(_) => "migrate",
             },
