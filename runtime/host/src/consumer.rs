@@ -30,11 +30,12 @@ pub enum InFrame {
 /// the server closes the connection with 1011.
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {
-    #[error("plugin `{plugin}` trapped in `{call}`: {message}")]
+    #[error("plugin `{plugin}` trapped in `{call}`: {source:?}")]
     Trap {
         plugin: Arc<str>,
         call: &'static str,
-        message: String,
+        /// The trap, with the guest's backtrace.
+        source: wasmtime::Error,
     },
     #[error("plugin `{plugin}` ran past its {timeout:?} deadline in `{call}`")]
     Deadline {
@@ -620,7 +621,7 @@ impl Meta {
                     GuestError::Trap {
                         plugin: Arc::clone(plugin),
                         call,
-                        message: format!("{err:?}"),
+                        source: err,
                     }
                 }
             }

@@ -36,7 +36,7 @@ use crate::version::Version;
 
 pub use reconcile::LoadReport;
 use reconcile::{FileStamp, Outcome};
-pub use start::{ConnectRequest, MigrateError, StartError, Started};
+pub use start::{ConnectRequest, InstantiateError, MigrateError, StartError, Started};
 pub use status::{LoadFailure, PluginStatus, VersionStatus};
 
 fn unix_secs(time: SystemTime) -> u64 {

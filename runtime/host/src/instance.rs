@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Mutex, OwnedSemaphorePermit, watch};
 use wasmtime::Store;
-use wasmtime::component::Resource;
+use wasmtime::component::{Resource, ResourceTableError};
 
 use crate::bindings::{Migration, WebsocketConsumer};
 use crate::connection::Connection;
@@ -78,15 +78,9 @@ impl SharedInstance {
     pub(crate) async fn attach(
         &self,
         connection: Connection,
-    ) -> Result<Resource<Connection>, String> {
+    ) -> Result<Resource<Connection>, ResourceTableError> {
         let mut instance = self.instance.lock().await;
-        instance
-            .store
-            .data_mut()
-            .host
-            .connections
-            .push(connection)
-            .map_err(|err| err.to_string())
+        instance.store.data_mut().host.connections.push(connection)
     }
 }
 

@@ -48,8 +48,8 @@ pub use consumer::{ConnectionStatus, Consumer, GuestError, InFrame};
 pub use engine::GuestLimits;
 pub use failures::PluginFailures;
 pub use host::{
-    ConnectRequest, HostOptions, LoadFailure, LoadReport, MigrateError, PluginHost, PluginStatus,
-    StartError, Started, VersionStatus,
+    ConnectRequest, HostOptions, InstantiateError, LoadFailure, LoadReport, MigrateError,
+    PluginHost, PluginStatus, StartError, Started, VersionStatus,
 };
 pub use manifest::{InstanceMode, Manifest, PluginLimits, ReplacePolicy};
 pub use plugin::{Artifact, PluginError};

@@ -26,15 +26,24 @@ pub enum PluginError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path} is not a valid WebAssembly component: {message}")]
-    Compile { path: String, message: String },
-    #[error("{path} needs imports the host does not provide: {message}")]
-    Imports { path: String, message: String },
+    #[error("{path} is not a valid WebAssembly component: {source:#}")]
+    Compile {
+        path: String,
+        source: wasmtime::Error,
+    },
+    #[error("{path} needs imports the host does not provide: {source:#}")]
+    Imports {
+        path: String,
+        source: wasmtime::Error,
+    },
     #[error(
         "{path} does not export the switchyard:consumer/websocket-consumer@0.1.0 interface \
-         (is it built for the `consumer` world of wit/consumer.wit?): {message}"
+         (is it built for the `consumer` world of wit/consumer.wit?): {source:#}"
     )]
-    Exports { path: String, message: String },
+    Exports {
+        path: String,
+        source: wasmtime::Error,
+    },
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error("default route for {path}: {source}")]
@@ -51,7 +60,10 @@ pub enum PluginError {
     #[error("invalid [limits] in the manifest of {path}: {message}")]
     Limits { path: String, message: String },
     #[error("compiling {path} panicked or was cancelled")]
-    Join { path: String },
+    Join {
+        path: String,
+        source: tokio::task::JoinError,
+    },
 }
 
 /// A compiled, validated plugin version, ready to instantiate. Immutable:
@@ -226,20 +238,20 @@ pub(crate) fn compile(
         })?;
     // The version's id: the component and its manifest, as the fingerprint.
     let hash = files.fingerprint[..16].to_owned();
-    let component = Component::new(engine, &files.wasm).map_err(|err| PluginError::Compile {
+    let component = Component::new(engine, &files.wasm).map_err(|source| PluginError::Compile {
         path: path.clone(),
-        message: format!("{err:#}"),
+        source,
     })?;
     let pre = linker
         .instantiate_pre(&component)
-        .map_err(|err| PluginError::Imports {
+        .map_err(|source| PluginError::Imports {
             path: path.clone(),
-            message: format!("{err:#}"),
+            source,
         })?;
     let consumer_exports =
-        WebsocketConsumerIndices::new(&pre).map_err(|err| PluginError::Exports {
+        WebsocketConsumerIndices::new(&pre).map_err(|source| PluginError::Exports {
             path: path.clone(),
-            message: format!("{err:#}"),
+            source,
         })?;
     let migration_exports = MigrationIndices::new(&pre).ok();
     Ok(Artifact {

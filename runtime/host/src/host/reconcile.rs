@@ -35,8 +35,9 @@ impl PluginHost {
             plugin::compile(&engine, &linker, &limits, files)
         })
         .await
-        .map_err(|_| PluginError::Join {
+        .map_err(|source| PluginError::Join {
             path: wasm_path.display().to_string(),
+            source,
         })?
         .map(Arc::new)
     }
@@ -166,8 +167,9 @@ impl PluginHost {
             plugin::compile(&engine, &linker, &limits, files).map(Some)
         })
         .await
-        .map_err(|_| PluginError::Join {
+        .map_err(|source| PluginError::Join {
             path: path.display().to_string(),
+            source,
         })??;
         let Some(plugin) = compiled else {
             return Ok(None);

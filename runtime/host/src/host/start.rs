@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use switchyard_layer::Inbox;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use wasmtime::Store;
-use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::component::{ResourceTable, ResourceTableError};
 
 use super::PluginHost;
 use crate::bindings::Scope;
@@ -47,8 +48,11 @@ pub enum StartError {
     /// The plugin's own `limits.max-instances` is reached (503 too).
     #[error("all {slots} instance slots of plugin `{plugin}` are in use")]
     PluginAtCapacity { plugin: String, slots: u32 },
-    #[error("instantiating plugin `{plugin}`: {message}")]
-    Instantiate { plugin: String, message: String },
+    #[error("instantiating plugin `{plugin}`: {source}")]
+    Instantiate {
+        plugin: String,
+        source: InstantiateError,
+    },
     #[error(transparent)]
     Guest(#[from] GuestError),
 }
@@ -72,15 +76,31 @@ pub enum MigrateError {
     #[error("no instance slot free for the new version")]
     AtCapacity,
     #[error("instantiating the new version: {0}")]
-    Instantiate(String),
+    Instantiate(#[source] InstantiateError),
     /// `snapshot` failed: the old instance is unusable, the connection must
     /// close (1011).
     #[error("snapshot failed: {0}")]
-    Snapshot(GuestError),
+    Snapshot(#[source] GuestError),
+    /// The guest's `restore` returned an error: its own text.
     #[error("the new version refused the state: {0}")]
     Refused(String),
     #[error("restore failed: {0}")]
-    Restore(GuestError),
+    Restore(#[source] GuestError),
+}
+
+/// Why a store and an instance of a plugin version could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum InstantiateError {
+    /// Instantiation ran past the version's call timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// wasmtime refused to instantiate the component or to find its
+    /// exports in the instance.
+    #[error("{0:#}")]
+    Wasm(#[source] wasmtime::Error),
+    /// The instance's connection table is full.
+    #[error(transparent)]
+    Table(#[from] ResourceTableError),
 }
 
 impl MigrateError {
@@ -114,29 +134,21 @@ impl PluginHost {
         Ok([server, own])
     }
 
-    /// A store and an instance of `plugin`, with `connection` in its
-    /// table (a shared instance starts with none).
+    /// A store and an instance of `plugin`, its host state holding
+    /// `connections` (a shared instance starts with none) and naming
+    /// `current_connection` in guest output (0 for a shared instance).
     async fn new_instance(
         &self,
         plugin: &Arc<Version>,
-        connection: Option<Connection>,
-    ) -> Result<(Instance, Option<Resource<Connection>>), String> {
+        connections: ResourceTable,
+        current_connection: u64,
+    ) -> Result<Instance, InstantiateError> {
         let limits = plugin.limits();
-        let mut connections = ResourceTable::new();
-        let id = connection.as_ref().map_or(0, |c| c.id);
-        let handle = match connection {
-            Some(connection) => Some(
-                connections
-                    .push(connection)
-                    .map_err(|err| err.to_string())?,
-            ),
-            None => None,
-        };
         let host = HostCtx {
             connections,
             layer: Arc::clone(&self.layer),
             plugin: plugin.artifact().name_arc(),
-            current_connection: Arc::new(AtomicU64::new(id)),
+            current_connection: Arc::new(AtomicU64::new(current_connection)),
         };
         let mut store = Store::new(&self.engine, ConsumerState::new(host, limits.memory_bytes));
         store.limiter(|state| &mut state.limits);
@@ -149,18 +161,18 @@ impl PluginHost {
             plugin.artifact().pre.instantiate_async(&mut store),
         )
         .await
-        .map_err(|_| format!("timed out after {:?}", limits.call_timeout))?
-        .map_err(|err| format!("{err:#}"))?;
+        .map_err(|_| InstantiateError::Timeout(limits.call_timeout))?
+        .map_err(InstantiateError::Wasm)?;
         let guest = plugin
             .artifact()
             .consumer_exports
             .load(&mut store, &instance)
-            .map_err(|err| format!("{err:#}"))?;
+            .map_err(InstantiateError::Wasm)?;
         let migration = match &plugin.artifact().migration_exports {
             Some(indices) => Some(
                 indices
                     .load(&mut store, &instance)
-                    .map_err(|err| format!("{err:#}"))?,
+                    .map_err(InstantiateError::Wasm)?,
             ),
             None => None,
         };
@@ -171,7 +183,7 @@ impl PluginHost {
             migration,
             in_call: false,
         };
-        Ok((instance, handle))
+        Ok(instance)
     }
 
     /// A store and an instance of `plugin` serving `connection`.
@@ -180,9 +192,11 @@ impl PluginHost {
         plugin: &Arc<Version>,
         connection: Connection,
         permits: [OwnedSemaphorePermit; 2],
-    ) -> Result<Consumer, String> {
-        let (instance, handle) = self.new_instance(plugin, Some(connection)).await?;
-        let handle = handle.ok_or("connection not in the new instance's table")?;
+    ) -> Result<Consumer, InstantiateError> {
+        let id = connection.id;
+        let mut connections = ResourceTable::new();
+        let handle = connections.push(connection)?;
+        let instance = self.new_instance(plugin, connections, id).await?;
         Ok(Consumer::new(
             instance,
             &handle,
@@ -208,12 +222,12 @@ impl PluginHost {
                     // its connections still hold it until they close.
                     *slot = None;
                     let permits = self.take_slots(plugin)?;
-                    let (instance, _) =
-                        self.new_instance(plugin, None).await.map_err(|message| {
-                            StartError::Instantiate {
-                                plugin: plugin.name().to_owned(),
-                                message,
-                            }
+                    let instance = self
+                        .new_instance(plugin, ResourceTable::new(), 0)
+                        .await
+                        .map_err(|source| StartError::Instantiate {
+                            plugin: plugin.name().to_owned(),
+                            source,
                         })?;
                     let shared = Arc::new(SharedInstance::new(
                         instance,
@@ -227,14 +241,13 @@ impl PluginHost {
         };
         let id = connection.id;
         let channel_name = Arc::clone(&connection.channel_name);
-        let handle =
-            shared
-                .attach(connection)
-                .await
-                .map_err(|message| StartError::Instantiate {
-                    plugin: plugin.name().to_owned(),
-                    message,
-                })?;
+        let handle = shared
+            .attach(connection)
+            .await
+            .map_err(|err| StartError::Instantiate {
+                plugin: plugin.name().to_owned(),
+                source: err.into(),
+            })?;
         Ok(Consumer::shared(
             shared,
             &handle,
@@ -269,9 +282,9 @@ impl PluginHost {
             Some(permits) => self
                 .instantiate(plugin, connection, permits)
                 .await
-                .map_err(|message| StartError::Instantiate {
+                .map_err(|source| StartError::Instantiate {
                     plugin: plugin.name().to_owned(),
-                    message,
+                    source,
                 })?,
         };
         let scope = Scope {
