@@ -185,8 +185,10 @@ pub struct Consumer {
 /// Everything about a consumer but its instance, so a call can hold the
 /// instance and update these.
 struct Meta {
-    /// The connection's handle in the instance's connection table.
-    connection: u32,
+    /// The handle (rep) of the connection's `connection` resource in the
+    /// instance's table.
+    handle: u32,
+    /// The connection's id, unique in this process.
     id: u64,
     channel_name: Arc<str>,
     /// The handshake and the connection's state as the last call left them.
@@ -236,7 +238,7 @@ impl Drop for Consumer {
                 .orphans
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(self.meta.connection);
+                .push(self.meta.handle);
         }
     }
 }
@@ -245,7 +247,7 @@ impl Consumer {
     /// A consumer with its own instance.
     pub(crate) fn new(
         instance: Instance,
-        connection: &Resource<Connection>,
+        handle: &Resource<Connection>,
         version: Arc<Version>,
         calls: CallBook,
         permits: [OwnedSemaphorePermit; 2],
@@ -256,12 +258,12 @@ impl Consumer {
                 .data()
                 .host
                 .connections
-                .get(connection)
+                .get(handle)
                 .expect("connection resource pushed before the consumer");
             (conn.id, Arc::clone(&conn.channel_name))
         };
         let layer = Arc::clone(&instance.store.data().host.layer);
-        let meta = Meta::new(connection.rep(), id, channel_name, layer, version, calls);
+        let meta = Meta::new(handle.rep(), id, channel_name, layer, version, calls);
         Self {
             backing: Backing::Own {
                 instance: Box::new(instance),
@@ -271,16 +273,16 @@ impl Consumer {
         }
     }
 
-    /// A consumer taking turns on `shared`, where `connection` is attached.
+    /// A consumer taking turns on `shared`, where `handle` is attached.
     pub(crate) fn shared(
         shared: Arc<SharedInstance>,
-        connection: &Resource<Connection>,
+        handle: &Resource<Connection>,
         (id, channel_name): (u64, Arc<str>),
         layer: Arc<dyn ChannelLayer>,
         version: Arc<Version>,
         calls: CallBook,
     ) -> Self {
-        let meta = Meta::new(connection.rep(), id, channel_name, layer, version, calls);
+        let meta = Meta::new(handle.rep(), id, channel_name, layer, version, calls);
         Self {
             backing: Backing::Shared(shared),
             meta,
@@ -500,7 +502,7 @@ impl Consumer {
 
 impl Meta {
     fn new(
-        connection: u32,
+        handle: u32,
         id: u64,
         channel_name: Arc<str>,
         layer: Arc<dyn ChannelLayer>,
@@ -512,7 +514,7 @@ impl Meta {
         version.opened();
         let retirement = Some(version.watch_retirement());
         Self {
-            connection,
+            handle,
             id,
             channel_name,
             handshake: Handshake::Pending,
@@ -574,7 +576,7 @@ impl Meta {
     }
 
     fn borrow(&self) -> Resource<Connection> {
-        Resource::new_borrow(self.connection)
+        Resource::new_borrow(self.handle)
     }
 
     /// Give the next call its ticks; the store's epoch callback yields at
@@ -589,7 +591,7 @@ impl Meta {
         state.ticks_left = self.call_ticks;
         state
             .host
-            .current_connection
+            .current_connection_id
             .store(self.id, std::sync::atomic::Ordering::Relaxed);
         store.set_epoch_deadline(1);
     }
@@ -678,7 +680,7 @@ impl Meta {
         if shared {
             self.detached = true;
             table
-                .delete(Resource::<Connection>::new_own(self.connection))
+                .delete(Resource::<Connection>::new_own(self.handle))
                 .map(|conn| conn.groups.into_iter().collect())
                 .unwrap_or_default()
         } else {

@@ -80,7 +80,7 @@ pub struct PluginHost {
     files_read: AtomicU64,
     instances: Arc<Semaphore>,
     failures: FailureBook,
-    next_connection: AtomicU64,
+    next_connection_id: AtomicU64,
     cache: Option<wasmtime::Cache>,
     ticker: EpochTicker,
 }
@@ -144,7 +144,7 @@ impl PluginHost {
             stamps: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             files_read: AtomicU64::new(0),
-            next_connection: AtomicU64::new(1),
+            next_connection_id: AtomicU64::new(1),
             cache,
             ticker,
         })

@@ -81,9 +81,10 @@ const INTERNAL_ERROR: u16 = 1011;
 const SERVICE_RESTART: u16 = 1012;
 const TRY_AGAIN_LATER: u16 = 1013;
 
-/// An accepted connection waiting for its socket.
+/// An accepted handshake waiting for its socket: everything the task that
+/// will own the socket needs.
 #[derive(Debug)]
-pub(crate) struct Connection {
+pub(crate) struct Accepted {
     pub(crate) consumer: Consumer,
     pub(crate) inbox: Inbox,
     /// The host's own handle on the outbound queue (the guest's is in the
@@ -237,7 +238,7 @@ impl Ending {
     }
 }
 
-impl Connection {
+impl Accepted {
     /// Wait for the upgraded socket, then serve it until either side closes
     /// or the server shuts down.
     pub(crate) async fn run(

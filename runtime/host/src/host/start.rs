@@ -136,19 +136,19 @@ impl PluginHost {
 
     /// A store and an instance of `plugin`, its host state holding
     /// `connections` (a shared instance starts with none) and naming
-    /// `current_connection` in guest output (0 for a shared instance).
+    /// `current_connection_id` in guest output (0 for a shared instance).
     async fn new_instance(
         &self,
         plugin: &Arc<Version>,
         connections: ResourceTable,
-        current_connection: u64,
+        current_connection_id: u64,
     ) -> Result<Instance, InstantiateError> {
         let limits = plugin.limits();
         let host = HostCtx {
             connections,
             layer: Arc::clone(&self.layer),
             plugin: plugin.artifact().name_arc(),
-            current_connection: Arc::new(AtomicU64::new(current_connection)),
+            current_connection_id: Arc::new(AtomicU64::new(current_connection_id)),
         };
         let mut store = Store::new(&self.engine, ConsumerState::new(host, limits.memory_bytes));
         store.limiter(|state| &mut state.limits);
@@ -275,7 +275,7 @@ impl PluginHost {
             Some(self.take_slots(plugin)?)
         };
         let inbox = self.layer.new_channel();
-        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
         let connection = Connection::new(id, inbox.name().into(), outbound);
         let mut consumer = match permits {
             None => self.attach_shared(plugin, connection).await?,
