@@ -51,6 +51,9 @@ pub enum OutboundOverflow {
 /// The host side of the WIT `connection` resource: the state behind one
 /// handle in a store's table. The name matches the WIT; the socket itself
 /// is the server's, reached through the outbound queue.
+///
+/// `pub` only because `bindgen!`'s `with` re-exports it from the generated
+/// module; the crate root does not export it.
 #[derive(Debug)]
 pub struct Connection {
     /// The connection's id, unique in this process.

@@ -30,6 +30,7 @@ pub enum InFrame {
 /// the server closes the connection with 1011.
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {
+    /// The guest trapped (or a host function trapped it).
     #[error("plugin `{plugin}` trapped in `{call}`: {source:?}")]
     Trap {
         plugin: Arc<str>,
@@ -295,7 +296,7 @@ impl Consumer {
     }
 
     /// The plugin version this instance runs.
-    pub fn version(&self) -> &Arc<Version> {
+    pub(crate) fn version(&self) -> &Arc<Version> {
         &self.meta.version
     }
 
@@ -350,16 +351,6 @@ impl Consumer {
         self.meta.id
     }
 
-    /// The connection's channel name on the layer.
-    pub fn channel_name(&self) -> Arc<str> {
-        Arc::clone(&self.meta.channel_name)
-    }
-
-    /// What the plugin decided about the handshake so far.
-    pub fn handshake(&self) -> Handshake {
-        self.meta.handshake.clone()
-    }
-
     /// The connection's state as the last call left it.
     pub fn status(&self) -> ConnectionStatus {
         self.meta.status
@@ -367,7 +358,7 @@ impl Consumer {
 
     /// Call `connect`; returns the plugin's answer to the handshake. A plugin
     /// that neither accepts nor closes is taken to reject (HTTP 403).
-    pub async fn connect(&mut self, scope: Scope) -> Result<Handshake, GuestError> {
+    pub(crate) async fn connect(&mut self, scope: Scope) -> Result<Handshake, GuestError> {
         let Self { backing, meta } = self;
         let mut locked = meta.lock(backing, "connect").await?;
         let Instance { store, guest, .. } = locked.instance();

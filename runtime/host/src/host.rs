@@ -170,12 +170,9 @@ impl PluginHost {
         self.failures.report()
     }
 
+    /// The channel layer every consumer of this host reaches.
     pub fn layer(&self) -> &Arc<dyn ChannelLayer> {
         &self.layer
-    }
-
-    pub fn limits(&self) -> &GuestLimits {
-        &self.limits
     }
 
     /// The plugin version and kwargs for a request path.

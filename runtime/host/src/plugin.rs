@@ -26,16 +26,19 @@ pub enum PluginError {
         path: String,
         source: std::io::Error,
     },
+    /// wasmtime could not compile the file.
     #[error("{path} is not a valid WebAssembly component: {source:#}")]
     Compile {
         path: String,
         source: wasmtime::Error,
     },
+    /// The component imports what the linker does not define.
     #[error("{path} needs imports the host does not provide: {source:#}")]
     Imports {
         path: String,
         source: wasmtime::Error,
     },
+    /// The component lacks the `websocket-consumer` exports.
     #[error(
         "{path} does not export the switchyard:consumer/websocket-consumer@0.1.0 interface \
          (is it built for the `consumer` world of wit/consumer.wit?): {source:#}"
@@ -59,6 +62,7 @@ pub enum PluginError {
     },
     #[error("invalid [limits] in the manifest of {path}: {message}")]
     Limits { path: String, message: String },
+    /// The blocking compile task panicked or was cancelled.
     #[error("compiling {path} panicked or was cancelled")]
     Join {
         path: String,
@@ -97,7 +101,7 @@ impl std::fmt::Debug for Artifact {
 
 impl Artifact {
     /// The plugin's name: its file name without `.wasm`.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
@@ -105,38 +109,41 @@ impl Artifact {
         Arc::clone(&self.name)
     }
 
-    pub fn manifest(&self) -> &Manifest {
+    /// The manifest the plugin came with (or the default one).
+    pub(crate) fn manifest(&self) -> &Manifest {
         &self.manifest
     }
 
     /// The version's id: the first 16 hex digits of its fingerprint, so
     /// the same component under another manifest is another version.
-    pub fn hash(&self) -> &str {
+    pub(crate) fn hash(&self) -> &str {
         &self.hash
     }
 
     /// The component's and the manifest's hashes: equal fingerprints are the
     /// same version.
-    pub fn fingerprint(&self) -> &str {
+    pub(crate) fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
 
     /// Whether connections can move to this version: the component exports
     /// the `migration` interface and each connection has its own instance.
-    pub fn migratable(&self) -> bool {
+    pub(crate) fn migratable(&self) -> bool {
         self.migration_exports.is_some() && self.manifest.instance == InstanceMode::PerConnection
     }
 
-    pub fn source(&self) -> &Path {
+    /// The `.wasm` file the artifact was compiled from.
+    pub(crate) fn source(&self) -> &Path {
         &self.source
     }
 
-    pub fn loaded_at(&self) -> SystemTime {
+    /// When the artifact was compiled.
+    pub(crate) fn loaded_at(&self) -> SystemTime {
         self.loaded_at
     }
 
     /// The limits this plugin's instances run under.
-    pub fn limits(&self) -> &GuestLimits {
+    pub(crate) fn limits(&self) -> &GuestLimits {
         &self.limits
     }
 }

@@ -15,7 +15,7 @@ use crate::plugin::Artifact;
 /// What the host asks of a version's open connections once a newer version
 /// (or nothing) took its place.
 #[derive(Debug, Clone)]
-pub enum Retirement {
+pub(crate) enum Retirement {
     /// The version is live.
     Live,
     /// Finish on this version.
@@ -81,7 +81,7 @@ impl Version {
     }
 
     /// The compiled plugin this version runs.
-    pub fn artifact(&self) -> &Arc<Artifact> {
+    pub(crate) fn artifact(&self) -> &Arc<Artifact> {
         &self.artifact
     }
 
@@ -91,7 +91,7 @@ impl Version {
     }
 
     /// The version's id (see [`Artifact::hash`]).
-    pub fn hash(&self) -> &str {
+    pub(crate) fn hash(&self) -> &str {
         self.artifact.hash()
     }
 
@@ -116,11 +116,6 @@ impl Version {
 
     pub(crate) fn closed(&self) {
         self.open.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// Whether a newer version (or a removal) retired this one.
-    pub fn is_retired(&self) -> bool {
-        !matches!(*self.retirement.borrow(), Retirement::Live)
     }
 
     pub(crate) fn retire(&self, how: Retirement) {

@@ -48,6 +48,7 @@ pub enum StartError {
     /// The plugin's own `limits.max-instances` is reached (503 too).
     #[error("all {slots} instance slots of plugin `{plugin}` are in use")]
     PluginAtCapacity { plugin: String, slots: u32 },
+    /// The store or the instance could not be made.
     #[error("instantiating plugin `{plugin}`: {source}")]
     Instantiate {
         plugin: String,
@@ -75,6 +76,7 @@ pub enum MigrateError {
     NotMigratable { plugin: String, version: String },
     #[error("no instance slot free for the new version")]
     AtCapacity,
+    /// The new version could not be instantiated; the old one goes on.
     #[error("instantiating the new version: {0}")]
     Instantiate(#[source] InstantiateError),
     /// `snapshot` failed: the old instance is unusable, the connection must
@@ -84,6 +86,8 @@ pub enum MigrateError {
     /// The guest's `restore` returned an error: its own text.
     #[error("the new version refused the state: {0}")]
     Refused(String),
+    /// `restore` trapped or ran past its deadline in the new instance; the
+    /// old one goes on.
     #[error("restore failed: {0}")]
     Restore(#[source] GuestError),
 }

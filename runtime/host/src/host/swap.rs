@@ -15,7 +15,7 @@ impl PluginHost {
     /// version of the same name. The swap is atomic: new handshakes see the
     /// new table; open connections of the old version follow the new
     /// manifest's `on-replace` policy.
-    pub fn install(&self, artifact: Arc<Artifact>) -> Result<(), PluginError> {
+    pub(crate) fn install(&self, artifact: Arc<Artifact>) -> Result<(), PluginError> {
         let plugin = &Arc::new(Version::new(artifact));
         let previous = {
             let _guard = lock(&self.update);
@@ -47,7 +47,7 @@ impl PluginHost {
     /// Unroute a plugin: new handshakes no longer reach it, and its open
     /// connections follow its own `on-replace` policy (`migrate`, having
     /// nowhere to go, drains).
-    pub fn remove(&self, name: &str) {
+    pub(crate) fn remove(&self, name: &str) {
         let removed = {
             let _guard = lock(&self.update);
             let current = self.table.load();
