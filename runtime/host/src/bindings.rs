@@ -20,16 +20,16 @@ mod generated {
     });
 }
 
-pub use generated::exports::switchyard::consumer::migration::{
+pub(crate) use generated::exports::switchyard::consumer::migration::{
     Guest as Migration, GuestIndices as MigrationIndices,
 };
-pub use generated::exports::switchyard::consumer::websocket_consumer::{
+pub(crate) use generated::exports::switchyard::consumer::websocket_consumer::{
     Guest as WebsocketConsumer, GuestIndices as WebsocketConsumerIndices,
 };
-pub use generated::switchyard::consumer::host::{
+pub(crate) use generated::switchyard::consumer::host::{
     Host, HostConnection, Level, add_to_linker as add_host_to_linker,
 };
-pub use generated::switchyard::consumer::types::{
+pub(crate) use generated::switchyard::consumer::types::{
     Frame, Host as TypesHost, LayerError as WitLayerError, Scope,
     add_to_linker as add_types_to_linker,
 };

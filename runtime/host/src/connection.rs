@@ -1,5 +1,7 @@
-//! The host side of one WebSocket connection, as a plugin sees it through the
-//! `connection` resource, and what it asks the server to do with the socket.
+//! The host side of the WIT `connection` resource
+//! (`switchyard:consumer/host.connection`): the state behind one handle, as
+//! a plugin sees its WebSocket connection, and what it asks the server to
+//! do with the socket.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -46,9 +48,15 @@ pub enum OutboundOverflow {
     Gone,
 }
 
-/// The state behind one `connection` resource handle.
+/// The host side of the WIT `connection` resource: the state behind one
+/// handle in a store's table. The name matches the WIT; the socket itself
+/// is the server's, reached through the outbound queue.
+///
+/// `pub` only because `bindgen!`'s `with` re-exports it from the generated
+/// module; the crate root does not export it.
 #[derive(Debug)]
 pub struct Connection {
+    /// The connection's id, unique in this process.
     pub(crate) id: u64,
     pub(crate) channel_name: Arc<str>,
     pub(crate) handshake: Handshake,

@@ -9,16 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_layer::{ChannelLayer, Event};
-use tokio::sync::{Mutex, MutexGuard, OwnedSemaphorePermit, watch};
-use wasmtime::Store;
+use tokio::sync::{MutexGuard, OwnedSemaphorePermit, watch};
 use wasmtime::component::Resource;
 
-use crate::bindings::{Frame, Migration, Scope, WebsocketConsumer};
+use crate::bindings::{Frame, Scope};
 use crate::connection::{Connection, Handshake, OutboundOverflow};
 use crate::engine::{EpochClock, epoch_ticks};
 use crate::failures::FailureCounter;
-use crate::plugin::{Plugin, Retirement};
-use crate::state::ConsumerState;
+use crate::instance::{Instance, SharedInstance};
+use crate::version::{Retired, Retirement, Version};
 
 /// A frame received from the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,11 +30,13 @@ pub enum InFrame {
 /// the server closes the connection with 1011.
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {
-    #[error("plugin `{plugin}` trapped in `{call}`: {message}")]
+    /// The guest trapped (or a host function trapped it).
+    #[error("plugin `{plugin}` trapped in `{call}`: {source:?}")]
     Trap {
         plugin: Arc<str>,
         call: &'static str,
-        message: String,
+        /// The trap, with the guest's backtrace.
+        source: wasmtime::Error,
     },
     #[error("plugin `{plugin}` ran past its {timeout:?} deadline in `{call}`")]
     Deadline {
@@ -76,91 +77,6 @@ pub enum ConnectionStatus {
 pub(crate) struct CallBook {
     pub(crate) failures: Arc<FailureCounter>,
     pub(crate) clock: EpochClock,
-}
-
-/// A store and an instance of one plugin version, with its exports.
-pub(crate) struct Instance {
-    pub(crate) store: Store<ConsumerState>,
-    pub(crate) guest: WebsocketConsumer,
-    /// Present when the plugin exports `migration`.
-    pub(crate) migration: Option<Migration>,
-    /// Set while a call runs, cleared when it returns. Still set when the
-    /// instance is locked again means the last call's future was dropped
-    /// halfway: wasmtime cannot enter such an instance again.
-    pub(crate) in_call: bool,
-}
-
-/// One instance serving every connection of a plugin version whose manifest
-/// says `instance = "shared"`: calls take turns on it. It holds the
-/// version's instance slots for its life.
-pub(crate) struct SharedInstance {
-    instance: Mutex<Instance>,
-    /// Handles of consumers dropped while the instance was busy, deleted
-    /// from its connection table at the next call.
-    orphans: std::sync::Mutex<Vec<u32>>,
-    /// The version's instance slots, given back as soon as it breaks.
-    permits: std::sync::Mutex<Option<[OwnedSemaphorePermit; 2]>>,
-    /// Set once a call failed: the instance is never called again, every
-    /// connection on it is told, and the version starts a new one for new
-    /// connections.
-    broke: watch::Sender<bool>,
-    /// The plugin's failure counters, for a call abandoned halfway.
-    failures: Arc<FailureCounter>,
-}
-
-impl SharedInstance {
-    pub(crate) fn new(
-        instance: Instance,
-        permits: [OwnedSemaphorePermit; 2],
-        failures: Arc<FailureCounter>,
-    ) -> Self {
-        Self {
-            instance: Mutex::new(instance),
-            orphans: std::sync::Mutex::new(Vec::new()),
-            permits: std::sync::Mutex::new(Some(permits)),
-            broke: watch::Sender::new(false),
-            failures,
-        }
-    }
-
-    pub(crate) fn is_broken(&self) -> bool {
-        *self.broke.borrow()
-    }
-
-    /// Never call the instance again, tell its connections, and give its
-    /// slots back at once for the fresh instance that replaces it.
-    fn mark_broken(&self) {
-        self.broke.send_replace(true);
-        drop(
-            self.permits
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take(),
-        );
-    }
-
-    /// Add a connection to the instance's table.
-    pub(crate) async fn attach(
-        &self,
-        connection: Connection,
-    ) -> Result<Resource<Connection>, String> {
-        let mut instance = self.instance.lock().await;
-        instance
-            .store
-            .data_mut()
-            .host
-            .connections
-            .push(connection)
-            .map_err(|err| err.to_string())
-    }
-}
-
-impl std::fmt::Debug for SharedInstance {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedInstance")
-            .field("broken", &self.is_broken())
-            .finish_non_exhaustive()
-    }
 }
 
 /// Where a consumer's instance lives.
@@ -270,8 +186,10 @@ pub struct Consumer {
 /// Everything about a consumer but its instance, so a call can hold the
 /// instance and update these.
 struct Meta {
-    /// The connection's handle in the instance's connection table.
-    connection: u32,
+    /// The handle (rep) of the connection's `connection` resource in the
+    /// instance's table.
+    handle: u32,
+    /// The connection's id, unique in this process.
     id: u64,
     channel_name: Arc<str>,
     /// The handshake and the connection's state as the last call left them.
@@ -280,7 +198,7 @@ struct Meta {
     /// The plugin's name, for errors and logs.
     plugin: Arc<str>,
     /// The version this instance runs; counts it as open while alive.
-    version: Arc<Plugin>,
+    version: Arc<Version>,
     /// Tells when a newer version retires this one; `None` once handed out
     /// by [`Consumer::retirement`].
     retirement: Option<watch::Receiver<Retirement>>,
@@ -321,7 +239,7 @@ impl Drop for Consumer {
                 .orphans
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(self.meta.connection);
+                .push(self.meta.handle);
         }
     }
 }
@@ -330,8 +248,8 @@ impl Consumer {
     /// A consumer with its own instance.
     pub(crate) fn new(
         instance: Instance,
-        connection: &Resource<Connection>,
-        version: Arc<Plugin>,
+        handle: &Resource<Connection>,
+        version: Arc<Version>,
         calls: CallBook,
         permits: [OwnedSemaphorePermit; 2],
     ) -> Self {
@@ -341,12 +259,12 @@ impl Consumer {
                 .data()
                 .host
                 .connections
-                .get(connection)
+                .get(handle)
                 .expect("connection resource pushed before the consumer");
             (conn.id, Arc::clone(&conn.channel_name))
         };
         let layer = Arc::clone(&instance.store.data().host.layer);
-        let meta = Meta::new(connection.rep(), id, channel_name, layer, version, calls);
+        let meta = Meta::new(handle.rep(), id, channel_name, layer, version, calls);
         Self {
             backing: Backing::Own {
                 instance: Box::new(instance),
@@ -356,16 +274,16 @@ impl Consumer {
         }
     }
 
-    /// A consumer taking turns on `shared`, where `connection` is attached.
+    /// A consumer taking turns on `shared`, where `handle` is attached.
     pub(crate) fn shared(
         shared: Arc<SharedInstance>,
-        connection: &Resource<Connection>,
+        handle: &Resource<Connection>,
         (id, channel_name): (u64, Arc<str>),
         layer: Arc<dyn ChannelLayer>,
-        version: Arc<Plugin>,
+        version: Arc<Version>,
         calls: CallBook,
     ) -> Self {
-        let meta = Meta::new(connection.rep(), id, channel_name, layer, version, calls);
+        let meta = Meta::new(handle.rep(), id, channel_name, layer, version, calls);
         Self {
             backing: Backing::Shared(shared),
             meta,
@@ -378,18 +296,18 @@ impl Consumer {
     }
 
     /// The plugin version this instance runs.
-    pub fn version(&self) -> &Arc<Plugin> {
+    pub(crate) fn version(&self) -> &Arc<Version> {
         &self.meta.version
     }
 
     /// Resolves when a newer version retired this one with `restart` or
     /// `migrate` (never for `drain`: the connection just carries on), or
-    /// with [`Retirement::Broken`] when the shared instance it runs on
+    /// with [`Retired::Broken`] when the shared instance it runs on
     /// failed in another connection's call. The future owns its watches, so
     /// it can be kept across loop iterations and polled cheaply; it is
     /// handed out once per consumer (later calls get a future that never
     /// resolves). After a migration, ask the successor.
-    pub fn retirement(&mut self) -> Pin<Box<dyn Future<Output = Retirement> + Send + 'static>> {
+    pub fn retirement(&mut self) -> Pin<Box<dyn Future<Output = Retired> + Send + 'static>> {
         let version = self.meta.retirement.take();
         let broke = match &self.backing {
             Backing::Shared(shared) if version.is_some() => Some(shared.broke.subscribe()),
@@ -401,9 +319,10 @@ impl Consumer {
                     return std::future::pending().await;
                 };
                 loop {
-                    let current = watch.borrow_and_update().clone();
-                    if matches!(current, Retirement::Restart | Retirement::Migrate(_)) {
-                        return current;
+                    match &*watch.borrow_and_update() {
+                        Retirement::Restart => return Retired::Restart,
+                        Retirement::Migrate(next) => return Retired::Migrate(Arc::clone(next)),
+                        Retirement::Live | Retirement::Drain => {}
                     }
                     if watch.changed().await.is_err() {
                         // The version is gone without a retirement: nothing
@@ -416,7 +335,7 @@ impl Consumer {
                 if let Some(mut broke) = broke
                     && broke.wait_for(|broke| *broke).await.is_ok()
                 {
-                    return Retirement::Broken;
+                    return Retired::Broken;
                 }
                 std::future::pending().await
             };
@@ -432,16 +351,6 @@ impl Consumer {
         self.meta.id
     }
 
-    /// The connection's channel name on the layer.
-    pub fn channel_name(&self) -> Arc<str> {
-        Arc::clone(&self.meta.channel_name)
-    }
-
-    /// What the plugin decided about the handshake so far.
-    pub fn handshake(&self) -> Handshake {
-        self.meta.handshake.clone()
-    }
-
     /// The connection's state as the last call left it.
     pub fn status(&self) -> ConnectionStatus {
         self.meta.status
@@ -449,7 +358,7 @@ impl Consumer {
 
     /// Call `connect`; returns the plugin's answer to the handshake. A plugin
     /// that neither accepts nor closes is taken to reject (HTTP 403).
-    pub async fn connect(&mut self, scope: Scope) -> Result<Handshake, GuestError> {
+    pub(crate) async fn connect(&mut self, scope: Scope) -> Result<Handshake, GuestError> {
         let Self { backing, meta } = self;
         let mut locked = meta.lock(backing, "connect").await?;
         let Instance { store, guest, .. } = locked.instance();
@@ -584,19 +493,19 @@ impl Consumer {
 
 impl Meta {
     fn new(
-        connection: u32,
+        handle: u32,
         id: u64,
         channel_name: Arc<str>,
         layer: Arc<dyn ChannelLayer>,
-        version: Arc<Plugin>,
+        version: Arc<Version>,
         CallBook { failures, clock }: CallBook,
     ) -> Self {
         let call_timeout = version.limits().call_timeout;
-        let plugin = version.name_arc();
+        let plugin = version.artifact().name_arc();
         version.opened();
         let retirement = Some(version.watch_retirement());
         Self {
-            connection,
+            handle,
             id,
             channel_name,
             handshake: Handshake::Pending,
@@ -658,7 +567,7 @@ impl Meta {
     }
 
     fn borrow(&self) -> Resource<Connection> {
-        Resource::new_borrow(self.connection)
+        Resource::new_borrow(self.handle)
     }
 
     /// Give the next call its ticks; the store's epoch callback yields at
@@ -673,7 +582,7 @@ impl Meta {
         state.ticks_left = self.call_ticks;
         state
             .host
-            .current_connection
+            .current_connection_id
             .store(self.id, std::sync::atomic::Ordering::Relaxed);
         store.set_epoch_deadline(1);
     }
@@ -705,7 +614,7 @@ impl Meta {
                     GuestError::Trap {
                         plugin: Arc::clone(plugin),
                         call,
-                        message: format!("{err:?}"),
+                        source: err,
                     }
                 }
             }
@@ -762,7 +671,7 @@ impl Meta {
         if shared {
             self.detached = true;
             table
-                .delete(Resource::<Connection>::new_own(self.connection))
+                .delete(Resource::<Connection>::new_own(self.handle))
                 .map(|conn| conn.groups.into_iter().collect())
                 .unwrap_or_default()
         } else {

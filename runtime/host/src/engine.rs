@@ -39,7 +39,7 @@ impl Default for GuestLimits {
 impl GuestLimits {
     /// These (server-wide) limits narrowed by a plugin's `[limits]` table.
     /// A plugin may ask for less memory than the server allows, never more.
-    pub fn for_plugin(&self, own: &PluginLimits) -> Result<Self, String> {
+    pub(crate) fn for_plugin(&self, own: &PluginLimits) -> Result<Self, String> {
         let memory_bytes = own.memory_bytes.unwrap_or(self.memory_bytes);
         if memory_bytes > self.memory_bytes {
             return Err(format!(
@@ -136,7 +136,7 @@ pub(crate) const MAPPINGS_PER_INSTANCE: usize = 3;
 /// With `compile_cache`, compiled components are cached in that directory,
 /// keyed by the hash of the component and the engine's settings (wasmtime's
 /// own cache), so restarting with unchanged plugins skips compilation.
-pub fn build_engine(
+pub(crate) fn build_engine(
     limits: &GuestLimits,
     compile_cache: Option<&Path>,
 ) -> anyhow::Result<(Engine, Option<Cache>)> {

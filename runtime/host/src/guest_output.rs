@@ -20,32 +20,37 @@ pub(crate) enum Stream {
     Stderr,
 }
 
-/// The connection the store's current call is about: set before every
-/// call, so a shared instance's output names the connection it ran for.
-pub(crate) type CurrentConnection = Arc<AtomicU64>;
+/// The id of the connection the store's current call is about: set before
+/// every call, so a shared instance's output names the connection it ran
+/// for.
+pub(crate) type CurrentConnectionId = Arc<AtomicU64>;
 
 /// One guest stream of one store.
 #[derive(Debug, Clone)]
 pub(crate) struct GuestOutput {
     plugin: Arc<str>,
-    connection: CurrentConnection,
+    connection_id: CurrentConnectionId,
     stream: Stream,
 }
 
 impl GuestOutput {
-    pub(crate) fn new(plugin: Arc<str>, connection: CurrentConnection, stream: Stream) -> Self {
+    pub(crate) fn new(
+        plugin: Arc<str>,
+        connection_id: CurrentConnectionId,
+        stream: Stream,
+    ) -> Self {
         Self {
             plugin,
-            connection,
+            connection_id,
             stream,
         }
     }
 }
 
 impl GuestOutput {
-    /// The connection the store's current call is about.
+    /// The id of the connection the store's current call is about.
     fn current(&self) -> u64 {
-        self.connection.load(Ordering::Relaxed)
+        self.connection_id.load(Ordering::Relaxed)
     }
 }
 
@@ -127,7 +132,7 @@ mod tests {
     fn output_names_the_connection_of_the_current_call() {
         // A shared instance's store is made with no connection (0); each
         // call sets the one it runs for.
-        let current = CurrentConnection::default();
+        let current = CurrentConnectionId::default();
         let output = GuestOutput::new("echo".into(), Arc::clone(&current), Stream::Stdout);
         assert_eq!(output.current(), 0);
         current.store(7, Ordering::Relaxed);

@@ -200,7 +200,7 @@ impl Host for HostCtx {
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         let plugin = &*self.plugin;
         let connection = self
-            .current_connection
+            .current_connection_id
             .load(std::sync::atomic::Ordering::Relaxed);
         match level {
             Level::Trace => tracing::trace!(plugin, connection, "{message}"),

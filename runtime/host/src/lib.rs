@@ -4,45 +4,59 @@
 //! (the server does that) and reaches the channel layer only through
 //! [`switchyard_layer::ChannelLayer`].
 //!
-//! Modules:
-//! - [`route`]: Django `path()` route patterns.
-//! - [`manifest`]: the `<plugin>.toml` manifest.
-//! - [`plugin`]: compiling and validating one plugin version.
-//! - [`registry`]: the immutable route table swapped atomically.
-//! - [`host`]: [`PluginHost`], which loads plugins and starts consumers.
-//! - [`consumer`]: one instance serving one connection.
-//! - [`connection`]: the `connection` resource and what it asks of the socket.
-//! - [`engine`]: the wasmtime engine, the compile cache and guest limits.
-//! - [`watch`]: watching the plugin directory for hot swap.
-//! - `failures` (private): guest traps and deadlines counted per plugin.
-//! - `bindings`, `state`, `host_api`, `guest_output` (private): the generated
+//! Modules (all private; the crate root re-exports what the server, the
+//! tests and the benchmarks use):
+//! - `route`: Django `path()` route patterns ([`RoutePattern`]).
+//! - `manifest`: the `<plugin>.toml` manifest ([`Manifest`]).
+//! - `plugin`: compiling and validating one plugin version into an
+//!   immutable [`Artifact`].
+//! - `version`: a live (or retired) [`Version`] of a plugin: its artifact
+//!   and the state of the connections it serves.
+//! - `registry`: the immutable route table swapped atomically.
+//! - `host`: [`PluginHost`], shared by every connection task, and its
+//!   parts: `host::reconcile` (loading the plugin directory), `host::swap`
+//!   (installing and retiring versions), `host::status` (the admin API's
+//!   view) and `host::start` (starting and migrating consumers).
+//! - `consumer`: a [`Consumer`], one instance serving one connection.
+//! - `instance`: a store and an instance, a connection's own or shared by
+//!   a version's connections.
+//! - `connection`: the host side of the WIT `connection` resource, and
+//!   what it asks of the socket ([`Outbound`]).
+//! - `engine`: the wasmtime engine, the compile cache and [`GuestLimits`].
+//! - `watch`: watching the plugin directory for hot swap
+//!   ([`PluginWatcher`]).
+//! - `failures`: guest traps and deadlines counted per plugin.
+//! - `bindings`, `state`, `host_api`, `guest_output`: the generated
 //!   bindings, the store's data, the host interface, guest stdout/stderr.
 
 mod bindings;
-pub mod connection;
-pub mod consumer;
-pub mod engine;
+mod connection;
+mod consumer;
+mod engine;
 mod failures;
 mod guest_output;
-pub mod host;
+mod host;
 mod host_api;
-pub mod manifest;
-pub mod plugin;
-pub mod registry;
-pub mod route;
+mod instance;
+mod manifest;
+mod plugin;
+mod registry;
+mod route;
 mod state;
-pub mod watch;
+mod version;
+mod watch;
 
 pub use connection::{Handshake, OutFrame, Outbound, OutboundOverflow};
 pub use consumer::{ConnectionStatus, Consumer, GuestError, InFrame};
 pub use engine::GuestLimits;
 pub use failures::PluginFailures;
 pub use host::{
-    ConnectRequest, HostOptions, LoadFailure, LoadReport, MigrateError, PluginHost, PluginStatus,
-    StartError, Started, VersionStatus,
+    ConnectRequest, HostOptions, InstantiateError, LoadFailure, LoadReport, MigrateError,
+    PluginHost, PluginStatus, StartError, Started, VersionStatus,
 };
-pub use manifest::{InstanceMode, Manifest, PluginLimits, ReplacePolicy};
-pub use plugin::{Plugin, PluginError, Retirement};
+pub use manifest::{InstanceMode, Manifest, ManifestError, PluginLimits, ReplacePolicy};
+pub use plugin::{Artifact, PluginError};
 pub use registry::{RouteInfo, RouteMatch};
-pub use route::RoutePattern;
+pub use route::{RouteError, RoutePattern};
+pub use version::{Retired, Version};
 pub use watch::{PluginWatcher, WatchOptions};

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use crate::route::{RouteError, RoutePattern};
 
 /// Paths the server keeps for itself (the admin API).
-pub const RESERVED_PREFIX: &str = "_switchyard/";
+pub(crate) const RESERVED_PREFIX: &str = "_switchyard/";
 
 /// How instances of a plugin map to connections.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -106,7 +106,7 @@ pub enum ManifestError {
 
 impl Manifest {
     /// The manifest used when a plugin has none: it serves `ws/<name>/`.
-    pub fn default_for(name: &str) -> Result<Self, RouteError> {
+    pub(crate) fn default_for(name: &str) -> Result<Self, RouteError> {
         Ok(Self {
             routes: vec![RoutePattern::parse(&format!("ws/{name}/"))?],
             instance: InstanceMode::default(),
@@ -116,7 +116,7 @@ impl Manifest {
     }
 
     /// Parse manifest text; `path` only names the file in errors.
-    pub fn parse(text: &str, path: &Path) -> Result<Self, ManifestError> {
+    pub(crate) fn parse(text: &str, path: &Path) -> Result<Self, ManifestError> {
         let manifest: Manifest = toml::from_str(text).map_err(|err| ManifestError::Invalid {
             path: path.display().to_string(),
             message: err.message().to_owned(),
@@ -139,15 +139,6 @@ impl Manifest {
             });
         }
         Ok(manifest)
-    }
-
-    /// Read and parse the manifest file at `path`.
-    pub fn read(path: &Path) -> Result<Self, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::parse(&text, path)
     }
 }
 

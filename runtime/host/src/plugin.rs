@@ -1,18 +1,16 @@
-//! One loaded plugin version: compiled once, imports resolved once
-//! (`instantiate_pre`), exports checked before it goes live.
+//! Loading one plugin version: its files read, compiled once, imports
+//! resolved once (`instantiate_pre`), exports checked before it goes live.
+//! The product, an [`Artifact`], is immutable.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
-use tokio::sync::{Semaphore, watch};
 use wasmtime::Engine;
 use wasmtime::component::{Component, InstancePre, Linker};
 
 use crate::bindings::{MigrationIndices, WebsocketConsumerIndices};
-use crate::consumer::SharedInstance;
 use crate::engine::GuestLimits;
 use crate::manifest::{InstanceMode, Manifest, ManifestError};
 use crate::route::RouteError;
@@ -28,15 +26,27 @@ pub enum PluginError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path} is not a valid WebAssembly component: {message}")]
-    Compile { path: String, message: String },
-    #[error("{path} needs imports the host does not provide: {message}")]
-    Imports { path: String, message: String },
+    /// wasmtime could not compile the file.
+    #[error("{path} is not a valid WebAssembly component: {source:#}")]
+    Compile {
+        path: String,
+        source: wasmtime::Error,
+    },
+    /// The component imports what the linker does not define.
+    #[error("{path} needs imports the host does not provide: {source:#}")]
+    Imports {
+        path: String,
+        source: wasmtime::Error,
+    },
+    /// The component lacks the `websocket-consumer` exports.
     #[error(
         "{path} does not export the switchyard:consumer/websocket-consumer@0.1.0 interface \
-         (is it built for the `consumer` world of wit/consumer.wit?): {message}"
+         (is it built for the `consumer` world of wit/consumer.wit?): {source:#}"
     )]
-    Exports { path: String, message: String },
+    Exports {
+        path: String,
+        source: wasmtime::Error,
+    },
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error("default route for {path}: {source}")]
@@ -52,30 +62,18 @@ pub enum PluginError {
     },
     #[error("invalid [limits] in the manifest of {path}: {message}")]
     Limits { path: String, message: String },
+    /// The blocking compile task panicked or was cancelled.
     #[error("compiling {path} panicked or was cancelled")]
-    Join { path: String },
+    Join {
+        path: String,
+        source: tokio::task::JoinError,
+    },
 }
 
-/// What the host asks of a version's open connections once a newer version
-/// (or nothing) took its place.
-#[derive(Debug, Clone)]
-pub enum Retirement {
-    /// The version is live.
-    Live,
-    /// Finish on this version.
-    Drain,
-    /// Close with 1012 so the client reconnects.
-    Restart,
-    /// Move to this version through the `migration` exports.
-    Migrate(Arc<Plugin>),
-    /// Never a version's state: what [`crate::Consumer::retirement`] gives a
-    /// connection whose shared instance failed in another connection's
-    /// call. Close with 1011.
-    Broken,
-}
-
-/// A compiled, validated plugin version, ready to instantiate.
-pub struct Plugin {
+/// A compiled, validated plugin version, ready to instantiate. Immutable:
+/// the runtime state of the version (its open connections, instance slots,
+/// retirement and shared instance) is [`crate::version::Version`]'s.
+pub struct Artifact {
     name: Arc<str>,
     manifest: Manifest,
     hash: String,
@@ -85,23 +83,15 @@ pub struct Plugin {
     loaded_at: SystemTime,
     /// The server's guest limits narrowed by the manifest's `[limits]`.
     limits: GuestLimits,
-    /// This version's instance slots (`limits.max-instances`).
-    pub(crate) slots: Arc<Semaphore>,
     pub(crate) pre: InstancePre<ConsumerState>,
     pub(crate) consumer_exports: WebsocketConsumerIndices,
     /// Present when the component exports `migration`.
     pub(crate) migration_exports: Option<MigrationIndices>,
-    /// Connections served by this version right now.
-    open: AtomicUsize,
-    retirement: watch::Sender<Retirement>,
-    /// The instance every connection shares (`instance = "shared"`),
-    /// started with the first connection and again after one broke.
-    pub(crate) shared: tokio::sync::Mutex<Option<Arc<SharedInstance>>>,
 }
 
-impl std::fmt::Debug for Plugin {
+impl std::fmt::Debug for Artifact {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin")
+        f.debug_struct("Artifact")
             .field("name", &self.name)
             .field("hash", &self.hash)
             .field("source", &self.source)
@@ -109,9 +99,9 @@ impl std::fmt::Debug for Plugin {
     }
 }
 
-impl Plugin {
+impl Artifact {
     /// The plugin's name: its file name without `.wasm`.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
@@ -119,64 +109,41 @@ impl Plugin {
         Arc::clone(&self.name)
     }
 
-    pub fn manifest(&self) -> &Manifest {
+    /// The manifest the plugin came with (or the default one).
+    pub(crate) fn manifest(&self) -> &Manifest {
         &self.manifest
     }
 
     /// The version's id: the first 16 hex digits of its fingerprint, so
     /// the same component under another manifest is another version.
-    pub fn hash(&self) -> &str {
+    pub(crate) fn hash(&self) -> &str {
         &self.hash
     }
 
     /// The component's and the manifest's hashes: equal fingerprints are the
     /// same version.
-    pub fn fingerprint(&self) -> &str {
+    pub(crate) fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
 
     /// Whether connections can move to this version: the component exports
     /// the `migration` interface and each connection has its own instance.
-    pub fn migratable(&self) -> bool {
+    pub(crate) fn migratable(&self) -> bool {
         self.migration_exports.is_some() && self.manifest.instance == InstanceMode::PerConnection
     }
 
-    /// Connections this version serves now.
-    pub fn open_connections(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn opened(&self) {
-        self.open.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn closed(&self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// Whether a newer version (or a removal) retired this one.
-    pub fn is_retired(&self) -> bool {
-        !matches!(*self.retirement.borrow(), Retirement::Live)
-    }
-
-    pub(crate) fn retire(&self, how: Retirement) {
-        self.retirement.send_replace(how);
-    }
-
-    pub(crate) fn watch_retirement(&self) -> watch::Receiver<Retirement> {
-        self.retirement.subscribe()
-    }
-
-    pub fn source(&self) -> &Path {
+    /// The `.wasm` file the artifact was compiled from.
+    pub(crate) fn source(&self) -> &Path {
         &self.source
     }
 
-    pub fn loaded_at(&self) -> SystemTime {
+    /// When the artifact was compiled.
+    pub(crate) fn loaded_at(&self) -> SystemTime {
         self.loaded_at
     }
 
     /// The limits this plugin's instances run under.
-    pub fn limits(&self) -> &GuestLimits {
+    pub(crate) fn limits(&self) -> &GuestLimits {
         &self.limits
     }
 }
@@ -268,7 +235,7 @@ pub(crate) fn compile(
     linker: &Linker<ConsumerState>,
     server_limits: &GuestLimits,
     files: PluginFiles,
-) -> Result<Plugin, PluginError> {
+) -> Result<Artifact, PluginError> {
     let path = files.wasm_path.display().to_string();
     let limits = server_limits
         .for_plugin(&files.manifest.limits)
@@ -276,28 +243,25 @@ pub(crate) fn compile(
             path: path.clone(),
             message,
         })?;
-    let slots = usize::try_from(limits.max_instances)
-        .unwrap_or(usize::MAX)
-        .min(Semaphore::MAX_PERMITS);
     // The version's id: the component and its manifest, as the fingerprint.
     let hash = files.fingerprint[..16].to_owned();
-    let component = Component::new(engine, &files.wasm).map_err(|err| PluginError::Compile {
+    let component = Component::new(engine, &files.wasm).map_err(|source| PluginError::Compile {
         path: path.clone(),
-        message: format!("{err:#}"),
+        source,
     })?;
     let pre = linker
         .instantiate_pre(&component)
-        .map_err(|err| PluginError::Imports {
+        .map_err(|source| PluginError::Imports {
             path: path.clone(),
-            message: format!("{err:#}"),
+            source,
         })?;
     let consumer_exports =
-        WebsocketConsumerIndices::new(&pre).map_err(|err| PluginError::Exports {
+        WebsocketConsumerIndices::new(&pre).map_err(|source| PluginError::Exports {
             path: path.clone(),
-            message: format!("{err:#}"),
+            source,
         })?;
     let migration_exports = MigrationIndices::new(&pre).ok();
-    Ok(Plugin {
+    Ok(Artifact {
         name: files.name.into(),
         manifest: files.manifest,
         hash,
@@ -305,13 +269,9 @@ pub(crate) fn compile(
         source: files.wasm_path,
         loaded_at: SystemTime::now(),
         limits,
-        slots: Arc::new(Semaphore::new(slots)),
         pre,
         consumer_exports,
         migration_exports,
-        open: AtomicUsize::new(0),
-        retirement: watch::Sender::new(Retirement::Live),
-        shared: tokio::sync::Mutex::new(None),
     })
 }
 

@@ -7,13 +7,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::plugin::{Plugin, PluginError};
+use crate::plugin::PluginError;
 use crate::route::RoutePattern;
+use crate::version::Version;
 
 /// A resolved route: the plugin version to instantiate and the kwargs.
 #[derive(Debug, Clone)]
 pub struct RouteMatch {
-    pub plugin: Arc<Plugin>,
+    pub plugin: Arc<Version>,
     pub route: RoutePattern,
     /// Keyword arguments in pattern order (the scope's url route).
     pub kwargs: Vec<(String, String)>,
@@ -28,18 +29,18 @@ pub struct RouteInfo {
 
 /// An immutable set of plugins and the routes they serve.
 #[derive(Debug, Default)]
-pub struct RouteTable {
-    plugins: BTreeMap<String, Arc<Plugin>>,
+pub(crate) struct RouteTable {
+    plugins: BTreeMap<String, Arc<Version>>,
     /// Tried in order: more literal characters first (so `ws/echo/` wins
     /// over `ws/<str:name>/`), then plugin name, then manifest order.
-    routes: Vec<(RoutePattern, Arc<Plugin>)>,
+    routes: Vec<(RoutePattern, Arc<Version>)>,
 }
 
 impl RouteTable {
     /// A table with `plugin` added (or replacing the plugin of the same
     /// name). Fails, naming both plugins, when one of its routes has the
     /// same shape as a route of another plugin.
-    pub fn with_plugin(&self, plugin: Arc<Plugin>) -> Result<Self, PluginError> {
+    pub(crate) fn with_plugin(&self, plugin: Arc<Version>) -> Result<Self, PluginError> {
         for route in &plugin.manifest().routes {
             for (other_route, other) in &self.routes {
                 if other.name() != plugin.name() && other_route.shape() == route.shape() {
@@ -58,14 +59,14 @@ impl RouteTable {
     }
 
     /// A table without the plugin called `name`.
-    pub fn without_plugin(&self, name: &str) -> Self {
+    pub(crate) fn without_plugin(&self, name: &str) -> Self {
         let mut plugins = self.plugins.clone();
         plugins.remove(name);
         Self::from_plugins(plugins)
     }
 
-    fn from_plugins(plugins: BTreeMap<String, Arc<Plugin>>) -> Self {
-        let mut routes: Vec<(RoutePattern, Arc<Plugin>)> = plugins
+    fn from_plugins(plugins: BTreeMap<String, Arc<Version>>) -> Self {
+        let mut routes: Vec<(RoutePattern, Arc<Version>)> = plugins
             .values()
             .flat_map(|plugin| {
                 plugin
@@ -81,7 +82,7 @@ impl RouteTable {
     }
 
     /// The plugin version and kwargs for a request path, if any route matches.
-    pub fn resolve(&self, path: &str) -> Option<RouteMatch> {
+    pub(crate) fn resolve(&self, path: &str) -> Option<RouteMatch> {
         self.routes.iter().find_map(|(route, plugin)| {
             route.matches(path).map(|kwargs| RouteMatch {
                 plugin: Arc::clone(plugin),
@@ -91,16 +92,16 @@ impl RouteTable {
         })
     }
 
-    pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+    pub(crate) fn plugins(&self) -> impl Iterator<Item = &Arc<Version>> {
         self.plugins.values()
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<Plugin>> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<Version>> {
         self.plugins.get(name)
     }
 
     /// Live routes in the order they are tried.
-    pub fn routes(&self) -> Vec<RouteInfo> {
+    pub(crate) fn routes(&self) -> Vec<RouteInfo> {
         self.routes
             .iter()
             .map(|(route, plugin)| RouteInfo {

@@ -11,7 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::engine::{
     CORE_INSTANCES_PER_COMPONENT, MEMORIES_PER_COMPONENT, TABLE_ELEMENTS, TABLES_PER_COMPONENT,
 };
-use crate::guest_output::{CurrentConnection, GuestOutput, Stream};
+use crate::guest_output::{CurrentConnectionId, GuestOutput, Stream};
 
 /// Everything one store holds.
 pub(crate) struct ConsumerState {
@@ -44,12 +44,12 @@ impl ConsumerState {
             .allow_ip_name_lookup(false)
             .stdout(GuestOutput::new(
                 Arc::clone(&host.plugin),
-                Arc::clone(&host.current_connection),
+                Arc::clone(&host.current_connection_id),
                 Stream::Stdout,
             ))
             .stderr(GuestOutput::new(
                 Arc::clone(&host.plugin),
-                Arc::clone(&host.current_connection),
+                Arc::clone(&host.current_connection_id),
                 Stream::Stderr,
             ))
             .build();
@@ -89,14 +89,14 @@ pub(crate) struct HostCtx {
     /// The plugin's name, for log lines.
     pub(crate) plugin: Arc<str>,
     /// The connection the current call is about, for log lines.
-    pub(crate) current_connection: CurrentConnection,
+    pub(crate) current_connection_id: CurrentConnectionId,
 }
 
 impl std::fmt::Debug for HostCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostCtx")
             .field("plugin", &self.plugin)
-            .field("current_connection", &self.current_connection)
+            .field("current_connection_id", &self.current_connection_id)
             .finish_non_exhaustive()
     }
 }

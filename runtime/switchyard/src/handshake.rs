@@ -197,7 +197,7 @@ pub(crate) async fn handle(
         }
     };
     let response = upgrade.response(subprotocol.as_deref());
-    let connection = socket::Connection {
+    let accepted = socket::Accepted {
         consumer,
         inbox,
         outbound_tx,
@@ -212,7 +212,7 @@ pub(crate) async fn handle(
     let config = socket_config(ws);
     let budget = Arc::clone(&app.unfinished);
     app.tasks
-        .spawn(async move { connection.run(upgrade.socket(config, budget)).await });
+        .spawn(async move { accepted.run(upgrade.socket(config, budget)).await });
     response
 }
 

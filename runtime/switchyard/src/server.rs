@@ -185,7 +185,7 @@ impl Server {
                     }
                 },
             };
-            tasks.spawn(serve_connection(
+            tasks.spawn(serve_tcp(
                 stream,
                 peer,
                 app.clone(),
@@ -217,7 +217,7 @@ impl Server {
 /// # Cancel safety
 /// `select!` polls the pinned connection by reference, so the cancelled
 /// branch goes on to drive the same connection through a graceful shutdown.
-async fn serve_connection(
+async fn serve_tcp(
     stream: TcpStream,
     peer: SocketAddr,
     app: Router,

@@ -45,8 +45,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::task::AtomicWaker;
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use switchyard_host::{
-    ConnectionStatus, Consumer, InFrame, OutFrame, Outbound, OutboundOverflow, PluginHost,
-    Retirement,
+    ConnectionStatus, Consumer, InFrame, OutFrame, Outbound, OutboundOverflow, PluginHost, Retired,
 };
 use switchyard_layer::Inbox;
 use tokio::sync::mpsc;
@@ -82,9 +81,10 @@ const INTERNAL_ERROR: u16 = 1011;
 const SERVICE_RESTART: u16 = 1012;
 const TRY_AGAIN_LATER: u16 = 1013;
 
-/// An accepted connection waiting for its socket.
+/// An accepted handshake waiting for its socket: everything the task that
+/// will own the socket needs.
 #[derive(Debug)]
-pub(crate) struct Connection {
+pub(crate) struct Accepted {
     pub(crate) consumer: Consumer,
     pub(crate) inbox: Inbox,
     /// The host's own handle on the outbound queue (the guest's is in the
@@ -238,7 +238,7 @@ impl Ending {
     }
 }
 
-impl Connection {
+impl Accepted {
     /// Wait for the upgraded socket, then serve it until either side closes
     /// or the server shuts down.
     pub(crate) async fn run(
@@ -429,11 +429,11 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
             },
             retired = &mut retirement => {
                 let next = match retired {
-                    Retirement::Restart => {
+                    Retired::Restart => {
                         return Ending::host(SERVICE_RESTART, "plugin replaced: please reconnect");
                     }
-                    Retirement::Migrate(next) => next,
-                    Retirement::Broken => {
+                    Retired::Migrate(next) => next,
+                    Retired::Broken => {
                         tracing::warn!(
                             plugin = consumer.plugin(),
                             route,
@@ -442,8 +442,6 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
                         );
                         return Ending::host(INTERNAL_ERROR, "consumer error");
                     }
-                    // `retirement` resolves only for restart, migrate and broken.
-                    Retirement::Live | Retirement::Drain => continue,
                 };
                 // Boxed: a rare path whose future would otherwise grow every
                 // connection's task by the size of an instantiation.
