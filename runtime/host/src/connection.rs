@@ -13,17 +13,22 @@ use tokio::sync::mpsc;
 /// into the server's WebSocket message types.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutFrame {
+    /// A text frame.
     Text(String),
+    /// A binary frame.
     Binary(Bytes),
 }
 
 /// What the plugin asks the server to write to the socket, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outbound {
+    /// A data frame.
     Frame(OutFrame),
     /// Close with this code and reason; nothing is written after it.
     Close {
+        /// The close code.
         code: u16,
+        /// The close reason (at most 123 bytes).
         reason: String,
     },
 }
@@ -34,9 +39,17 @@ pub enum Handshake {
     /// The plugin has not decided yet (only seen while `connect` runs).
     Pending,
     /// Accepted, with the chosen subprotocol if any.
-    Accepted { subprotocol: Option<String> },
+    Accepted {
+        /// The subprotocol the plugin chose from the client's offer.
+        subprotocol: Option<String>,
+    },
     /// Rejected before accept: the server answers HTTP 403, as Channels does.
-    Rejected { code: u16, reason: Option<String> },
+    Rejected {
+        /// The code the plugin closed with.
+        code: u16,
+        /// The reason it gave.
+        reason: Option<String>,
+    },
 }
 
 /// Why an outbound frame could not be queued.
@@ -54,6 +67,10 @@ pub enum OutboundOverflow {
 ///
 /// `pub` only because `bindgen!`'s `with` re-exports it from the generated
 /// module; the crate root does not export it.
+#[allow(
+    unreachable_pub,
+    reason = "bindgen!'s `with` names this type from the generated bindings module"
+)]
 #[derive(Debug)]
 pub struct Connection {
     /// The connection's id, unique in this process.

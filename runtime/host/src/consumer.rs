@@ -22,7 +22,9 @@ use crate::version::{Retired, Retirement, Version};
 /// A frame received from the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InFrame {
+    /// A text frame.
     Text(String),
+    /// A binary frame.
     Binary(Vec<u8>),
 }
 
@@ -33,15 +35,21 @@ pub enum GuestError {
     /// The guest trapped (or a host function trapped it).
     #[error("plugin `{plugin}` trapped in `{call}`: {source:?}")]
     Trap {
+        /// The plugin's name.
         plugin: Arc<str>,
+        /// The export that was called.
         call: &'static str,
         /// The trap, with the guest's backtrace.
         source: wasmtime::Error,
     },
+    /// The call ran past its deadline (the epoch or the tokio timeout).
     #[error("plugin `{plugin}` ran past its {timeout:?} deadline in `{call}`")]
     Deadline {
+        /// The plugin's name.
         plugin: Arc<str>,
+        /// The export that was called.
         call: &'static str,
+        /// The deadline it ran past.
         timeout: Duration,
     },
     /// The shared instance failed in another connection's call.
@@ -49,14 +57,18 @@ pub enum GuestError {
         "plugin `{plugin}`'s shared instance failed in another connection's call; cannot `{call}`"
     )]
     Broken {
+        /// The plugin's name.
         plugin: Arc<str>,
+        /// The export that could not be called.
         call: &'static str,
     },
     /// The previous call into this instance was dropped before it returned
     /// (its future was cancelled), so the instance cannot be entered again.
     #[error("plugin `{plugin}`'s instance was left in the middle of a call; cannot `{call}`")]
     Abandoned {
+        /// The plugin's name.
         plugin: Arc<str>,
+        /// The export that could not be called.
         call: &'static str,
     },
 }
@@ -64,6 +76,7 @@ pub enum GuestError {
 /// The state of the connection after a call, as the plugin left it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionStatus {
+    /// Still open.
     Open,
     /// The plugin called `close`.
     Closed,

@@ -43,6 +43,7 @@ impl FailureCounter {
 /// (across versions of the same name).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginFailures {
+    /// The plugin's name.
     pub plugin: String,
     /// Traps: panics, `unreachable`, out-of-memory, bad host calls.
     pub traps: u64,

@@ -51,6 +51,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Options of the host beyond the guest limits.
 #[derive(Debug, Clone, Default)]
 pub struct HostOptions {
+    /// The limits every guest runs under.
     pub limits: GuestLimits,
     /// Where compiled components are cached, keyed by content hash, so an
     /// unchanged plugin is not compiled again after a restart. `None`

@@ -69,10 +69,13 @@ pub enum ReplacePolicy {
 pub struct Manifest {
     /// The WebSocket routes this plugin serves.
     pub routes: Vec<RoutePattern>,
+    /// `instance`: an instance per connection (the default) or one shared.
     #[serde(default)]
     pub instance: InstanceMode,
+    /// `on-replace`: what open connections do when a new version arrives.
     #[serde(default)]
     pub on_replace: ReplacePolicy,
+    /// `[limits]`: the plugin's own guest limits.
     #[serde(default)]
     pub limits: PluginLimits,
 }
@@ -93,15 +96,29 @@ pub struct PluginLimits {
 /// Why a manifest could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    /// The manifest exists but could not be read.
     #[error("cannot read manifest {path}: {source}")]
     Read {
+        /// The manifest's path.
         path: String,
+        /// Why it could not be read.
         source: std::io::Error,
     },
+    /// The manifest is not valid TOML for [`Manifest`], or a route in it is
+    /// not a valid pattern.
     #[error("invalid manifest {path}: {message}")]
-    Invalid { path: String, message: String },
+    Invalid {
+        /// The manifest's path.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// `routes` is empty.
     #[error("manifest {path} declares no routes")]
-    NoRoutes { path: String },
+    NoRoutes {
+        /// The manifest's path.
+        path: String,
+    },
 }
 
 impl Manifest {

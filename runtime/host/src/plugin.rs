@@ -19,23 +19,36 @@ use crate::state::ConsumerState;
 /// Why a plugin could not be loaded. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
+    /// The file name does not make a plugin name.
     #[error("plugin file name {path}: {reason}")]
-    BadName { path: String, reason: String },
+    BadName {
+        /// The file.
+        path: String,
+        /// What is wrong with its name.
+        reason: String,
+    },
+    /// The file could not be read.
     #[error("cannot read plugin {path}: {source}")]
     Read {
+        /// The file.
         path: String,
+        /// Why it could not be read.
         source: std::io::Error,
     },
     /// wasmtime could not compile the file.
     #[error("{path} is not a valid WebAssembly component: {source:#}")]
     Compile {
+        /// The file.
         path: String,
+        /// wasmtime's error.
         source: wasmtime::Error,
     },
     /// The component imports what the linker does not define.
     #[error("{path} needs imports the host does not provide: {source:#}")]
     Imports {
+        /// The file.
         path: String,
+        /// The linker's error, naming the import.
         source: wasmtime::Error,
     },
     /// The component lacks the `websocket-consumer` exports.
@@ -44,28 +57,50 @@ pub enum PluginError {
          (is it built for the `consumer` world of wit/consumer.wit?): {source:#}"
     )]
     Exports {
+        /// The file.
         path: String,
+        /// What is missing.
         source: wasmtime::Error,
     },
+    /// The manifest beside the file is invalid.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// With no manifest, the route made from the name is invalid.
     #[error("default route for {path}: {source}")]
-    DefaultRoute { path: String, source: RouteError },
+    DefaultRoute {
+        /// The file.
+        path: String,
+        /// Why the route is invalid.
+        source: RouteError,
+    },
+    /// A route is already served by another live plugin.
     #[error(
         "route `{route}` of plugin `{plugin}` is already served by plugin `{other}` (as `{other_route}`)"
     )]
     RouteConflict {
+        /// The route of the plugin being loaded.
         route: String,
+        /// The plugin being loaded.
         plugin: String,
+        /// The live plugin's route that matches the same paths.
         other_route: String,
+        /// The live plugin.
         other: String,
     },
+    /// The manifest's `[limits]` are out of range.
     #[error("invalid [limits] in the manifest of {path}: {message}")]
-    Limits { path: String, message: String },
+    Limits {
+        /// The file.
+        path: String,
+        /// What is out of range.
+        message: String,
+    },
     /// The blocking compile task panicked or was cancelled.
     #[error("compiling {path} panicked or was cancelled")]
     Join {
+        /// The file.
         path: String,
+        /// The task's error.
         source: tokio::task::JoinError,
     },
 }

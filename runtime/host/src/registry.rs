@@ -14,7 +14,9 @@ use crate::version::Version;
 /// A resolved route: the plugin version to instantiate and the kwargs.
 #[derive(Debug, Clone)]
 pub struct RouteMatch {
+    /// The plugin version serving the route.
     pub plugin: Arc<Version>,
+    /// The pattern that matched.
     pub route: RoutePattern,
     /// Keyword arguments in pattern order (the scope's url route).
     pub kwargs: Vec<(String, String)>,
@@ -23,7 +25,9 @@ pub struct RouteMatch {
 /// One live route, for listings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteInfo {
+    /// The pattern.
     pub route: String,
+    /// The plugin serving it.
     pub plugin: String,
 }
 

@@ -17,9 +17,13 @@ use crate::plugin::{self, Artifact, PluginError, PluginFiles};
 /// The outcome of loading a plugin directory.
 #[derive(Debug, Default)]
 pub struct LoadReport {
+    /// Plugins made live: new, or changed since they were last loaded.
     pub loaded: Vec<String>,
+    /// Plugins whose files had not changed.
     pub unchanged: Vec<String>,
+    /// Plugins unrouted because their `.wasm` is gone.
     pub removed: Vec<String>,
+    /// Files that failed to load, and why.
     pub failed: Vec<(PathBuf, PluginError)>,
 }
 

@@ -32,6 +32,7 @@ pub struct ConnectRequest {
     pub headers: Vec<(String, String)>,
     /// `ip:port` of the client.
     pub client: Option<String>,
+    /// The subprotocols the client offered, in its order.
     pub subprotocols: Vec<String>,
     /// The authenticated user, if the server authenticated one.
     pub user: Option<String>,
@@ -47,13 +48,21 @@ pub enum StartError {
     AtCapacity(u32),
     /// The plugin's own `limits.max-instances` is reached (503 too).
     #[error("all {slots} instance slots of plugin `{plugin}` are in use")]
-    PluginAtCapacity { plugin: String, slots: u32 },
+    PluginAtCapacity {
+        /// The plugin's name.
+        plugin: String,
+        /// Its `limits.max-instances`.
+        slots: u32,
+    },
     /// The store or the instance could not be made.
     #[error("instantiating plugin `{plugin}`: {source}")]
     Instantiate {
+        /// The plugin's name.
         plugin: String,
+        /// What failed.
         source: InstantiateError,
     },
+    /// `connect` trapped or ran past its deadline.
     #[error(transparent)]
     Guest(#[from] GuestError),
 }
@@ -61,6 +70,7 @@ pub enum StartError {
 /// A consumer whose `connect` has returned.
 #[derive(Debug)]
 pub struct Started {
+    /// The consumer, its `connect` done.
     pub consumer: Consumer,
     /// The connection's channel-layer inbox: feed its events to
     /// [`Consumer::event`].
@@ -72,8 +82,15 @@ pub struct Started {
 /// Why a connection stayed on its old version during a `migrate` swap.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
+    /// A version does not export `migration`, or runs shared instances.
     #[error("version {version} of `{plugin}` does not export `migration`")]
-    NotMigratable { plugin: String, version: String },
+    NotMigratable {
+        /// The plugin's name.
+        plugin: String,
+        /// The version's id.
+        version: String,
+    },
+    /// No instance slot is free for the new version.
     #[error("no instance slot free for the new version")]
     AtCapacity,
     /// The new version could not be instantiated; the old one goes on.

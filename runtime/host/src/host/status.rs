@@ -12,7 +12,9 @@ use crate::version::Version;
 /// A plugin file that failed to load, as the admin API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadFailure {
+    /// The file that failed.
     pub file: String,
+    /// Why.
     pub error: String,
     /// Seconds since the Unix epoch.
     pub at: u64,
@@ -21,26 +23,35 @@ pub struct LoadFailure {
 /// One version of a plugin, as the admin API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct VersionStatus {
+    /// The version's id (component and manifest).
     pub version: String,
     /// Seconds since the Unix epoch.
     pub loaded_at: u64,
+    /// Whether new connections get this version.
     pub live: bool,
+    /// Connections it serves now.
     pub open_connections: usize,
+    /// Whether connections can migrate to it.
     pub migratable: bool,
 }
 
 /// One plugin, as the admin API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginStatus {
+    /// The plugin's name.
     pub name: String,
-    /// The live version's hash, if the plugin is live.
+    /// The live version's id, if the plugin is live.
     pub version: Option<String>,
+    /// The live version's file.
     pub source: Option<String>,
+    /// The live version's routes.
     pub routes: Vec<String>,
+    /// The live version's `on-replace` policy.
     pub on_replace: Option<ReplacePolicy>,
     /// The live version first, then retired versions that still serve
     /// connections.
     pub versions: Vec<VersionStatus>,
+    /// The last load failure, if its file has not loaded since.
     pub last_error: Option<LoadFailure>,
 }
 
