@@ -142,6 +142,19 @@ pub struct Client {
     pub subprotocol: Option<String>,
 }
 
+/// Wait until `done` holds for the server, checking every 10 ms; panics
+/// naming `what` after [`PATIENCE`] (a hang turned into a failure, not a
+/// timing assertion).
+pub async fn wait_until(server: &TestServer, what: &str, done: impl Fn(&TestServer) -> bool) {
+    tokio::time::timeout(PATIENCE, async {
+        while !done(server) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what} never happened"));
+}
+
 /// The HTTP status a handshake got: 101 when it succeeded.
 pub async fn handshake_status(server: &TestServer, path: &str) -> u16 {
     match tokio_tungstenite::connect_async(server.url(path)).await {
@@ -265,6 +278,13 @@ impl Client {
     /// Send `value` as a text frame.
     pub async fn send_json(&mut self, value: &Value) {
         self.send_text(&value.to_string()).await;
+    }
+
+    /// Ask the probe plugin to echo `text`, and check that it does.
+    pub async fn assert_probe_echoes(&mut self, text: &str) {
+        self.send_json(&serde_json::json!({"cmd": "echo", "text": text}))
+            .await;
+        assert_eq!(self.recv_json().await, serde_json::json!({"echo": text}));
     }
 
     /// Send a binary frame.

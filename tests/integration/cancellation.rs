@@ -9,7 +9,7 @@ use serde_json::json;
 use switchyard::Counters;
 use switchyard_layer::{ChannelLayer, Event, Inbox};
 use switchyard_tests::redis_support::RedisServer;
-use switchyard_tests::{Client, PATIENCE, TestServer, test_config, test_plugins_dir};
+use switchyard_tests::{Client, PATIENCE, TestServer, test_config, test_plugins_dir, wait_until};
 use tempfile::TempDir;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
@@ -62,20 +62,10 @@ async fn hang_up_during_connect(server: &TestServer, path: &str, entered: &mut I
 
 /// Wait until the server has disconnected `count` abandoned consumers.
 async fn abandoned(server: &TestServer, count: u64) {
-    tokio::time::timeout(PATIENCE * 4, async {
-        while Counters::get(&server.counters.abandoned_handshakes) < count {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+    wait_until(server, "the abandoned consumer's disconnect", |server| {
+        Counters::get(&server.counters.abandoned_handshakes) >= count
     })
-    .await
-    .expect("the abandoned handshake was counted");
-}
-
-async fn assert_echoes(client: &mut Client, text: &str) {
-    client
-        .send_json(&json!({"cmd": "echo", "text": text}))
-        .await;
-    assert_eq!(client.recv_json().await, json!({"echo": text}));
+    .await;
 }
 
 #[tokio::test]
@@ -98,15 +88,15 @@ async fn a_client_leaving_mid_connect_leaves_a_shared_instance_working() {
     let mut next = Client::connect(&server, "/probe/any/next").await;
     let next_hello = next.recv_json().await;
     assert_ne!(next_hello["id"], hello["id"]);
-    assert_echoes(&mut next, "after").await;
-    assert_echoes(&mut open, "still here").await;
+    next.assert_probe_echoes("after").await;
+    open.assert_probe_echoes("still here").await;
     abandoned(&server, 1).await;
     assert!(
         server.host.failures().is_empty(),
         "no guest failure: {:?}",
         server.host.failures()
     );
-    assert_echoes(&mut open, "and after the disconnect").await;
+    open.assert_probe_echoes("and after the disconnect").await;
     server.shutdown().await.expect("clean shutdown");
 }
 

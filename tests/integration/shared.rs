@@ -38,13 +38,6 @@ async fn open(server: &TestServer, name: &str) -> (Client, u64) {
     (client, id)
 }
 
-async fn assert_echoes(client: &mut Client, text: &str) {
-    client
-        .send_json(&json!({"cmd": "echo", "text": text}))
-        .await;
-    assert_eq!(client.recv_json().await, json!({"echo": text}));
-}
-
 #[tokio::test]
 async fn one_shared_instance_serves_every_connection_as_its_own() {
     let dir = shared_probe();
@@ -77,18 +70,18 @@ async fn one_shared_instance_serves_every_connection_as_its_own() {
         .await;
     assert_eq!(b.recv_json().await, json!({"ok": true}));
     assert_eq!(a.recv_json().await["event"]["n"], 1);
-    assert_echoes(&mut c, "c heard nothing").await;
+    c.assert_probe_echoes("c heard nothing").await;
 
     // A plugin's close closes that connection only.
     b.send_json(&json!({"cmd": "close", "code": 4000, "reason": "bye"}))
         .await;
     assert_eq!(b.recv_close().await.expect("close").0, 4000);
-    assert_echoes(&mut a, "still").await;
+    a.assert_probe_echoes("still").await;
     drop(b);
 
     // New connections join the same instance (max-instances = 1).
     let (mut d, _) = open(&server, "d").await;
-    assert_echoes(&mut d, "d").await;
+    d.assert_probe_echoes("d").await;
     // a, c and d (b's task ends soon after its close).
     let live = server.host.resolve("/probe/any/x").expect("probe routed");
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -105,7 +98,7 @@ async fn a_trap_breaks_the_shared_instance_for_its_connections_and_a_fresh_one_s
     let server = start(&dir).await;
     let (mut a, _) = open(&server, "a").await;
     let (mut b, _) = open(&server, "b").await;
-    assert_echoes(&mut b, "before").await;
+    b.assert_probe_echoes("before").await;
     b.send_json(&json!({"cmd": "group_add", "group": "room"}))
         .await;
     assert_eq!(b.recv_json().await, json!({"ok": true}));
@@ -140,7 +133,7 @@ async fn a_trap_breaks_the_shared_instance_for_its_connections_and_a_fresh_one_s
     // A new connection gets a fresh instance (the broken one gave its slot
     // back, or max-instances = 1 would refuse it).
     let (mut c, _) = open(&server, "c").await;
-    assert_echoes(&mut c, "fresh").await;
+    c.assert_probe_echoes("fresh").await;
     let failures = server.host.failures();
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert_eq!(

@@ -4,7 +4,7 @@
 
 use switchyard::Config;
 use switchyard_tests::plugin_dir::{Build, PluginDir};
-use switchyard_tests::{Client, PATIENCE, TestServer, test_config};
+use switchyard_tests::{Client, PATIENCE, TestServer, test_config, wait_until};
 
 const MIGRATE: &str = "routes = [\"test/counter/\"]\non-replace = \"migrate\"\n";
 
@@ -14,17 +14,6 @@ async fn serve(dir: &PluginDir) -> TestServer {
         ..test_config()
     })
     .await
-}
-
-/// Wait until `done` holds for the server.
-async fn wait_for(server: &TestServer, what: &str, done: impl Fn(&TestServer) -> bool) {
-    tokio::time::timeout(PATIENCE, async {
-        while !done(server) {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{what} never happened"));
 }
 
 #[tokio::test]
@@ -42,7 +31,7 @@ async fn a_manifest_change_is_a_version_with_its_own_id() {
         "counter.toml",
         format!("{drain}# the same component\n").as_bytes(),
     );
-    wait_for(&server, "the second version", |server| {
+    wait_until(&server, "the second version", |server| {
         server
             .host
             .status()

@@ -2,22 +2,9 @@
 //! reads: an unchanged plugin is read once, and one that failed to load is
 //! not retried until it changes.
 
-use std::time::Duration;
-
 use switchyard::Config;
 use switchyard_tests::plugin_dir::{Build, PluginDir};
-use switchyard_tests::{PATIENCE, TestServer, test_config, test_plugins_dir};
-
-/// Wait until `done` holds for the server.
-async fn wait_for(server: &TestServer, what: &str, done: impl Fn(&TestServer) -> bool) {
-    tokio::time::timeout(PATIENCE, async {
-        while !done(server) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{what} never happened"));
-}
+use switchyard_tests::{TestServer, test_config, test_plugins_dir, wait_until};
 
 #[tokio::test]
 async fn plugins_are_read_again_only_when_they_change() {
@@ -29,7 +16,7 @@ async fn plugins_are_read_again_only_when_they_change() {
         ..test_config()
     })
     .await;
-    wait_for(&server, "the broken plugin's failure", |server| {
+    wait_until(&server, "the broken plugin's failure", |server| {
         server
             .host
             .status()
@@ -44,7 +31,7 @@ async fn plugins_are_read_again_only_when_they_change() {
     // involves) makes nothing else reload, and the broken file, unchanged,
     // is not retried.
     dir.install("probe", Build::V1, "routes = [\"probe/layer/\"]\n");
-    wait_for(&server, "the new plugin going live", |server| {
+    wait_until(&server, "the new plugin going live", |server| {
         server.host.routes().iter().any(|r| r.plugin == "probe")
     })
     .await;
@@ -54,7 +41,7 @@ async fn plugins_are_read_again_only_when_they_change() {
     dir.write("broken.toml", b"routes = [\"ws/fixed/\"]\n");
     let echo = std::fs::read(test_plugins_dir().join("echo.wasm")).expect("read echo.wasm");
     dir.write("broken.wasm", &echo);
-    wait_for(&server, "the fixed plugin going live", |server| {
+    wait_until(&server, "the fixed plugin going live", |server| {
         server.host.routes().iter().any(|r| r.plugin == "broken")
     })
     .await;
