@@ -203,6 +203,13 @@ async fn a_redis_refusing_auth_is_retried_with_backoff_and_reported() {
         .query_async(&mut admin)
         .await
         .expect("drop the password");
+    assert_recovers(&layer, &redis, "after.auth").await;
+}
+
+/// Once Redis accepts the layer's commands again, the layer reports itself
+/// healthy and delivers: an event of `event_type` sent by another process
+/// reaches one of its inboxes.
+async fn assert_recovers(layer: &RedisLayer, redis: &RedisServer, event_type: &str) {
     wait_for("the recovery", || {
         let healthy = layer.health().is_healthy();
         async move { healthy.then_some(()) }
@@ -211,13 +218,13 @@ async fn a_redis_refusing_auth_is_retried_with_backoff_and_reported() {
     let mut inbox = layer.new_channel();
     let other = RedisLayer::new(RedisConfig::single(redis.url())).expect("layer");
     other
-        .send(inbox.name(), event(r#"{"type": "after.auth"}"#))
+        .send(
+            inbox.name(),
+            event(&format!(r#"{{"type": "{event_type}"}}"#)),
+        )
         .await
         .expect("send");
-    assert_eq!(
-        inbox.recv().await.expect("event").event_type(),
-        "after.auth"
-    );
+    assert_eq!(inbox.recv().await.expect("event").event_type(), event_type);
 }
 
 /// A replica (of a master nobody runs) refuses the pops with READONLY.
@@ -251,21 +258,7 @@ async fn an_inbox_key_of_the_wrong_type_is_retried_with_backoff_and_reported() {
         .query_async(&mut admin)
         .await
         .expect("DEL");
-    wait_for("the recovery", || {
-        let healthy = layer.health().is_healthy();
-        async move { healthy.then_some(()) }
-    })
-    .await;
-    let mut inbox = layer.new_channel();
-    let other = RedisLayer::new(RedisConfig::single(redis.url())).expect("layer");
-    other
-        .send(inbox.name(), event(r#"{"type": "after.wrongtype"}"#))
-        .await
-        .expect("send");
-    assert_eq!(
-        inbox.recv().await.expect("event").event_type(),
-        "after.wrongtype"
-    );
+    assert_recovers(&layer, &redis, "after.wrongtype").await;
 }
 
 /// One member name that is not UTF-8, written into the group by another
