@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_layer::{ChannelLayer, Event, LoopHealth, RedisConfig, RedisLayer};
 use switchyard_tests::redis_support::{RedisServer, refusing_port};
+use switchyard_tests::{TestServer, test_config};
 
 /// How long a poll may wait before the test fails as hung.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -345,4 +346,63 @@ async fn an_entry_nested_a_thousand_deep_is_skipped() {
     let stats = receiver.stats();
     assert_eq!(stats.undeliverable, 1, "{stats:?}");
     assert!(receiver.health().is_healthy());
+}
+
+/// `GET /_switchyard/layer` with the admin token: the layer's health.
+async fn layer_health(server: &TestServer) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET /_switchyard/layer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).expect("JSON body")
+}
+
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// The admin API tells an operator that the Redis layer cannot reach its
+/// host, naming the host and the error, and that the memory layer is fine.
+#[tokio::test]
+async fn the_admin_api_tells_when_redis_is_unreachable() {
+    let (_refusing, port) = refusing_port();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let mut config = test_config();
+    config.redis_url = Some(url.clone());
+    config.admin.token = Some(ADMIN_TOKEN.into());
+    let server = TestServer::start_with(config).await;
+    let health = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let health = layer_health(&server).await;
+            if health["shards"][0]["receive"]["failing"] == true {
+                break health;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the failure is reported");
+    assert_eq!(health["healthy"], false, "{health}");
+    assert_eq!(health["shards"][0]["url"], url.as_str(), "{health}");
+    assert!(
+        health["shards"][0]["receive"]["last_error"].is_string(),
+        "{health}"
+    );
+    server.shutdown().await.expect("clean shutdown");
+
+    let mut memory = test_config();
+    memory.admin.token = Some(ADMIN_TOKEN.into());
+    let server = TestServer::start_with(memory).await;
+    assert_eq!(
+        layer_health(&server).await,
+        serde_json::json!({"healthy": true, "shards": []})
+    );
+    server.shutdown().await.expect("clean shutdown");
 }

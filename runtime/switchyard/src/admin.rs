@@ -5,6 +5,11 @@
 //! routes, policy), the versions still serving connections and how many,
 //! and the last load error. Off unless `admin.token` is set. The
 //! `switchyard plugins` subcommand prints it.
+//!
+//! `GET /_switchyard/layer`, with the same token, answers whether the
+//! channel layer reaches its backend: `{"healthy", "shards": [{"url",
+//! "receive", "refresh"}]}`, each loop as `{"failing", "failures",
+//! "total_failures", "last_error"}` (no shards for the in-memory layer).
 
 use std::fmt::Write as _;
 
@@ -14,12 +19,15 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use switchyard_layer::{LayerHealth, LoopHealth};
 
 use crate::cli::PluginsArgs;
 use crate::server::AppState;
 
 /// The path of the plugin listing.
 pub(crate) const PLUGINS_PATH: &str = "/_switchyard/plugins";
+/// The path of the channel layer's health.
+pub(crate) const LAYER_PATH: &str = "/_switchyard/layer";
 
 /// Compare without leaking where the first difference is.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -34,19 +42,61 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
         .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
 }
 
-pub(crate) async fn plugins(State(app): State<AppState>, headers: HeaderMap) -> Response {
+/// The answer to an admin request that may not go on: 404 while the admin
+/// API is off, 401 without the right token.
+fn refusal(app: &AppState, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = app.config.admin.token.as_deref() else {
-        return StatusCode::NOT_FOUND.into_response();
+        return Some(StatusCode::NOT_FOUND.into_response());
     };
-    if !authorized(&headers, token) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "admin token required\n",
-        )
-            .into_response();
+    if !authorized(headers, token) {
+        return Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "admin token required\n",
+            )
+                .into_response(),
+        );
+    }
+    None
+}
+
+pub(crate) async fn plugins(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refusal(&app, &headers) {
+        return refused;
     }
     Json(json!({ "plugins": app.host.status() })).into_response()
+}
+
+pub(crate) async fn layer(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refusal(&app, &headers) {
+        return refused;
+    }
+    Json(health_json(&app.host.layer().health())).into_response()
+}
+
+/// The layer's health as the admin API shows it.
+fn health_json(health: &LayerHealth) -> Value {
+    let looped = |state: &LoopHealth| {
+        json!({
+            "failing": state.failing,
+            "failures": state.failures,
+            "total_failures": state.total_failures,
+            "last_error": state.last_error,
+        })
+    };
+    let shards: Vec<Value> = health
+        .shards
+        .iter()
+        .map(|shard| {
+            json!({
+                "url": shard.url,
+                "receive": looped(&shard.receive),
+                "refresh": looped(&shard.refresh),
+            })
+        })
+        .collect();
+    json!({ "healthy": health.is_healthy(), "shards": shards })
 }
 
 /// `switchyard plugins`: fetch the listing and print it.

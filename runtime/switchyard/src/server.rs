@@ -169,6 +169,7 @@ impl Server {
         };
         let app = Router::new()
             .route(admin::PLUGINS_PATH, axum::routing::get(admin::plugins))
+            .route(admin::LAYER_PATH, axum::routing::get(admin::layer))
             .fallback(handshake::handle)
             .with_state(state);
         let header_timeout = Duration::from_secs(self.config.websocket.handshake_timeout_secs);
