@@ -11,7 +11,7 @@ use crate::state::HostCtx;
 /// 125 bytes, two of them the code).
 const MAX_CLOSE_REASON: usize = 123;
 
-fn to_wit(err: LayerError) -> WitLayerError {
+pub(crate) fn to_wit(err: LayerError) -> WitLayerError {
     match err {
         LayerError::ChannelFull { .. } => WitLayerError::ChannelFull,
         err @ (LayerError::InvalidChannelName { .. } | LayerError::InvalidGroupName { .. }) => {

@@ -26,8 +26,9 @@
 //! - `watch`: watching the plugin directory for hot swap
 //!   ([`PluginWatcher`]).
 //! - `failures`: guest traps and deadlines counted per plugin.
-//! - `bindings`, `state`, `host_api`, `guest_output`: the generated
-//!   bindings, the store's data, the host interface, guest stdout/stderr.
+//! - `bindings`, `state`, `host_api`, `http_context`, `guest_output`: the
+//!   generated bindings, the store's data, the host and http-context
+//!   interfaces, guest stdout/stderr.
 
 mod bindings;
 mod connection;
@@ -37,6 +38,7 @@ mod failures;
 mod guest_output;
 mod host;
 mod host_api;
+mod http_context;
 mod instance;
 mod manifest;
 mod plugin;
@@ -51,12 +53,13 @@ pub use consumer::{ConnectionStatus, Consumer, GuestError, InFrame};
 pub use engine::GuestLimits;
 pub use failures::PluginFailures;
 pub use host::{
-    ConnectRequest, HostOptions, InstantiateError, LoadFailure, LoadReport, MigrateError,
-    PluginHost, PluginStatus, StartError, Started, VersionStatus,
+    ConnectRequest, HostOptions, HttpBody, HttpBodyError, HttpCall, HttpError, InstantiateError,
+    LoadFailure, LoadReport, MigrateError, PluginHost, PluginStatus, StartError, Started,
+    VersionStatus,
 };
 pub use manifest::{InstanceMode, Manifest, ManifestError, PluginLimits, ReplacePolicy};
 pub use plugin::{Artifact, PluginError};
-pub use registry::{RouteInfo, RouteMatch};
+pub use registry::{Protocol, RouteInfo, RouteMatch};
 pub use route::{RouteError, RoutePattern};
 pub use version::{Retired, Version};
 pub use watch::{PluginWatcher, WatchOptions};

@@ -3,6 +3,11 @@
 //! ```toml
 //! # Django path() patterns, without a leading slash.
 //! routes = ["ws/chat/<str:room_name>/"]
+//! # Optional: HTTP routes, served by the component's
+//! # `wasi:http/incoming-handler` export. HTTP and WebSocket are routed
+//! # separately (as Channels' ProtocolTypeRouter does); a manifest needs
+//! # at least one route of either kind.
+//! http-routes = ["api/rooms/<str:room_name>/messages/"]
 //! # Optional: "per-connection" (default; an instance per connection, as
 //! # Channels has a consumer per connection) or "shared" (one instance for
 //! # every connection of this version, calls taking turns).
@@ -68,7 +73,11 @@ pub enum ReplacePolicy {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Manifest {
     /// The WebSocket routes this plugin serves.
+    #[serde(default)]
     pub routes: Vec<RoutePattern>,
+    /// The HTTP routes this plugin serves (`http-routes`).
+    #[serde(default)]
+    pub http_routes: Vec<RoutePattern>,
     /// `instance`: an instance per connection (the default) or one shared.
     #[serde(default)]
     pub instance: InstanceMode,
@@ -113,8 +122,8 @@ pub enum ManifestError {
         /// What is wrong.
         message: String,
     },
-    /// `routes` is empty.
-    #[error("manifest {path} declares no routes")]
+    /// Both `routes` and `http-routes` are empty.
+    #[error("manifest {path} declares no routes (neither `routes` nor `http-routes`)")]
     NoRoutes {
         /// The manifest's path.
         path: String,
@@ -126,6 +135,7 @@ impl Manifest {
     pub(crate) fn default_for(name: &str) -> Result<Self, RouteError> {
         Ok(Self {
             routes: vec![RoutePattern::parse(&format!("ws/{name}/"))?],
+            http_routes: Vec::new(),
             instance: InstanceMode::default(),
             on_replace: ReplacePolicy::default(),
             limits: PluginLimits::default(),
@@ -138,7 +148,7 @@ impl Manifest {
             path: path.display().to_string(),
             message: err.message().to_owned(),
         })?;
-        if manifest.routes.is_empty() {
+        if manifest.routes.is_empty() && manifest.http_routes.is_empty() {
             return Err(ManifestError::NoRoutes {
                 path: path.display().to_string(),
             });
@@ -146,6 +156,7 @@ impl Manifest {
         if let Some(route) = manifest
             .routes
             .iter()
+            .chain(&manifest.http_routes)
             .find(|r| r.as_str().starts_with(RESERVED_PREFIX))
         {
             return Err(ManifestError::Invalid {
@@ -193,6 +204,15 @@ mod tests {
     fn empty_routes_are_an_error() {
         let err = parse("routes = []\n").expect_err("no routes");
         assert!(matches!(err, ManifestError::NoRoutes { .. }), "{err}");
+    }
+
+    #[test]
+    fn http_routes_parse_and_may_stand_alone() {
+        let m = parse("http-routes = [\"api/hello/<str:name>/\"]\n").expect("valid");
+        assert!(m.routes.is_empty());
+        assert_eq!(m.http_routes[0].as_str(), "api/hello/<str:name>/");
+        let err = parse("http-routes = [\"_switchyard/x\"]\n").expect_err("reserved");
+        assert!(err.to_string().contains("reserved"), "{err}");
     }
 
     #[test]
