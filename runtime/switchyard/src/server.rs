@@ -39,6 +39,7 @@ use crate::auth::Verifier;
 use crate::config::{Config, LayerSettings, Settings};
 use crate::counters::Counters;
 use crate::ratelimit::Admission;
+use crate::statics::StaticFiles;
 use crate::upgrade::UnfinishedBudget;
 use crate::{admin, handshake};
 
@@ -60,6 +61,8 @@ pub(crate) struct AppState {
     pub(crate) counters: Arc<Counters>,
     /// `websocket.max-unfinished-bytes`, shared by every socket.
     pub(crate) unfinished: Arc<UnfinishedBudget>,
+    /// `[static]`, when a directory is configured.
+    pub(crate) statics: Option<Arc<StaticFiles>>,
 }
 
 /// A configured server with its plugins loaded, not yet serving.
@@ -156,6 +159,12 @@ impl Server {
             unfinished: Arc::new(UnfinishedBudget::new(
                 self.config.websocket.max_unfinished_bytes,
             )),
+            statics: self
+                .config
+                .static_files
+                .dir
+                .as_ref()
+                .map(|dir| Arc::new(StaticFiles::new(dir, &self.config.static_files.prefix))),
         };
         // Dropping the watcher (when serving ends) stops hot swap.
         let _watcher = if self.config.watch_plugins {
