@@ -45,6 +45,7 @@ pub fn test_plugins_dir() -> PathBuf {
     dir
 }
 
+pub mod http_client;
 pub mod plugin_dir;
 
 /// A compile cache under `target/`, shared by the tests (and never the

@@ -8,6 +8,7 @@ mod echo;
 mod fairness;
 mod handshake;
 mod hotswap;
+mod http;
 mod isolation;
 mod layer;
 mod protocol;
