@@ -9,7 +9,7 @@ use switchyard::Config;
 use switchyard::config::JwtKey;
 use switchyard_tests::http_client::{LineStream, get, post_json, request};
 use switchyard_tests::plugin_dir::{Build, PluginDir};
-use switchyard_tests::redis_support::RedisServer;
+use switchyard_tests::redis_support::{PythonListener, RedisServer, python_config, refusing_port};
 use switchyard_tests::{Client, TestServer, test_config, wait_until};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -499,4 +499,82 @@ async fn the_admin_api_lists_http_routes() {
         "{hello}"
     );
     server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_post_reaches_a_django_consumer_through_channels_redis() {
+    let redis = RedisServer::start();
+    let mut config = test_config();
+    config.redis_url = Some(redis.url());
+    let server = TestServer::start_with(config).await;
+    let mut django =
+        PythonListener::start(&python_config(&redis.url(), &[]), "chat_django", 1).await;
+    let reply = post_json(
+        &server,
+        "/api/rooms/django/messages/",
+        &json!({"message": "to django"}),
+    )
+    .await;
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    assert_eq!(
+        django.next().await["message"],
+        json!({"type": "chat.message", "message": "to django"})
+    );
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_layer_that_is_down_reads_as_503_with_retry_after() {
+    let (_refusing, port) = refusing_port();
+    let mut config = test_config();
+    config.redis_url = Some(format!("redis://127.0.0.1:{port}/0"));
+    let server = TestServer::start_with(config).await;
+    let reply = post_json(&server, "/api/rooms/down/messages/", &json!({"message": 1})).await;
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(reply.header("retry-after"), Some("5"));
+    assert_eq!(reply.json()["error"], "layer_unavailable");
+    // Views that do not need the layer go on.
+    assert_eq!(get(&server, "/api/hello/up/").await.status, 200);
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn requests_in_flight_across_swaps_all_get_answers() {
+    let dir = PluginDir::new();
+    dir.install("hello", Build::V1, HELLO_MANIFEST);
+    let mut config = test_config();
+    config.plugins = dir.path().to_path_buf();
+    let server = std::sync::Arc::new(TestServer::start_with(config).await);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let server = std::sync::Arc::clone(&server);
+        let stop = std::sync::Arc::clone(&stop);
+        clients.push(tokio::spawn(async move {
+            let mut answered = 0_u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let reply = get(&server, &format!("/api/hello/c{c}n{answered}/")).await;
+                assert_eq!(reply.status, 200, "{}", reply.body);
+                assert_eq!(reply.json(), json!({"hello": format!("c{c}n{answered}")}));
+                answered += 1;
+            }
+            answered
+        }));
+    }
+    for swap in 0..3 {
+        let old = server.host.status()[0].version.clone().expect("live");
+        dir.install(
+            "hello",
+            Build::V1,
+            &format!("{HELLO_MANIFEST}# swap {swap}\n"),
+        );
+        wait_until(&server, "the new version is live", |s| {
+            s.host.status()[0].version.as_deref() != Some(old.as_str())
+        })
+        .await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for client in clients {
+        assert!(client.await.expect("client task") > 0);
+    }
 }
