@@ -10,6 +10,7 @@ mod handshake;
 mod hotswap;
 mod isolation;
 mod layer;
+mod migration_load;
 mod protocol;
 mod redis;
 mod redis_faults;

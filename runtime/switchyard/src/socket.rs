@@ -35,6 +35,7 @@
 //! one still silent `ping-timeout-secs` after the ping is closed. Any frame
 //! from the client (a pong included) counts as an answer.
 
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,7 +48,7 @@ use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use switchyard_host::{
     ConnectionStatus, Consumer, InFrame, OutFrame, Outbound, OutboundOverflow, PluginHost, Retired,
 };
-use switchyard_layer::Inbox;
+use switchyard_layer::{Event, Inbox};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio::time::Sleep;
@@ -70,6 +71,17 @@ pub(crate) const READ_BUFFER: usize = 4 << 10;
 pub(crate) const WRITE_BUFFER: usize = 8 << 10;
 /// How long a closing socket gets to flush its last frames.
 const WRITER_GRACE: Duration = Duration::from_secs(2);
+/// Most channel-layer events a connection takes out of its inbox and holds
+/// while it migrates to a new plugin version. Migrating stops the consumer
+/// for a snapshot, an instantiation and a restore, and with hundreds of
+/// connections moving at once on a busy machine that can outlast what the
+/// inbox holds (the layer's capacity, 100 by default), so events would be
+/// refused as `ChannelFull` and group sends would skip the member. Holding
+/// them here keeps the inbox empty meanwhile; the bound keeps a stuck
+/// migration (every step is bounded by the call timeout anyway) from
+/// holding unbounded memory: past it, events wait in the inbox again,
+/// under the layer's capacity rules.
+const MIGRATION_BACKLOG: usize = 4096;
 
 const GOING_AWAY: u16 = 1001;
 const PROTOCOL_ERROR: u16 = 1002;
@@ -355,10 +367,12 @@ struct Io<'a> {
 ///
 /// # Cancel safety
 /// Every branch of the `select!` is cancel safe: [`ReadGate::poll_next`],
-/// `Inbox::recv` and [`Outgoing::write`] lose nothing when another branch
+/// [`next_event`] and [`Outgoing::write`] lose nothing when another branch
 /// wins, and the shutdown, keepalive and retirement futures live across
-/// iterations. While the consumer handles one input (or migrates) nothing
-/// else is read, so events wait in the inbox, in order.
+/// iterations. While the consumer handles one input nothing else is read,
+/// so events wait in the inbox, in order; while it migrates, events are
+/// taken out of the inbox and held ([`hold_events_while`]), so a long
+/// migration does not fill the channel, and the held ones come first.
 async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters) -> Ending {
     let Io {
         consumer,
@@ -376,6 +390,8 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
     tokio::pin!(keepalive_timer);
     let mut retirement = consumer.retirement();
     let mut read_gate = ReadGate::new();
+    // Events taken out of the inbox during a migration, delivered first.
+    let mut backlog: VecDeque<Event> = VecDeque::new();
     loop {
         // One unit of the task's cooperative budget per input: a client
         // whose next frame is always buffered would otherwise keep this
@@ -423,7 +439,7 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
                     None => return Ending::client(ABNORMAL),
                 }
             },
-            event = inbox.recv() => match event {
+            event = next_event(&mut backlog, inbox) => match event {
                 Some(event) => consumer.event(&event).await,
                 None => return Ending::host(INTERNAL_ERROR, "channel layer closed"),
             },
@@ -444,8 +460,10 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
                     }
                 };
                 // Boxed: a rare path whose future would otherwise grow every
-                // connection's task by the size of an instantiation.
-                let migrated = Box::pin(host.migrate(consumer, &next)).await;
+                // connection's task by the size of an instantiation. Events
+                // arriving meanwhile are held, not left to fill the inbox.
+                let migrating = Box::pin(host.migrate(consumer, &next));
+                let migrated = hold_events_while(migrating, inbox, &mut backlog).await;
                 // The successor has a retirement of its own; the old
                 // instance's (still there if the move failed) is spent.
                 retirement = consumer.retirement();
@@ -530,6 +548,43 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
                 "socket write error: {err}"
             );
             return Ending::client(ABNORMAL);
+        }
+    }
+}
+
+/// The next channel-layer event: those held during a migration first, in
+/// order, then the inbox's.
+///
+/// # Cancel safety
+/// Cancel safe: a held event is taken in the same poll that returns it,
+/// and `Inbox::recv` is cancel safe.
+async fn next_event(backlog: &mut VecDeque<Event>, inbox: &mut Inbox) -> Option<Event> {
+    if let Some(event) = backlog.pop_front() {
+        return Some(event);
+    }
+    inbox.recv().await
+}
+
+/// Drive `work` (a migration) to its end while taking the events that
+/// arrive meanwhile out of the inbox into `backlog`, up to
+/// [`MIGRATION_BACKLOG`], so the channel does not fill and refuse them.
+///
+/// # Cancel safety
+/// `work` is polled by reference and runs to its end; `Inbox::recv` is
+/// cancel safe, so losing the race to `work` loses no event.
+async fn hold_events_while<T>(
+    work: impl Future<Output = T>,
+    inbox: &mut Inbox,
+    backlog: &mut VecDeque<Event>,
+) -> T {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut work => return done,
+            Some(event) = inbox.recv(), if backlog.len() < MIGRATION_BACKLOG => {
+                backlog.push_back(event);
+            }
         }
     }
 }
