@@ -30,6 +30,7 @@
 //! | `{"cmd": "close", "code": n, "reason": r or null}`   | none: the host closes     |
 //! | `{"cmd": "echo", "text": t}`                         | `{"echo": t}`             |
 //! | `{"cmd": "send_many", "count": n}`                   | `n` frames `{"seq": i}`   |
+//! | `{"cmd": "sleep", "ms": n, "announce": g}`           | `{"slept": n}`, `n` ms later; first `{"type": "probe.sleeping"}` to the group `g`, if given |
 //! | `{"cmd": "panic"}`                                   | none: the guest traps     |
 //! | `{"cmd": "spin"}`                                    | none: loops forever       |
 //! | `{"cmd": "hog"}`                                     | none: grows memory until it traps |
@@ -134,6 +135,7 @@ enum Command {
     Close { code: u16, reason: Option<String> },
     Echo { text: Value },
     SendMany { count: u32 },
+    Sleep { ms: u64, announce: Option<String> },
     Panic,
     Spin,
     Hog,
@@ -156,6 +158,13 @@ fn run(conn: &Connection, command: Command) {
             for seq in 0..count {
                 send_json(conn, &json!({"seq": seq}));
             }
+        }
+        Command::Sleep { ms, announce } => {
+            if let Some(group) = announce {
+                let _ = host::group_send(&group, &json!({"type": "probe.sleeping"}).to_string());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            send_json(conn, &json!({"slept": ms}));
         }
         Command::Panic => panic!("probe panic on request"),
         Command::Spin => spin(),

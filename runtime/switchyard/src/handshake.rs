@@ -61,6 +61,15 @@ pub(crate) async fn handle(
             "request headers too large\n",
         );
     }
+    if app.draining.is_draining() && upgrade::wants_websocket(&headers) {
+        tracing::info!(peer = %peer, "WSREJECT 503: the server is shutting down");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "server shutting down\n",
+        )
+            .into_response();
+    }
     let client = access::client_addr(peer, &headers, &app.trusted_proxies);
     let ticket = match app.admission.admit(client.ip()) {
         Ok(ticket) => ticket,

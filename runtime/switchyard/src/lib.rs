@@ -17,6 +17,7 @@
 //! - `ratelimit` (private): connection caps and rate limits.
 //! - [`server`]: [`Server`] and [`run`]: build, serve, shut down.
 //! - `handshake` (private): routing a request and answering the handshake.
+//! - `health` (private): `/healthz` and `/readyz` for load balancers.
 //! - `socket` (private): the task that owns one socket.
 //! - `upgrade` (private): the WebSocket handshake's checks and answer, and
 //!   the upgraded socket's metered reads.
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod counters;
 mod handshake;
+mod health;
 mod ratelimit;
 pub mod server;
 pub mod shutdown;

@@ -7,7 +7,9 @@
 //! instead, and it is closed as a slow reader.
 //!
 //! Close codes the host uses:
-//! - 1001: the server is shutting down, or the client answered no ping for
+//! - 1001: the server is shutting down (after the events already queued
+//!   for the socket went through the consumer and the frames queued for
+//!   the client were written), or the client answered no ping for
 //!   `websocket.ping-timeout-secs` (reason `ping timeout`; the consumer's
 //!   `disconnect` gets 1006 then, as under Daphne).
 //! - 1007: a text frame was not valid UTF-8.
@@ -46,7 +48,8 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::task::AtomicWaker;
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use switchyard_host::{
-    ConnectionStatus, Consumer, InFrame, OutFrame, Outbound, OutboundOverflow, PluginHost, Retired,
+    ConnectionStatus, Consumer, GuestError, InFrame, OutFrame, Outbound, OutboundOverflow,
+    PluginHost, Retired,
 };
 use switchyard_layer::{Event, Inbox};
 use tokio::sync::mpsc;
@@ -189,6 +192,9 @@ struct Ending {
     close: Option<(u16, &'static str)>,
     /// What to read after the close frame went out.
     linger: Linger,
+    /// Write the frames already queued before the host's close frame
+    /// (shutdown); otherwise they are dropped for it.
+    flush: bool,
 }
 
 /// What the task reads after it sent a close frame, for at most
@@ -212,6 +218,7 @@ impl Ending {
             disconnect_code: code,
             close: None,
             linger: Linger::No,
+            flush: false,
         }
     }
 
@@ -220,6 +227,15 @@ impl Ending {
             disconnect_code: code,
             close: Some((code, reason)),
             linger: Linger::ForClose,
+            flush: false,
+        }
+    }
+
+    /// The server shuts down: 1001, after the frames already queued.
+    fn shutdown() -> Self {
+        Self {
+            flush: true,
+            ..Self::host(GOING_AWAY, "server shutting down")
         }
     }
 
@@ -246,6 +262,7 @@ impl Ending {
             disconnect_code: ABNORMAL,
             close: Some((GOING_AWAY, "ping timeout")),
             linger: Linger::No,
+            flush: false,
         }
     }
 }
@@ -313,7 +330,7 @@ impl Accepted {
         // dropped here, the queue ends and `finish` stops.
         drop(outbound_tx);
         let finish = async {
-            if tokio::time::timeout(WRITER_GRACE, out.finish(ending.close))
+            if tokio::time::timeout(WRITER_GRACE, out.finish(ending.close, ending.flush))
                 .await
                 .is_err()
             {
@@ -399,7 +416,9 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
         // other sockets on it.
         tokio::task::consume_budget().await;
         let result = tokio::select! {
-            () = &mut shutdown => return Ending::host(GOING_AWAY, "server shutting down"),
+            () = &mut shutdown => {
+                return deliver_queued(consumer, inbox, &mut backlog, out, route, counters).await;
+            }
             written = out.write(), if out.busy() => match written {
                 Ok(()) => continue,
                 Err(err) => {
@@ -511,34 +530,8 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
                 continue;
             }
         };
-        if let Err(err) = result {
-            let total = Counters::bump(&counters.plugin_failures);
-            tracing::error!(
-                plugin = consumer.plugin(),
-                route,
-                connection = consumer.connection_id(),
-                total,
-                "{err}; closing with 1011"
-            );
-            return Ending::host(INTERNAL_ERROR, "consumer error");
-        }
-        match consumer.status() {
-            ConnectionStatus::Open => {}
-            ConnectionStatus::Closed => return Ending::plugin(),
-            ConnectionStatus::Overflowed(OutboundOverflow::QueueFull) => {
-                let total = Counters::bump(&counters.slow_readers);
-                tracing::warn!(
-                    plugin = consumer.plugin(),
-                    route,
-                    connection = consumer.connection_id(),
-                    total,
-                    "client reads too slowly: outbound queue full; closing with 1008"
-                );
-                return Ending::host(POLICY_VIOLATION, "outbound queue full (slow reader)");
-            }
-            ConnectionStatus::Overflowed(OutboundOverflow::Gone) => {
-                return Ending::client(ABNORMAL);
-            }
+        if let Some(ending) = after_call(consumer, result, route, counters) {
+            return ending;
         }
         // Write what the call queued now, in this task, as far as the socket
         // takes it; what is left goes through the `write` branch.
@@ -550,6 +543,91 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
             return Ending::client(ABNORMAL);
         }
     }
+}
+
+/// How the connection ends after a call into the consumer, if it does: the
+/// call failed (1011), the plugin closed it, or its outbound queue
+/// overflowed (1008) or is gone.
+fn after_call(
+    consumer: &Consumer,
+    result: Result<(), GuestError>,
+    route: &str,
+    counters: &Counters,
+) -> Option<Ending> {
+    if let Err(err) = result {
+        let total = Counters::bump(&counters.plugin_failures);
+        tracing::error!(
+            plugin = consumer.plugin(),
+            route,
+            connection = consumer.connection_id(),
+            total,
+            "{err}; closing with 1011"
+        );
+        return Some(Ending::host(INTERNAL_ERROR, "consumer error"));
+    }
+    match consumer.status() {
+        ConnectionStatus::Open => None,
+        ConnectionStatus::Closed => Some(Ending::plugin()),
+        ConnectionStatus::Overflowed(OutboundOverflow::QueueFull) => {
+            let total = Counters::bump(&counters.slow_readers);
+            tracing::warn!(
+                plugin = consumer.plugin(),
+                route,
+                connection = consumer.connection_id(),
+                total,
+                "client reads too slowly: outbound queue full; closing with 1008"
+            );
+            Some(Ending::host(
+                POLICY_VIOLATION,
+                "outbound queue full (slow reader)",
+            ))
+        }
+        ConnectionStatus::Overflowed(OutboundOverflow::Gone) => Some(Ending::client(ABNORMAL)),
+    }
+}
+
+/// The server shuts down: hand the consumer the events already queued for
+/// it (those held during a migration, then the inbox's), so nothing the
+/// layer accepted for this socket is lost, then end with 1001 once the
+/// frames queued for the client are written ([`Ending::shutdown`]). At most
+/// what the inbox holds is taken from it, so events still arriving cannot
+/// keep the socket open; the server's shutdown deadline bounds the rest.
+async fn deliver_queued(
+    consumer: &mut Consumer,
+    inbox: &mut Inbox,
+    backlog: &mut VecDeque<Event>,
+    out: &mut Outgoing,
+    route: &str,
+    counters: &Counters,
+) -> Ending {
+    let mut from_inbox = inbox.capacity();
+    loop {
+        let event = match backlog.pop_front() {
+            Some(event) => event,
+            None if from_inbox > 0 => match inbox.try_recv() {
+                Some(event) => {
+                    from_inbox -= 1;
+                    event
+                }
+                None => break,
+            },
+            None => break,
+        };
+        let result = consumer.event(&event).await;
+        if let Some(ending) = after_call(consumer, result, route, counters) {
+            return ending;
+        }
+        // As in the read loop: what fits in the socket now goes now, so
+        // the outbound queue does not fill while the events go through.
+        if let Some(Err(err)) = out.write().now_or_never() {
+            tracing::debug!(
+                connection = consumer.connection_id(),
+                "socket write error: {err}"
+            );
+            return Ending::client(ABNORMAL);
+        }
+    }
+    Ending::shutdown()
 }
 
 /// The next channel-layer event: those held during a migration first, in
@@ -741,10 +819,16 @@ impl Outgoing {
     }
 
     /// After the read loop: with the host's close, send it at once (what
-    /// is still queued is dropped); otherwise write everything the plugin
-    /// queued, its own close included, until the queue ends.
-    async fn finish(&mut self, host_close: Option<(u16, &'static str)>) {
+    /// is still queued is dropped, unless `flush`: then what is queued now
+    /// goes first); otherwise write everything the plugin queued, its own
+    /// close included, until the queue ends.
+    async fn finish(&mut self, host_close: Option<(u16, &'static str)>, flush: bool) {
         if let Some((code, reason)) = host_close {
+            if flush && !self.closed {
+                // Writes what is queued now and flushes; a close the plugin
+                // queued goes out instead of ours.
+                let _ = self.write().await;
+            }
             if !self.closed {
                 self.held = None;
                 self.closed = true;
