@@ -14,6 +14,7 @@ mod migration_load;
 mod protocol;
 mod redis;
 mod redis_faults;
+mod refusal;
 mod shared;
 mod shutdown;
 mod versions;

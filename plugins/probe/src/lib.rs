@@ -6,6 +6,8 @@
 //! * `probe/reject/`: closes with 4003 before accepting (HTTP 403);
 //! * `probe/silent/`: returns without accepting or closing (HTTP 403);
 //! * `probe/trap/`: panics (HTTP 500);
+//! * `probe/refuse/`: refuses with the query string's `status=N` (503 when
+//!   absent) and, when given, `retry=S` seconds (`connection.refuse`);
 //! * `probe/slow/<str:group>/`: joins `group`, sends `{"type": "probe.entered"}`
 //!   to the group `<group>-entered` (so a test knows `connect` is under way),
 //!   sleeps for the query string's `ms=N` milliseconds (400 when absent),
@@ -75,6 +77,18 @@ impl Guest for Probe {
             "probe/reject/" => conn.close(4003, Some("rejected by probe")),
             "probe/silent/" => {}
             "probe/trap/" => panic!("probe trap in connect"),
+            "probe/refuse/" => {
+                let param = |name: &str| {
+                    scope.query_string.split('&').find_map(|pair| {
+                        pair.strip_prefix(name)
+                            .and_then(|rest| rest.strip_prefix('='))
+                            .map(str::to_owned)
+                    })
+                };
+                let status = param("status").and_then(|s| s.parse().ok()).unwrap_or(503);
+                let retry = param("retry").and_then(|s| s.parse().ok());
+                conn.refuse(status, retry);
+            }
             "probe/slow/<str:group>/" => {
                 slow_connect(conn, &scope);
                 conn.accept(None);
