@@ -223,8 +223,7 @@ impl Server {
         token.cancel();
         tasks.close();
         let deadline = self.config.shutdown_timeout();
-        let drained = tasks.wait();
-        let mut drained = pin!(drained);
+        let mut drained = pin!(tasks.wait());
         let mut expired = pin!(tokio::time::sleep(deadline));
         loop {
             // All cancel safe: the drain and the deadline are polled by
