@@ -110,7 +110,10 @@ async fn request_loop(
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Tally> {
     let host = uri.authority().map(ToString::to_string).unwrap_or_default();
-    let path = uri.path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
+    let path = uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
     let mut tally = Tally {
         latency: Histogram::new_with_bounds(1, 600_000_000, 3)?,
         not_ok: 0,

@@ -48,7 +48,7 @@ mod state;
 mod version;
 mod watch;
 
-pub use connection::{Handshake, OutFrame, Outbound, OutboundOverflow};
+pub use connection::{Handshake, OutFrame, Outbound, OutboundOverflow, REFUSAL_STATUSES};
 pub use consumer::{ConnectionStatus, Consumer, GuestError, InFrame};
 pub use engine::GuestLimits;
 pub use failures::PluginFailures;

@@ -34,6 +34,9 @@ use crate::route::{RouteError, RoutePattern};
 
 /// Paths the server keeps for itself (the admin API).
 pub(crate) const RESERVED_PREFIX: &str = "_switchyard/";
+/// Single paths the server keeps for itself: liveness and readiness probes
+/// (`/healthz`, `/readyz`), with or without a trailing slash.
+pub(crate) const RESERVED_PATHS: [&str; 4] = ["healthz", "healthz/", "readyz", "readyz/"];
 
 /// How instances of a plugin map to connections.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -166,6 +169,18 @@ impl Manifest {
                 ),
             });
         }
+        if let Some(route) = manifest
+            .routes
+            .iter()
+            .find(|r| RESERVED_PATHS.contains(&r.as_str()))
+        {
+            return Err(ManifestError::Invalid {
+                path: path.display().to_string(),
+                message: format!(
+                    "route `{route}`: /healthz and /readyz are reserved for the server"
+                ),
+            });
+        }
         Ok(manifest)
     }
 }
@@ -219,6 +234,10 @@ mod tests {
     fn server_paths_are_reserved() {
         let err = parse("routes = [\"_switchyard/plugins\"]\n").expect_err("reserved");
         assert!(err.to_string().contains("reserved"), "{err}");
+        for probe in ["healthz", "readyz/"] {
+            let err = parse(&format!("routes = [\"ws/a/\", \"{probe}\"]\n")).expect_err(probe);
+            assert!(err.to_string().contains("reserved"), "{err}");
+        }
     }
 
     #[test]

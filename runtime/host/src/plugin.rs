@@ -54,7 +54,7 @@ pub enum PluginError {
     /// The manifest has WebSocket routes but the component lacks the
     /// `websocket-consumer` exports.
     #[error(
-        "{path} does not export the switchyard:consumer/websocket-consumer@0.1.0 interface \
+        "{path} does not export the switchyard:consumer/websocket-consumer@0.1.x interface \
          (is it built for the `consumer` world of wit/consumer.wit?): {source:#}"
     )]
     Exports {

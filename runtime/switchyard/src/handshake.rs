@@ -1,6 +1,7 @@
 //! Every request lands here. WebSocket handshakes are routed to a plugin,
 //! whose `connect` decides the answer before the upgrade, as Daphne does:
-//! no route is 404, a reject is 403, a plugin failure is 500, no free
+//! no route is 404, a reject is 403 (a refusal the status the plugin
+//! chose, e.g. 503 with `Retry-After`), a plugin failure is 500, no free
 //! instance slot is 503.
 //!
 //! Before any plugin work, the server's own gates, in this order: a request
@@ -69,6 +70,15 @@ pub(crate) async fn handle(
     };
     if !upgrade::wants_websocket(&headers) {
         return http_consumer::route(&app, peer, &path, request).await;
+    }
+    if app.draining.is_draining() {
+        tracing::info!(peer = %peer, "WSREJECT 503: the server is shutting down");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "server shutting down\n",
+        )
+            .into_response();
     }
     let client = access::client_addr(peer, &headers, &app.trusted_proxies);
     let ticket = match app.admission.admit(client.ip()) {
@@ -186,6 +196,14 @@ pub(crate) async fn handle(
             app.tasks.spawn(consumer.disconnect(1006));
             return plain(StatusCode::FORBIDDEN, "rejected by the consumer\n");
         }
+        Handshake::Refused {
+            status,
+            retry_after_secs,
+        } => {
+            tracing::info!(route = %matched.route, status, retry_after_secs, "WSREJECT {status}: refused by consumer");
+            app.tasks.spawn(consumer.disconnect(1006));
+            return refused(status, retry_after_secs);
+        }
         Handshake::Pending => {
             // `start` never returns a pending handshake; treat it as a reject.
             app.tasks.spawn(consumer.disconnect(1006));
@@ -209,6 +227,25 @@ pub(crate) async fn handle(
     let budget = Arc::clone(&app.unfinished);
     app.tasks
         .spawn(async move { accepted.run(upgrade.socket(config, budget)).await });
+    response
+}
+
+/// The answer to a handshake the consumer refused with `status` (one of
+/// `REFUSAL_STATUSES`, checked by the host), with `Retry-After` on a 429
+/// or 503 when the consumer gave one.
+fn refused(status: u16, retry_after_secs: Option<u32>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+    let mut response = (status, "refused by the consumer\n").into_response();
+    if let Some(secs) = retry_after_secs
+        && matches!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        )
+    {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, secs.into());
+    }
     response
 }
 

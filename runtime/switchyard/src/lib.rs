@@ -18,6 +18,7 @@
 //! - [`server`]: [`Server`] and [`run`]: build, serve, shut down.
 //! - `handshake` (private): every request lands here; routing a WebSocket
 //!   request and answering its handshake.
+//! - `health` (private): `/healthz` and `/readyz` for load balancers.
 //! - `http_consumer` (private): the `http` side of the protocol router,
 //!   plain HTTP requests served by plugins' `wasi:http` handlers.
 //! - `statics` (private): `[static]` files.
@@ -33,6 +34,7 @@ pub mod cli;
 pub mod config;
 pub mod counters;
 mod handshake;
+mod health;
 mod http_consumer;
 mod ratelimit;
 pub mod server;
