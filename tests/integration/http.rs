@@ -16,6 +16,17 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 const HELLO_MANIFEST: &str = "http-routes = [\"api/hello/<str:name>/\", \
      \"api/rooms/<str:room_name>/messages/\", \"api/rooms/<str:room_name>/events/\"]\n";
 
+/// A server whose plugin directory holds only `hello`, its manifest
+/// [`HELLO_MANIFEST`] followed by `extra`.
+async fn hello_alone(extra: &str) -> (PluginDir, TestServer) {
+    let dir = PluginDir::new();
+    dir.install("hello", Build::V1, &format!("{HELLO_MANIFEST}{extra}"));
+    let mut config = test_config();
+    config.plugins = dir.path().to_path_buf();
+    let server = TestServer::start_with(config).await;
+    (dir, server)
+}
+
 #[tokio::test]
 async fn a_get_reaches_the_plugin_with_its_route_kwargs() {
     let server = TestServer::start().await;
@@ -234,15 +245,12 @@ async fn oversized_and_slow_bodies_never_reach_the_plugin() {
 
 #[tokio::test]
 async fn a_plugin_at_its_instance_limit_answers_503_with_retry_after() {
-    let dir = PluginDir::new();
-    dir.install(
-        "hello",
-        Build::V1,
-        &format!("{HELLO_MANIFEST}[limits]\nmax-instances = 1\n"),
-    );
-    let mut config = test_config();
-    config.plugins = dir.path().to_path_buf();
-    let server = TestServer::start_with(config).await;
+    let (_dir, server) = hello_alone(
+        "[limits]
+max-instances = 1
+",
+    )
+    .await;
     // An open event stream holds the plugin's one instance.
     let mut events = LineStream::open(&server, "/api/rooms/full/events/").await;
     events.expect_line(": connected").await;
@@ -254,15 +262,12 @@ async fn a_plugin_at_its_instance_limit_answers_503_with_retry_after() {
 
 #[tokio::test]
 async fn a_client_that_leaves_a_stream_gives_its_instance_back() {
-    let dir = PluginDir::new();
-    dir.install(
-        "hello",
-        Build::V1,
-        &format!("{HELLO_MANIFEST}[limits]\nmax-instances = 1\n"),
-    );
-    let mut config = test_config();
-    config.plugins = dir.path().to_path_buf();
-    let server = TestServer::start_with(config).await;
+    let (_dir, server) = hello_alone(
+        "[limits]
+max-instances = 1
+",
+    )
+    .await;
     let mut stream = tokio::net::TcpStream::connect(server.addr)
         .await
         .expect("connect");
@@ -291,11 +296,7 @@ async fn a_client_that_leaves_a_stream_gives_its_instance_back() {
 
 #[tokio::test]
 async fn a_swap_serves_new_requests_while_a_stream_on_the_old_version_goes_on() {
-    let dir = PluginDir::new();
-    dir.install("hello", Build::V1, HELLO_MANIFEST);
-    let mut config = test_config();
-    config.plugins = dir.path().to_path_buf();
-    let server = TestServer::start_with(config).await;
+    let (dir, server) = hello_alone("").await;
     let mut events = LineStream::open(&server, "/api/rooms/swap/events/").await;
     events.expect_line(": connected").await;
     let before = server.host.status();
@@ -540,11 +541,8 @@ async fn a_layer_that_is_down_reads_as_503_with_retry_after() {
 
 #[tokio::test]
 async fn requests_in_flight_across_swaps_all_get_answers() {
-    let dir = PluginDir::new();
-    dir.install("hello", Build::V1, HELLO_MANIFEST);
-    let mut config = test_config();
-    config.plugins = dir.path().to_path_buf();
-    let server = std::sync::Arc::new(TestServer::start_with(config).await);
+    let (dir, server) = hello_alone("").await;
+    let server = std::sync::Arc::new(server);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut clients = Vec::new();
     for c in 0..4 {

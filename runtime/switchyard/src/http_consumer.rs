@@ -98,17 +98,7 @@ async fn serve(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limits.max_body_bytes as u64) {
-        tracing::info!(
-            plugin,
-            route,
-            request_id,
-            "HTTP 413: body over http.max-body-bytes"
-        );
-        return plain(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request body too large\n",
-            &request_id,
-        );
+        return too_large(&plugin, &route, &request_id);
     }
     let timeout = Duration::from_secs(limits.body_timeout_secs);
     let collected =
@@ -116,17 +106,7 @@ async fn serve(
     let bytes = match collected {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => {
-            tracing::info!(
-                plugin,
-                route,
-                request_id,
-                "HTTP 413: body over http.max-body-bytes"
-            );
-            return plain(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large\n",
-                &request_id,
-            );
+            return too_large(&plugin, &route, &request_id);
         }
         Ok(Err(err)) => {
             tracing::debug!(plugin, route, request_id, "request body failed: {err}");
@@ -176,6 +156,22 @@ async fn serve(
         }
         Err(err) => failed(&err, &plugin, &route, &request_id),
     }
+}
+
+/// 413: the body is over `http.max-body-bytes`, by its `Content-Length`
+/// or once read.
+fn too_large(plugin: &str, route: &str, request_id: &str) -> Response {
+    tracing::info!(
+        plugin,
+        route,
+        request_id,
+        "HTTP 413: body over http.max-body-bytes"
+    );
+    plain(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "request body too large\n",
+        request_id,
+    )
 }
 
 fn unauthorized(request_id: &str, body: &'static str) -> Response {

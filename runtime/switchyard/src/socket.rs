@@ -530,25 +530,40 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
                 continue;
             }
         };
-        if let Some(ending) = after_call(consumer, result, route, counters) {
+        // What is left unwritten goes through the `write` branch.
+        if let Some(ending) = after_call(consumer, result, route, counters, out) {
             return ending;
-        }
-        // Write what the call queued now, in this task, as far as the socket
-        // takes it; what is left goes through the `write` branch.
-        if let Some(Err(err)) = out.write().now_or_never() {
-            tracing::debug!(
-                connection = consumer.connection_id(),
-                "socket write error: {err}"
-            );
-            return Ending::client(ABNORMAL);
         }
     }
 }
 
 /// How the connection ends after a call into the consumer, if it does: the
-/// call failed (1011), the plugin closed it, or its outbound queue
-/// overflowed (1008) or is gone.
+/// call failed (1011), the plugin closed it, its outbound queue overflowed
+/// (1008) or is gone, or the socket failed while this task wrote what the
+/// call queued, as far as the socket takes it now.
 fn after_call(
+    consumer: &Consumer,
+    result: Result<(), GuestError>,
+    route: &str,
+    counters: &Counters,
+    out: &mut Outgoing,
+) -> Option<Ending> {
+    let ending = call_ending(consumer, result, route, counters);
+    if ending.is_some() {
+        return ending;
+    }
+    if let Some(Err(err)) = out.write().now_or_never() {
+        tracing::debug!(
+            connection = consumer.connection_id(),
+            "socket write error: {err}"
+        );
+        return Some(Ending::client(ABNORMAL));
+    }
+    None
+}
+
+/// [`after_call`]'s verdict on the call itself.
+fn call_ending(
     consumer: &Consumer,
     result: Result<(), GuestError>,
     route: &str,
@@ -614,17 +629,10 @@ async fn deliver_queued(
             None => break,
         };
         let result = consumer.event(&event).await;
-        if let Some(ending) = after_call(consumer, result, route, counters) {
+        // What fits in the socket goes now, so the outbound queue does not
+        // fill while the events go through.
+        if let Some(ending) = after_call(consumer, result, route, counters, out) {
             return ending;
-        }
-        // As in the read loop: what fits in the socket now goes now, so
-        // the outbound queue does not fill while the events go through.
-        if let Some(Err(err)) = out.write().now_or_never() {
-            tracing::debug!(
-                connection = consumer.connection_id(),
-                "socket write error: {err}"
-            );
-            return Ending::client(ABNORMAL);
         }
     }
     Ending::shutdown()
