@@ -36,6 +36,7 @@
 //! prefix = "asgi"
 //! symmetric-encryption-keys = []
 //! random-prefix-length = 12
+//! heartbeat-ttl-secs = 10          # a killed process's members go this long after
 //!
 //! [guest]
 //! memory-bytes = 67108864
@@ -192,6 +193,10 @@ pub struct RedisSection {
     /// Random characters in this process's channel prefix
     /// (channels_redis's `random_prefix_length`).
     pub random_prefix_length: usize,
+    /// Seconds a dead Switchyard process's heartbeat outlives it: the live
+    /// processes remove its group members this long after it stopped
+    /// beating (at most a third more). At least 1.
+    pub heartbeat_ttl_secs: u64,
 }
 
 impl Default for RedisSection {
@@ -201,6 +206,7 @@ impl Default for RedisSection {
             prefix: RedisConfig::DEFAULT_PREFIX.to_owned(),
             symmetric_encryption_keys: Vec::new(),
             random_prefix_length: RedisConfig::DEFAULT_RANDOM_PREFIX_LENGTH,
+            heartbeat_ttl_secs: RedisConfig::DEFAULT_HEARTBEAT_TTL.as_secs(),
         }
     }
 }
@@ -614,12 +620,19 @@ impl Config {
                 "keys must not be empty",
             ));
         }
+        if self.redis.heartbeat_ttl_secs == 0 {
+            return Err(invalid(
+                "redis.heartbeat-ttl-secs",
+                "must be at least 1 second",
+            ));
+        }
         Ok(Some(RedisConfig {
             layer: self.layer_config()?,
             hosts,
             prefix: self.redis.prefix.clone(),
             symmetric_encryption_keys: self.redis.symmetric_encryption_keys.clone(),
             random_prefix_length: self.redis.random_prefix_length,
+            heartbeat_ttl: Duration::from_secs(self.redis.heartbeat_ttl_secs),
         }))
     }
 

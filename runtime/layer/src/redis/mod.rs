@@ -39,10 +39,12 @@
 //! `layer` ([`RedisLayer`]).
 
 pub mod config;
+mod heartbeat;
 mod layer;
 mod retry;
 mod scripts;
 mod shard;
+mod summary;
 pub mod wire;
 
 pub use config::RedisConfig;
