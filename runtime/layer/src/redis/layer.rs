@@ -1236,17 +1236,26 @@ impl ChannelLayer for RedisLayer {
         // This process's members come from its own map, so they get the
         // event even when Redis lost them; those Redis lacks are put back.
         let ours_now = lock_unpoisoned(&inner.book.memberships).members_of(group);
-        let in_redis: HashSet<&str> = local.iter().map(|m| &**m).collect();
-        let missing: Vec<Arc<str>> = ours_before
-            .iter()
-            .filter(|m| !in_redis.contains(&***m) && ours_now.contains(m))
-            .cloned()
-            .collect();
-        drop(in_redis);
-        for member in ours_now {
-            if !local.contains(&member) {
-                local.push(member);
-            }
+        let missing: Vec<Arc<str>> = {
+            let in_redis: HashSet<&str> = local.iter().map(|m| &**m).collect();
+            let ours: HashSet<&str> = ours_now.iter().map(|m| &**m).collect();
+            ours_before
+                .into_iter()
+                .filter(|m| !in_redis.contains(&**m) && ours.contains(&**m))
+                .collect()
+        };
+        if local.len() < ours_now.len() || !missing.is_empty() {
+            // Every member here plus those Redis names as this process's
+            // (closed ones among them count as undeliverable, as before).
+            let ours: HashSet<&str> = ours_now.iter().map(|m| &**m).collect();
+            let extra: Vec<Arc<str>> = local
+                .iter()
+                .filter(|m| !ours.contains(&***m))
+                .cloned()
+                .collect();
+            drop(ours);
+            local = ours_now;
+            local.extend(extra);
         }
         if !missing.is_empty() {
             inner.readd_lost(group_shard, group, &missing).await;
