@@ -179,9 +179,26 @@ async fn beat(
     }
     let shard_state = &inner.shards[shard];
     shard_state.processes.store(live.len(), Ordering::Relaxed);
-    *lock_unpoisoned(&shard_state.peers) = live
+    let others = live
         .into_iter()
-        .filter(|process| *process != inner.inbox_name)
-        .collect();
+        .filter(|process| *process != inner.inbox_name);
+    let recovering = {
+        let mut lost_since = lock_unpoisoned(&shard_state.lost_since);
+        if lost_since.is_some_and(|since| since.elapsed() >= inner.heartbeat_ttl) {
+            *lost_since = None;
+        }
+        lost_since.is_some()
+    };
+    let mut peers = lock_unpoisoned(&shard_state.peers);
+    if recovering {
+        // Those not back yet are still awaited.
+        for process in others {
+            if !peers.contains(&process) {
+                peers.push(process);
+            }
+        }
+    } else {
+        *peers = others.collect();
+    }
     Ok(())
 }

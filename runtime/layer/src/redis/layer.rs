@@ -79,9 +79,14 @@ pub(super) struct Shard {
     /// Whether this process's memberships were ever written here (before
     /// that, a missing heartbeat key is no loss).
     pub(super) beaten: AtomicBool,
-    /// Set when a re-add found this process's heartbeat key gone (Redis lost
-    /// its data); cleared once the other processes have re-added theirs.
-    lost: AtomicBool,
+    /// When a re-add found this process's heartbeat key gone (Redis lost
+    /// its data); cleared once the other processes have re-added theirs, or
+    /// a send gave up waiting for them, or one heartbeat TTL later (a
+    /// process not back by then is dead). Meanwhile the sweep adds to
+    /// `peers` but removes nobody: a restarted Redis's registry lists only
+    /// the processes that are already back. A std mutex: never held across
+    /// an `.await`.
+    pub(super) lost_since: Mutex<Option<Instant>>,
     /// The other Switchyard processes alive at the last sweep: whom a send
     /// waits for after Redis lost its data. A std mutex: swapped or cloned,
     /// never held across an `.await`.
@@ -246,7 +251,7 @@ impl RedisLayer {
                     wake_receive: Notify::new(),
                     wake_heartbeat: Notify::new(),
                     beaten: AtomicBool::new(false),
-                    lost: AtomicBool::new(false),
+                    lost_since: Mutex::new(None),
                     peers: Mutex::default(),
                     processes: AtomicUsize::new(0),
                     recovering: tokio::sync::Mutex::new(()),
@@ -523,7 +528,7 @@ impl Inner {
             .await?;
         let state = &self.shards[shard];
         if readd && alive_before == 0 && state.beaten.load(Ordering::Relaxed) {
-            state.lost.store(true, Ordering::Relaxed);
+            lock_unpoisoned(&state.lost_since).get_or_insert_with(Instant::now);
         }
         if mark_alive {
             state.beaten.store(true, Ordering::Relaxed);
@@ -642,7 +647,7 @@ impl Inner {
             .map(|peer| self.keys.alive_of(peer))
             .collect();
         if peers.is_empty() {
-            state.lost.store(false, Ordering::Relaxed);
+            *lock_unpoisoned(&state.lost_since) = None;
             return Ok(());
         }
         let deadline = Instant::now() + self.resync_wait;
@@ -655,10 +660,13 @@ impl Inner {
                 )
                 .await?;
             if back >= peers.len() {
-                state.lost.store(false, Ordering::Relaxed);
+                *lock_unpoisoned(&state.lost_since) = None;
                 return Ok(());
             }
             if Instant::now() >= deadline {
+                // This send fails; the next ones go ahead (a process this
+                // slow to come back may be dead, and the sweep will tell).
+                *lock_unpoisoned(&state.lost_since) = None;
                 return Err(LayerError::Unavailable(format!(
                     "Redis at {} lost its data (a restart or a flush) and {} of {} other \
                      Switchyard processes have not re-added their group members yet",
@@ -1198,7 +1206,8 @@ impl ChannelLayer for RedisLayer {
         let ours_before = lock_unpoisoned(&inner.book.memberships).members_of(group);
         let (alive, mut members) = inner.read_group(group_shard, group).await?;
         let state = &inner.shards[group_shard];
-        if (!alive && state.beaten.load(Ordering::Relaxed)) || state.lost.load(Ordering::Relaxed) {
+        let lost = lock_unpoisoned(&state.lost_since).is_some();
+        if (!alive && state.beaten.load(Ordering::Relaxed)) || lost {
             // Redis lost this process's records since its last beat (a
             // restart, a flush): the others' members may be missing too.
             inner.recover_lost_data(group_shard).await?;
