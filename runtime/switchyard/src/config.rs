@@ -789,6 +789,18 @@ mod tests {
     }
 
     #[test]
+    fn the_heartbeat_ttl_is_read_and_zero_is_refused() {
+        let config = parse("[redis]\nhosts = [\"redis://a:6379\"]\nheartbeat-ttl-secs = 2\n")
+            .expect("valid");
+        let redis = config.redis_config().expect("valid").expect("redis");
+        assert_eq!(redis.heartbeat_ttl, Duration::from_secs(2));
+        let config = parse("[redis]\nhosts = [\"redis://a:6379\"]\nheartbeat-ttl-secs = 0\n")
+            .expect("parses");
+        let err = config.redis_config().expect_err("0 is refused").to_string();
+        assert!(err.contains("redis.heartbeat-ttl-secs"), "{err}");
+    }
+
+    #[test]
     fn the_handshake_timeout_is_from_one_second_to_a_day() {
         let mut config = Config {
             plugins: std::env::temp_dir(),

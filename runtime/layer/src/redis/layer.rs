@@ -69,10 +69,12 @@ pub(super) struct Shard {
     receive_health: LoopMonitor,
     refresh_health: LoopMonitor,
     pub(super) heartbeat_health: LoopMonitor,
-    /// Set when an operation on this host failed; the next one that
-    /// succeeds clears it and wakes the receive and heartbeat loops, so the
-    /// memberships are re-added as soon as any connection is back, not
-    /// after the receive loop's backoff.
+    /// Set when a connection to this host was lost (or timed out); the next
+    /// operation that succeeds clears it and wakes the receive and heartbeat
+    /// loops, so the memberships are re-added as soon as any connection is
+    /// back, not after the receive loop's backoff. A refused command
+    /// (NOAUTH, READONLY) does not set it: another command succeeding says
+    /// nothing about those.
     down: AtomicBool,
     wake_receive: Notify,
     pub(super) wake_heartbeat: Notify,
