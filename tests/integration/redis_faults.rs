@@ -633,3 +633,59 @@ async fn a_deleted_group_key_is_re_added_and_local_members_still_get_the_send() 
         .expect("send");
     assert_eq!(next_type(&mut there).await, "after.readd");
 }
+
+/// With two Redis hosts, a process that stops beating (its layer dropped
+/// without leaving its groups, as a crash leaves them) loses its members on
+/// both: each host's record lists the groups on that host.
+#[tokio::test]
+async fn a_dead_processs_members_are_purged_on_every_shard() {
+    let hosts = [RedisServer::start(), RedisServer::start()];
+    let config = || {
+        let mut config = RedisConfig::single(hosts[0].url());
+        config.hosts.push(hosts[1].url());
+        config.heartbeat_ttl = Duration::from_secs(1);
+        config
+    };
+    // channels_redis's hash puts "chat" on the first of two hosts and
+    // "key_one" on the second (docs/channels_redis_wire.md 1.11).
+    let groups = ["chat", "key_one"];
+    let doomed = RedisLayer::new(config()).expect("layer");
+    let live = RedisLayer::new(config()).expect("layer");
+    let gone = doomed.new_channel();
+    let stays = live.new_channel();
+    for group in groups {
+        doomed.group_add(group, gone.name()).await.expect("join");
+        live.group_add(group, stays.name()).await.expect("join");
+    }
+    let inbox = &gone.name()[..=gone.name().find('!').expect("a ! name")];
+    let mut conns = [hosts[0].connection().await, hosts[1].connection().await];
+    for conn in &conns {
+        wait_for("the doomed process's heartbeat on each host", || {
+            let mut conn = conn.clone();
+            async move {
+                let alive: bool = redis::cmd("EXISTS")
+                    .arg(format!("asgi:switchyard:alive:{inbox}"))
+                    .query_async(&mut conn)
+                    .await
+                    .expect("EXISTS");
+                alive.then_some(())
+            }
+        })
+        .await;
+    }
+    for (conn, group) in conns.iter_mut().zip(groups) {
+        let mut expected = vec![gone.name().to_owned(), stays.name().to_owned()];
+        expected.sort();
+        assert_eq!(members(conn, group).await, expected, "{group}");
+    }
+    drop(doomed);
+
+    for (conn, group) in conns.iter().zip(groups) {
+        wait_for("the dead process's members to be purged", || {
+            let mut conn = conn.clone();
+            let stays = stays.name().to_owned();
+            async move { (members(&mut conn, group).await == [stays]).then_some(()) }
+        })
+        .await;
+    }
+}
