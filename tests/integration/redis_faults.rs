@@ -425,6 +425,11 @@ async fn the_admin_api_tells_when_redis_is_unreachable() {
         health["shards"][0]["receive"]["last_error"].is_string(),
         "{health}"
     );
+    assert!(
+        health["shards"][0]["heartbeat"]["failing"].is_boolean(),
+        "{health}"
+    );
+    assert_eq!(health["shards"][0]["processes"], 0, "{health}");
     server.shutdown().await.expect("clean shutdown");
 
     let mut memory = test_config();
