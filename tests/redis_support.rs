@@ -390,9 +390,15 @@ impl ServerProcess {
     /// Starts the binary on port 0 and waits for the start-up line that says
     /// which address it bound.
     pub fn start(redis_url: &str) -> Self {
+        Self::start_with_args(redis_url, &[])
+    }
+
+    /// Starts the binary with more `serve` arguments (e.g. `-c FILE`).
+    pub fn start_with_args(redis_url: &str, args: &[&str]) -> Self {
         let mut child = Command::new(switchyard_bin())
             .args(["serve", "-b", "127.0.0.1", "-p", "0", "--plugins"])
             .arg(crate::test_plugins_dir())
+            .args(args)
             .env("REDIS_URL", redis_url)
             .env("RUST_LOG", "warn")
             .env("NO_COLOR", "1")
@@ -423,6 +429,15 @@ impl ServerProcess {
                 panic!("switchyard never said where it listens ({err}); it ended with {status}");
             }
         }
+    }
+}
+
+impl ServerProcess {
+    /// Kills the process with SIGKILL (`kill -9`: no shutdown, no goodbye to
+    /// Redis) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -10,9 +10,11 @@
 
 use std::time::{Duration, Instant};
 
-use switchyard_layer::{ChannelLayer, Event, LoopHealth, RedisConfig, RedisLayer};
-use switchyard_tests::redis_support::{RedisServer, refusing_port};
-use switchyard_tests::{TestServer, test_config};
+use switchyard_layer::{
+    ChannelLayer, Event, Inbox, LayerError, LoopHealth, RedisConfig, RedisLayer,
+};
+use switchyard_tests::redis_support::{RedisServer, ServerProcess, refusing_port};
+use switchyard_tests::{Client, TestServer, test_config};
 
 /// How long a poll may wait before the test fails as hung.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -30,6 +32,23 @@ async fn wait_for<T, F: Future<Output = Option<T>>>(what: &str, mut probe: impl 
         assert!(Instant::now() < deadline, "gave up waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64()
+}
+
+/// The next event's type; fails after [`PATIENCE`].
+async fn next_type(inbox: &mut Inbox) -> String {
+    tokio::time::timeout(PATIENCE, inbox.recv())
+        .await
+        .expect("an event within the patience")
+        .expect("the layer is alive")
+        .event_type()
+        .to_owned()
 }
 
 fn event(json: &str) -> Event {
@@ -239,10 +258,11 @@ async fn a_read_only_replica_is_retried_with_backoff_and_reported() {
 }
 
 /// The process's inbox key replaced by a string: the pops fail with
-/// WRONGTYPE. The loop backs off and reports it; once the key is gone it
-/// recovers and delivers again.
+/// WRONGTYPE. The layer reports it, deletes the foreign key (the key is this
+/// process's own inbox, named by its random prefix: nothing else may store
+/// anything there), and delivers again without anyone's help.
 #[tokio::test]
-async fn an_inbox_key_of_the_wrong_type_is_retried_with_backoff_and_reported() {
+async fn an_inbox_key_of_the_wrong_type_is_reported_and_removed() {
     let redis = RedisServer::start();
     let layer = RedisLayer::new(RedisConfig::single(redis.url())).expect("layer");
     let mut admin = redis.connection().await;
@@ -252,13 +272,23 @@ async fn an_inbox_key_of_the_wrong_type_is_retried_with_backoff_and_reported() {
         .query_async(&mut admin)
         .await
         .expect("SET");
-    assert_backs_off(&layer, &mut admin, "WRONGTYPE").await;
-
-    let () = redis::cmd("DEL")
-        .arg(layer.inbox_key())
-        .query_async(&mut admin)
-        .await
-        .expect("DEL");
+    wait_for("the foreign inbox key to be removed", || {
+        let mut admin = admin.clone();
+        let key = layer.inbox_key().to_owned();
+        async move {
+            let kind: String = redis::cmd("TYPE")
+                .arg(&key)
+                .query_async(&mut admin)
+                .await
+                .expect("TYPE");
+            (kind != "string").then_some(())
+        }
+    })
+    .await;
+    let receive = layer.health().shards[0].receive.clone();
+    assert!(receive.total_failures >= 1, "{receive:?}");
+    let error = receive.last_error.unwrap_or_default();
+    assert!(error.contains("WRONGTYPE"), "{error}");
     assert_recovers(&layer, &redis, "after.wrongtype").await;
 }
 
@@ -276,14 +306,10 @@ async fn a_group_member_that_is_not_utf8_is_skipped() {
             .await
             .expect("join");
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs_f64();
     let mut conn = redis.connection().await;
     let () = redis::cmd("ZADD")
         .arg("asgi:group:room")
-        .arg(now)
+        .arg(unix_now())
         .arg(&b"specific.\xff\xfe!bad"[..])
         .query_async(&mut conn)
         .await
@@ -326,10 +352,14 @@ async fn an_entry_nested_a_thousand_deep_is_skipped() {
     entry.extend_from_slice(b"\xa4type\xa4deep\xa1x");
     entry.extend(std::iter::repeat_n(0x91, 1_000));
     entry.push(0xc0);
+    // Scored now: an entry scored older than the expiry would be pruned by
+    // the sender's `send` (channels_redis's ZREMRANGEBYSCORE) if it got
+    // there before the receive loop, leaving nothing to skip (the flake of
+    // `undeliverable == 0` under load).
     let mut conn = redis.connection().await;
     let () = redis::cmd("ZADD")
         .arg(receiver.inbox_key())
-        .arg(1)
+        .arg(unix_now())
         .arg(entry)
         .query_async(&mut conn)
         .await
@@ -395,6 +425,11 @@ async fn the_admin_api_tells_when_redis_is_unreachable() {
         health["shards"][0]["receive"]["last_error"].is_string(),
         "{health}"
     );
+    assert!(
+        health["shards"][0]["heartbeat"]["failing"].is_boolean(),
+        "{health}"
+    );
+    assert_eq!(health["shards"][0]["processes"], 0, "{health}");
     server.shutdown().await.expect("clean shutdown");
 
     let mut memory = test_config();
@@ -405,4 +440,257 @@ async fn the_admin_api_tells_when_redis_is_unreachable() {
         serde_json::json!({"healthy": true, "shards": []})
     );
     server.shutdown().await.expect("clean shutdown");
+}
+
+/// A Switchyard process killed with SIGKILL leaves its chat member in the
+/// group. The live processes see its heartbeat expire and remove its
+/// members, so group sends stop skipping its full inbox; a member of a
+/// process that never heartbeated (a Django process) stays.
+#[tokio::test]
+async fn a_killed_processs_members_are_purged_by_the_live_processes() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("a config directory");
+    let config_file = dir.path().join("switchyard.toml");
+    std::fs::write(&config_file, "[redis]\nheartbeat-ttl-secs = 1\n").expect("write config");
+    let config_arg = config_file.to_str().expect("a UTF-8 path");
+    let mut doomed = ServerProcess::start_with_args(&redis.url(), &["-c", config_arg]);
+    let _chat = Client::connect_url(&format!("ws://{}/ws/chat/lobby/", doomed.addr)).await;
+    let mut conn = redis.connection().await;
+    let doomed_member = wait_for("the chat member in the group", || {
+        let mut conn = conn.clone();
+        async move { members(&mut conn, "chat_lobby").await.pop() }
+    })
+    .await;
+    let doomed_inbox = doomed_member[..=doomed_member.find('!').expect("a ! name")].to_owned();
+    let django = "specific.0123456789abcdef0123456789abcdef!django";
+    let () = redis::cmd("ZADD")
+        .arg("asgi:group:chat_lobby")
+        .arg(unix_now())
+        .arg(django)
+        .query_async(&mut conn)
+        .await
+        .expect("a Django member");
+
+    let mut config = RedisConfig::single(redis.url());
+    config.heartbeat_ttl = Duration::from_secs(1);
+    // The killed process's inbox holds one event, the Django one plenty.
+    config.layer.channel_capacity = vec![(format!("{doomed_inbox}*"), 1)];
+    let live = RedisLayer::new(config).expect("layer");
+    doomed.kill();
+
+    let send = || async {
+        live.group_send(
+            "chat_lobby",
+            event(r#"{"type": "chat.message", "message": "hi"}"#),
+        )
+        .await
+        .expect("group_send")
+    };
+    // Until the purge, the full inbox of the dead process is skipped (and
+    // counted) by every send after the first.
+    let deadline = Instant::now() + PATIENCE;
+    let mut skipped = 0;
+    let first = send().await;
+    assert_eq!(first.delivered, 2, "{first:?}");
+    while members(&mut conn, "chat_lobby").await != [django.to_owned()] {
+        assert!(
+            Instant::now() < deadline,
+            "the killed process's members were never purged"
+        );
+        skipped += send().await.over_capacity;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let skips = live.stats().full_inbox_skips;
+    assert_eq!(skips, u64::try_from(skipped).expect("u64"));
+    let report = send().await;
+    assert_eq!(
+        (report.delivered, report.over_capacity),
+        (1, 0),
+        "{report:?}"
+    );
+    assert_eq!(live.stats().full_inbox_skips, skips);
+    // The dead process's bookkeeping is gone too.
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("asgi:switchyard:*")
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    keys.sort();
+    assert!(
+        keys.iter().all(|key| !key.contains(&doomed_inbox)),
+        "{keys:?}"
+    );
+}
+
+/// Redis restarts (same address, empty). A group send while it is down
+/// fails as `unavailable`; the first one after it is back reaches this
+/// process's member (from the layer's own membership map) and, once the
+/// other process has re-added its membership, the remote member: the send
+/// waits for that rather than miss it.
+#[tokio::test]
+async fn a_group_send_right_after_a_redis_restart_reaches_every_member() {
+    let mut redis = RedisServer::start();
+    let fast = |redis: &RedisServer| {
+        let mut config = RedisConfig::single(redis.url());
+        config.heartbeat_ttl = Duration::from_secs(1);
+        RedisLayer::new(config).expect("layer")
+    };
+    let sender = fast(&redis);
+    let remote = fast(&redis);
+    let mut here = sender.new_channel();
+    let mut there = remote.new_channel();
+    sender.group_add("room", here.name()).await.expect("join");
+    remote.group_add("room", there.name()).await.expect("join");
+    // The sender has seen the other process alive: it knows whom to wait for.
+    wait_for("both processes seen alive", || {
+        let seen = sender.health().shards[0].processes;
+        async move { (seen == 2).then_some(()) }
+    })
+    .await;
+    let report = sender
+        .group_send("room", event(r#"{"type": "before"}"#))
+        .await
+        .expect("send");
+    assert_eq!(report.delivered, 2, "{report:?}");
+    assert_eq!(next_type(&mut here).await, "before");
+    assert_eq!(next_type(&mut there).await, "before");
+
+    redis.kill();
+    let error = sender
+        .group_send("room", event(r#"{"type": "during"}"#))
+        .await
+        .expect_err("Redis is down");
+    assert!(matches!(error, LayerError::Unavailable(_)), "{error}");
+    let error = sender
+        .send(there.name(), event(r#"{"type": "during"}"#))
+        .await
+        .expect_err("Redis is down");
+    assert!(matches!(error, LayerError::Unavailable(_)), "{error}");
+    redis.restart();
+
+    // The send waits for the other process's re-add; should that take
+    // longer than the layer waits, it fails as `unavailable`, having
+    // delivered nothing, and is tried again.
+    let report = wait_for("a group send after the restart", || async {
+        match sender
+            .group_send("room", event(r#"{"type": "after"}"#))
+            .await
+        {
+            Ok(report) => Some(report),
+            Err(LayerError::Unavailable(_)) => None,
+            Err(other) => panic!("{other}"),
+        }
+    })
+    .await;
+    assert_eq!(report.delivered, 2, "{report:?}");
+    // The first event each gets is the one after the restart: nothing sent
+    // during the outage arrives late.
+    assert_eq!(next_type(&mut here).await, "after");
+    assert_eq!(next_type(&mut there).await, "after");
+}
+
+/// A group key deleted under live members (`DEL`, `FLUSHDB`, an eviction):
+/// the next group send still reaches this process's ten members, puts them
+/// back in Redis, and tells the other processes to put theirs back.
+#[tokio::test]
+async fn a_deleted_group_key_is_re_added_and_local_members_still_get_the_send() {
+    let redis = RedisServer::start();
+    let fast = |redis: &RedisServer| {
+        let mut config = RedisConfig::single(redis.url());
+        config.heartbeat_ttl = Duration::from_secs(1);
+        RedisLayer::new(config).expect("layer")
+    };
+    let sender = fast(&redis);
+    let remote = fast(&redis);
+    let mut inboxes: Vec<_> = (0..10).map(|_| sender.new_channel()).collect();
+    for inbox in &inboxes {
+        sender.group_add("room", inbox.name()).await.expect("join");
+    }
+    let mut there = remote.new_channel();
+    remote.group_add("room", there.name()).await.expect("join");
+    let mut conn = redis.connection().await;
+    let () = redis::cmd("DEL")
+        .arg("asgi:group:room")
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+
+    let report = sender
+        .group_send("room", event(r#"{"type": "after.del"}"#))
+        .await
+        .expect("send");
+    assert_eq!(report.delivered, 10, "{report:?}");
+    for inbox in &mut inboxes {
+        assert_eq!(next_type(inbox).await, "after.del");
+    }
+    let mut expected: Vec<String> = inboxes.iter().map(|i| i.name().to_owned()).collect();
+    expected.push(there.name().to_owned());
+    expected.sort();
+    wait_for("every member back in Redis", || {
+        let mut conn = conn.clone();
+        let expected = expected.clone();
+        async move { (members(&mut conn, "room").await == expected).then_some(()) }
+    })
+    .await;
+    sender
+        .group_send("room", event(r#"{"type": "after.readd"}"#))
+        .await
+        .expect("send");
+    assert_eq!(next_type(&mut there).await, "after.readd");
+}
+
+/// With two Redis hosts, a process that stops beating (its layer dropped
+/// without leaving its groups, as a crash leaves them) loses its members on
+/// both: each host's record lists the groups on that host.
+#[tokio::test]
+async fn a_dead_processs_members_are_purged_on_every_shard() {
+    let hosts = [RedisServer::start(), RedisServer::start()];
+    let config = || {
+        let mut config = RedisConfig::single(hosts[0].url());
+        config.hosts.push(hosts[1].url());
+        config.heartbeat_ttl = Duration::from_secs(1);
+        config
+    };
+    // channels_redis's hash puts "chat" on the first of two hosts and
+    // "key_one" on the second (docs/channels_redis_wire.md 1.11).
+    let groups = ["chat", "key_one"];
+    let doomed = RedisLayer::new(config()).expect("layer");
+    let live = RedisLayer::new(config()).expect("layer");
+    let gone = doomed.new_channel();
+    let stays = live.new_channel();
+    for group in groups {
+        doomed.group_add(group, gone.name()).await.expect("join");
+        live.group_add(group, stays.name()).await.expect("join");
+    }
+    let inbox = &gone.name()[..=gone.name().find('!').expect("a ! name")];
+    let mut conns = [hosts[0].connection().await, hosts[1].connection().await];
+    for conn in &conns {
+        wait_for("the doomed process's heartbeat on each host", || {
+            let mut conn = conn.clone();
+            async move {
+                let alive: bool = redis::cmd("EXISTS")
+                    .arg(format!("asgi:switchyard:alive:{inbox}"))
+                    .query_async(&mut conn)
+                    .await
+                    .expect("EXISTS");
+                alive.then_some(())
+            }
+        })
+        .await;
+    }
+    for (conn, group) in conns.iter_mut().zip(groups) {
+        let mut expected = vec![gone.name().to_owned(), stays.name().to_owned()];
+        expected.sort();
+        assert_eq!(members(conn, group).await, expected, "{group}");
+    }
+    drop(doomed);
+
+    for (conn, group) in conns.iter().zip(groups) {
+        wait_for("the dead process's members to be purged", || {
+            let mut conn = conn.clone();
+            let stays = stays.name().to_owned();
+            async move { (members(&mut conn, group).await == [stays]).then_some(()) }
+        })
+        .await;
+    }
 }

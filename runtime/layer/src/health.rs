@@ -28,12 +28,18 @@ pub struct ShardHealth {
     /// The loop that refreshes memberships and removes those of dropped
     /// channels.
     pub refresh: LoopHealth,
+    /// The loop that renews this process's heartbeat on this host and
+    /// removes the members of dead Switchyard processes.
+    pub heartbeat: LoopHealth,
+    /// Switchyard processes (this one included) whose heartbeat this
+    /// process last saw alive on this host.
+    pub processes: usize,
 }
 
 impl ShardHealth {
     /// True when neither loop is failing now.
     pub fn is_healthy(&self) -> bool {
-        !self.receive.failing && !self.refresh.failing
+        !self.receive.failing && !self.refresh.failing && !self.heartbeat.failing
     }
 }
 

@@ -108,6 +108,19 @@ impl<V> Memberships<V> {
             .is_some_and(|members| members.contains_key(channel))
     }
 
+    /// The members of `group` (none when it has none here).
+    pub(crate) fn members_of(&self, group: &str) -> Vec<Arc<str>> {
+        self.groups
+            .get(group)
+            .map(|members| members.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether `group` has any member here.
+    pub(crate) fn has_group(&self, group: &str) -> bool {
+        self.groups.contains_key(group)
+    }
+
     /// Every group with its members.
     pub(crate) fn groups(&self) -> impl Iterator<Item = (&String, &HashMap<Arc<str>, V>)> {
         self.groups.iter()

@@ -22,6 +22,11 @@ pub struct LayerStats {
     /// Events addressed to a channel with no local inbox (by `send` or as a group
     /// member).
     pub undeliverable: u64,
+    /// Times a Redis `group_send` skipped a whole process inbox because it
+    /// was full (its members are counted in `group_over_capacity`); a
+    /// process that died without leaving its groups costs one per send
+    /// until the live processes remove its members.
+    pub full_inbox_skips: u64,
 }
 
 /// The live counters behind [`LayerStats`], shared by a layer and its inboxes.
@@ -35,6 +40,7 @@ pub(crate) struct StatCounters {
     pub(crate) group_over_capacity: AtomicU64,
     pub(crate) expired: AtomicU64,
     pub(crate) undeliverable: AtomicU64,
+    pub(crate) full_inbox_skips: AtomicU64,
 }
 
 impl StatCounters {
@@ -46,6 +52,7 @@ impl StatCounters {
             group_over_capacity: self.group_over_capacity.load(Ordering::Relaxed),
             expired: self.expired.load(Ordering::Relaxed),
             undeliverable: self.undeliverable.load(Ordering::Relaxed),
+            full_inbox_skips: self.full_inbox_skips.load(Ordering::Relaxed),
         }
     }
 }

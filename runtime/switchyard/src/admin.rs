@@ -8,8 +8,10 @@
 //!
 //! `GET /_switchyard/layer`, with the same token, answers whether the
 //! channel layer reaches its backend: `{"healthy", "shards": [{"url",
-//! "receive", "refresh"}]}`, each loop as `{"failing", "failures",
-//! "total_failures", "last_error"}` (no shards for the in-memory layer).
+//! "receive", "refresh", "heartbeat", "processes"}]}`, each loop as
+//! `{"failing", "failures", "total_failures", "last_error"}`, `processes`
+//! the Switchyard processes seen alive on that host (no shards for the
+//! in-memory layer).
 
 use std::fmt::Write as _;
 
@@ -93,6 +95,8 @@ fn health_json(health: &LayerHealth) -> Value {
                 "url": shard.url,
                 "receive": looped(&shard.receive),
                 "refresh": looped(&shard.refresh),
+                "heartbeat": looped(&shard.heartbeat),
+                "processes": shard.processes,
             })
         })
         .collect();

@@ -44,6 +44,7 @@
 //! prefix = "asgi"
 //! symmetric-encryption-keys = []
 //! random-prefix-length = 12
+//! heartbeat-ttl-secs = 10          # a killed process's members go this long after
 //!
 //! [guest]
 //! memory-bytes = 67108864
@@ -207,6 +208,10 @@ pub struct RedisSection {
     /// Random characters in this process's channel prefix
     /// (channels_redis's `random_prefix_length`).
     pub random_prefix_length: usize,
+    /// Seconds a dead Switchyard process's heartbeat outlives it: the live
+    /// processes remove its group members this long after it stopped
+    /// beating (at most a third more). At least 1.
+    pub heartbeat_ttl_secs: u64,
 }
 
 impl Default for RedisSection {
@@ -216,6 +221,7 @@ impl Default for RedisSection {
             prefix: RedisConfig::DEFAULT_PREFIX.to_owned(),
             symmetric_encryption_keys: Vec::new(),
             random_prefix_length: RedisConfig::DEFAULT_RANDOM_PREFIX_LENGTH,
+            heartbeat_ttl_secs: RedisConfig::DEFAULT_HEARTBEAT_TTL.as_secs(),
         }
     }
 }
@@ -698,12 +704,19 @@ impl Config {
                 "keys must not be empty",
             ));
         }
+        if self.redis.heartbeat_ttl_secs == 0 {
+            return Err(invalid(
+                "redis.heartbeat-ttl-secs",
+                "must be at least 1 second",
+            ));
+        }
         Ok(Some(RedisConfig {
             layer: self.layer_config()?,
             hosts,
             prefix: self.redis.prefix.clone(),
             symmetric_encryption_keys: self.redis.symmetric_encryption_keys.clone(),
             random_prefix_length: self.redis.random_prefix_length,
+            heartbeat_ttl: Duration::from_secs(self.redis.heartbeat_ttl_secs),
         }))
     }
 
@@ -857,6 +870,18 @@ mod tests {
         let redis = config.redis_config().expect("valid").expect("redis");
         assert_eq!(redis.hosts, vec!["redis://u:pw@c:6379/1".to_owned()]);
         assert!(Config::default().redis_config().expect("valid").is_none());
+    }
+
+    #[test]
+    fn the_heartbeat_ttl_is_read_and_zero_is_refused() {
+        let config = parse("[redis]\nhosts = [\"redis://a:6379\"]\nheartbeat-ttl-secs = 2\n")
+            .expect("valid");
+        let redis = config.redis_config().expect("valid").expect("redis");
+        assert_eq!(redis.heartbeat_ttl, Duration::from_secs(2));
+        let config = parse("[redis]\nhosts = [\"redis://a:6379\"]\nheartbeat-ttl-secs = 0\n")
+            .expect("parses");
+        let err = config.redis_config().expect_err("0 is refused").to_string();
+        assert!(err.contains("redis.heartbeat-ttl-secs"), "{err}");
     }
 
     #[test]

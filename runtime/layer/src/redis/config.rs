@@ -1,5 +1,7 @@
 //! [`RedisConfig`]: the options of channels_redis's `RedisChannelLayer`.
 
+use std::time::Duration;
+
 use crate::LayerConfig;
 
 /// The Redis layer's options: Channels' shared options in [`LayerConfig`], plus
@@ -20,6 +22,11 @@ pub struct RedisConfig {
     /// Random bytes before every stored message (channels_redis 4.2.1+'s
     /// `random_prefix_length`, 12 before that).
     pub random_prefix_length: usize,
+    /// How long this process's heartbeat key lives without a renewal: the
+    /// process renews it every third of this, and the other Switchyard
+    /// processes remove its group members once it has expired (see
+    /// `heartbeat`). Whole seconds or milliseconds; at least 1 ms.
+    pub heartbeat_ttl: Duration,
 }
 
 impl RedisConfig {
@@ -27,6 +34,9 @@ impl RedisConfig {
     pub const DEFAULT_PREFIX: &'static str = "asgi";
     /// channels_redis's default `random_prefix_length`.
     pub const DEFAULT_RANDOM_PREFIX_LENGTH: usize = 12;
+    /// The default [`heartbeat_ttl`](Self::heartbeat_ttl): a killed process
+    /// stops costing the others within about 13 s.
+    pub const DEFAULT_HEARTBEAT_TTL: Duration = Duration::from_secs(10);
 
     /// One host with channels_redis's defaults for everything else.
     pub fn single(url: impl Into<String>) -> Self {
@@ -36,6 +46,7 @@ impl RedisConfig {
             prefix: Self::DEFAULT_PREFIX.to_owned(),
             symmetric_encryption_keys: Vec::new(),
             random_prefix_length: Self::DEFAULT_RANDOM_PREFIX_LENGTH,
+            heartbeat_ttl: Self::DEFAULT_HEARTBEAT_TTL,
         }
     }
 }
@@ -54,6 +65,7 @@ impl std::fmt::Debug for RedisConfig {
                 &format_args!("{} (redacted)", self.symmetric_encryption_keys.len()),
             )
             .field("random_prefix_length", &self.random_prefix_length)
+            .field("heartbeat_ttl", &self.heartbeat_ttl)
             .finish()
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,9 +15,11 @@ use serde_json::Value;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::config::{RedisConfig, redact_url};
+use super::heartbeat::{ProcessKeys, beat_period, heartbeat_loop};
 use super::retry::{Backoff, LoopMonitor};
 use super::scripts;
 use super::shard::consistent_hash;
+use super::summary::{SUMMARY_PERIOD, Summary};
 use super::wire::{ASGI_CHANNEL, Codec, Target, unix_now};
 use crate::health::{LayerHealth, ShardHealth};
 use crate::local::{Delivery, LocalChannels};
@@ -43,6 +45,12 @@ const POP_BATCH: usize = 256;
 /// this, a removal is dropped (and logged): the membership is no longer
 /// refreshed, so Redis prunes it within one group expiry anyway.
 const MAX_PENDING_DISCARDS: usize = 10_000;
+/// The longest a group send waits, after Redis lost its data, for the other
+/// Switchyard processes to re-add their members (it then fails as
+/// `Unavailable`); shorter when a heartbeat period is shorter.
+const MAX_RESYNC_WAIT: Duration = Duration::from_secs(3);
+/// The shortest such wait, however short the heartbeat period.
+const MIN_RESYNC_WAIT: Duration = Duration::from_secs(1);
 
 /// A Redis-backed channel layer that shares Redis with Django processes running
 /// channels_redis's `RedisChannelLayer` (see the [module docs](super)).
@@ -53,13 +61,42 @@ pub struct RedisLayer {
     _stop: DropGuard,
 }
 
-struct Shard {
+pub(super) struct Shard {
     /// The URL with its password redacted, for logs and errors.
-    url: String,
+    pub(super) url: String,
     client: Client,
     commands: ConnectionManager,
     receive_health: LoopMonitor,
     refresh_health: LoopMonitor,
+    pub(super) heartbeat_health: LoopMonitor,
+    /// Set when a connection to this host was lost (or timed out); the next
+    /// operation that succeeds clears it and wakes the receive and heartbeat
+    /// loops, so the memberships are re-added as soon as any connection is
+    /// back, not after the receive loop's backoff. A refused command
+    /// (NOAUTH, READONLY) does not set it: another command succeeding says
+    /// nothing about those.
+    down: AtomicBool,
+    wake_receive: Notify,
+    pub(super) wake_heartbeat: Notify,
+    /// Whether this process's memberships were ever written here (before
+    /// that, a missing heartbeat key is no loss).
+    pub(super) beaten: AtomicBool,
+    /// When a re-add found this process's heartbeat key gone (Redis lost
+    /// its data); cleared once the other processes have re-added theirs, or
+    /// a send gave up waiting for them, or one heartbeat TTL later (a
+    /// process not back by then is dead). Meanwhile the sweep adds to
+    /// `peers` but removes nobody: a restarted Redis's registry lists only
+    /// the processes that are already back. A std mutex: never held across
+    /// an `.await`.
+    pub(super) lost_since: Mutex<Option<Instant>>,
+    /// The other Switchyard processes alive at the last sweep: whom a send
+    /// waits for after Redis lost its data. A std mutex: swapped or cloned,
+    /// never held across an `.await`.
+    pub(super) peers: Mutex<Vec<String>>,
+    /// Switchyard processes alive at the last sweep, this one included.
+    pub(super) processes: AtomicUsize,
+    /// One re-add at a time after a loss, however many sends notice it.
+    pub(super) recovering: tokio::sync::Mutex<()>,
 }
 
 /// This process's group memberships, and the removals Redis still owes.
@@ -130,12 +167,22 @@ impl Book {
     }
 }
 
-struct Inner {
+pub(super) struct Inner {
     local: LocalChannels,
-    shards: Vec<Shard>,
+    pub(super) shards: Vec<Shard>,
     prefix: String,
     /// `specific.<client prefix>!`: the non-local name of every local channel.
-    inbox_name: String,
+    pub(super) inbox_name: String,
+    /// This process's heartbeat, registry, groups-record and resync keys.
+    pub(super) keys: ProcessKeys,
+    pub(super) heartbeat_ttl: Duration,
+    /// How long a send waits for the other processes' re-adds after Redis
+    /// lost its data.
+    resync_wait: Duration,
+    /// Process inboxes a group send skipped because they were full.
+    pub(super) full_inbox_skips: Summary,
+    /// Group members skipped because their name is not UTF-8.
+    pub(super) bad_members: Summary,
     /// `prefix + inbox_name`: this process's inbox key on every shard.
     inbox_key: String,
     codec: Codec,
@@ -151,6 +198,8 @@ struct Inner {
     send_script: Script,
     group_send_script: Script,
     members_script: Script,
+    pub(super) heartbeat_script: Script,
+    pub(super) purge_script: Script,
 }
 
 impl RedisLayer {
@@ -170,6 +219,7 @@ impl RedisLayer {
             prefix,
             symmetric_encryption_keys,
             random_prefix_length,
+            heartbeat_ttl,
         } = config;
         if hosts.is_empty() {
             return Err(LayerConfigError::NoHosts);
@@ -195,9 +245,18 @@ impl RedisLayer {
                 Ok(Shard {
                     receive_health: LoopMonitor::new(url.clone(), "receive"),
                     refresh_health: LoopMonitor::new(url.clone(), "refresh"),
+                    heartbeat_health: LoopMonitor::new(url.clone(), "heartbeat"),
                     url,
                     client,
                     commands,
+                    down: AtomicBool::new(false),
+                    wake_receive: Notify::new(),
+                    wake_heartbeat: Notify::new(),
+                    beaten: AtomicBool::new(false),
+                    lost_since: Mutex::new(None),
+                    peers: Mutex::default(),
+                    processes: AtomicUsize::new(0),
+                    recovering: tokio::sync::Mutex::new(()),
                 })
             })
             .collect::<Result<Vec<_>, LayerConfigError>>()?;
@@ -210,9 +269,23 @@ impl RedisLayer {
         let local =
             LocalChannels::new(capacity.clone(), layer.expiry, Arc::clone(&stats), on_close);
         let inbox_name = local.channel_prefix().to_owned();
+        let heartbeat_ttl = heartbeat_ttl.max(Duration::from_millis(1));
         let inner = Arc::new(Inner {
             inbox_key: format!("{prefix}{inbox_name}"),
+            keys: ProcessKeys::new(&prefix, &inbox_name),
             inbox_name,
+            heartbeat_ttl,
+            resync_wait: (beat_period(heartbeat_ttl) * 3 / 2)
+                .clamp(MIN_RESYNC_WAIT, MAX_RESYNC_WAIT),
+            full_inbox_skips: Summary::new(
+                "group_send skipped process inboxes over capacity (a process that \
+                 died without leaving its groups, until its heartbeat expires, or a slow one)",
+                SUMMARY_PERIOD,
+            ),
+            bad_members: Summary::new(
+                "group_send skipped group members whose name is not UTF-8",
+                SUMMARY_PERIOD,
+            ),
             local,
             shards,
             codec: Codec::new(
@@ -230,11 +303,14 @@ impl RedisLayer {
             stats,
             send_script: Script::new(scripts::SEND),
             group_send_script: Script::new(scripts::GROUP_SEND),
-            members_script: Script::new(scripts::GROUP_MEMBERS),
+            members_script: Script::new(scripts::GROUP_MEMBERS_AND_ALIVE),
+            heartbeat_script: Script::new(scripts::HEARTBEAT),
+            purge_script: Script::new(scripts::PURGE_DEAD),
         });
         let stop = CancellationToken::new();
         for index in 0..inner.shards.len() {
             tokio::spawn(receive_loop(Arc::clone(&inner), index, stop.clone()));
+            tokio::spawn(heartbeat_loop(Arc::clone(&inner), index, stop.clone()));
         }
         tokio::spawn(refresh_loop(Arc::clone(&inner), stop.clone()));
         tracing::info!(
@@ -281,23 +357,52 @@ impl Inner {
 
     /// Runs one Redis operation on a shard under [`OP_TIMEOUT`], turning every
     /// failure into `Unavailable` naming the shard.
-    async fn run<T, F>(&self, shard: usize, what: &str, operation: F) -> Result<T, LayerError>
+    pub(super) async fn run<T, F>(
+        &self,
+        shard: usize,
+        what: &str,
+        operation: F,
+    ) -> Result<T, LayerError>
     where
         F: Future<Output = redis::RedisResult<T>>,
     {
         let url = &self.shards[shard].url;
+        let down = &self.shards[shard].down;
         match tokio::time::timeout(OP_TIMEOUT, operation).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(LayerError::Unavailable(format!(
-                "Redis at {url} failed {what}: {error}"
-            ))),
-            Err(_) => Err(LayerError::Unavailable(format!(
-                "Redis at {url} did not answer {what} within {OP_TIMEOUT:?}"
-            ))),
+            Ok(Ok(value)) => {
+                self.back_up(shard);
+                Ok(value)
+            }
+            Ok(Err(error)) => {
+                if disconnected(&error) {
+                    down.store(true, Ordering::Relaxed);
+                }
+                Err(LayerError::Unavailable(format!(
+                    "Redis at {url} failed {what}: {error}"
+                )))
+            }
+            Err(_) => {
+                down.store(true, Ordering::Relaxed);
+                Err(LayerError::Unavailable(format!(
+                    "Redis at {url} did not answer {what} within {OP_TIMEOUT:?}"
+                )))
+            }
         }
     }
 
-    fn conn(&self, shard: usize) -> ConnectionManager {
+    /// Records a success on `shard`: if a connection there had been lost, wakes the
+    /// receive loop (out of its backoff: it reconnects and re-adds the
+    /// memberships) and the heartbeat loop (which notices a Redis that lost
+    /// its data and re-adds them).
+    fn back_up(&self, shard: usize) {
+        let state = &self.shards[shard];
+        if state.down.swap(false, Ordering::Relaxed) {
+            state.wake_receive.notify_one();
+            state.wake_heartbeat.notify_one();
+        }
+    }
+
+    pub(super) fn conn(&self, shard: usize) -> ConnectionManager {
         self.shards[shard].commands.clone()
     }
 
@@ -324,14 +429,21 @@ impl Inner {
 
     /// Sends Redis the queued discards of the groups on `shard` and, when
     /// `readd`, this process's memberships of those groups again, with a fresh
-    /// join time; over `conn`, a connection to that shard. Returns how many
-    /// memberships and discards it wrote, `None` when there was nothing to write
-    /// (and Redis was not asked).
-    async fn sync_shard<C>(
+    /// join time, and its record of those groups; when `mark_alive` too, its
+    /// heartbeat key (whose presence says the memberships are in); over
+    /// `conn`, a connection to that shard. Returns how many memberships and
+    /// discards it wrote, `None` when there was nothing to write (and Redis
+    /// was not asked).
+    ///
+    /// A re-add that finds the heartbeat key gone after this process had
+    /// written it learns that Redis lost its data, and marks the shard
+    /// `lost` so that group sends wait for the other processes' re-adds.
+    pub(super) async fn sync_shard<C>(
         &self,
         shard: usize,
         conn: &mut C,
         readd: bool,
+        mark_alive: bool,
     ) -> Result<Option<(usize, usize)>, LayerError>
     where
         C: ::redis::aio::ConnectionLike + Send,
@@ -352,11 +464,12 @@ impl Inner {
             .filter(|(group, _)| on_shard(group))
             .cloned()
             .collect();
-        if snapshot.is_empty() && discards.is_empty() {
+        if discards.is_empty() && !mark_alive && (!readd || snapshot.is_empty()) {
             return Ok(None);
         }
         let mut pipe = ::redis::pipe();
         pipe.atomic();
+        pipe.cmd("EXISTS").arg(&self.keys.alive);
         let mut count = 0;
         for (group, members) in &snapshot {
             let key = self.group_key(group);
@@ -372,6 +485,27 @@ impl Inner {
                 .arg(&key)
                 .arg(self.group_expiry_secs)
                 .ignore();
+            pipe.cmd("SADD").arg(&self.keys.groups).arg(group).ignore();
+        }
+        if !snapshot.is_empty() {
+            pipe.cmd("EXPIRE")
+                .arg(&self.keys.groups)
+                .arg(self.group_expiry_secs)
+                .ignore();
+        }
+        if mark_alive {
+            let ttl_ms = u64::try_from(self.heartbeat_ttl.as_millis()).unwrap_or(u64::MAX);
+            pipe.cmd("SET")
+                .arg(&self.keys.alive)
+                .arg(std::process::id())
+                .arg("PX")
+                .arg(ttl_ms)
+                .ignore();
+            pipe.cmd("ZADD")
+                .arg(&self.keys.registry)
+                .arg(unix_now())
+                .arg(&self.inbox_name)
+                .ignore();
         }
         for (group, channel) in &discards {
             pipe.cmd("ZREM")
@@ -379,12 +513,28 @@ impl Inner {
                 .arg(&**channel)
                 .ignore();
         }
-        self.run(
-            shard,
-            "re-adding group memberships",
-            pipe.query_async::<()>(conn),
-        )
-        .await?;
+        // Groups this process no longer has members in leave its record.
+        let left: HashSet<&str> = {
+            let memberships = lock_unpoisoned(&self.book.memberships);
+            discards
+                .iter()
+                .map(|(group, _)| group.as_str())
+                .filter(|group| !memberships.has_group(group))
+                .collect()
+        };
+        for group in left {
+            pipe.cmd("SREM").arg(&self.keys.groups).arg(group).ignore();
+        }
+        let (alive_before,): (i64,) = self
+            .run(shard, "re-adding group memberships", pipe.query_async(conn))
+            .await?;
+        let state = &self.shards[shard];
+        if readd && alive_before == 0 && state.beaten.load(Ordering::Relaxed) {
+            lock_unpoisoned(&state.lost_since).get_or_insert_with(Instant::now);
+        }
+        if mark_alive {
+            state.beaten.store(true, Ordering::Relaxed);
+        }
         {
             let mut pending = lock_unpoisoned(&self.book.pending_discards);
             for discard in &discards {
@@ -422,6 +572,171 @@ impl Inner {
                 .await?;
         }
         Ok(Some((count, discards.len())))
+    }
+
+    /// The members of `group` (after the expiry prune) and whether this
+    /// process's heartbeat key exists on that host. Reading is idempotent:
+    /// one retry covers a connection that died since its last use (the
+    /// retry runs on the reconnected connection).
+    async fn read_group(
+        &self,
+        shard: usize,
+        group: &str,
+    ) -> Result<(bool, Vec<Vec<u8>>), LayerError> {
+        let prune = Self::now_secs().saturating_sub(self.group_expiry_secs);
+        let mut invocation = self.members_script.key(self.group_key(group));
+        invocation.key(&self.keys.alive).arg(prune);
+        // Bytes, not `String`: one member name that is not UTF-8 (written by
+        // another client) is skipped, not a failure of the whole send.
+        let mut conn = self.conn(shard);
+        let read = self
+            .run(
+                shard,
+                "reading the group",
+                invocation.invoke_async(&mut conn),
+            )
+            .await;
+        let (alive, members): (i64, Vec<Vec<u8>>) = match read {
+            Ok(read) => read,
+            Err(_) => {
+                let mut conn = self.conn(shard);
+                self.run(
+                    shard,
+                    "reading the group",
+                    invocation.invoke_async(&mut conn),
+                )
+                .await?
+            }
+        };
+        Ok((alive == 1, members))
+    }
+
+    /// After Redis lost this process's heartbeat key on `shard` (so, most
+    /// likely, everyone's memberships): re-adds this process's memberships
+    /// unless another task just did, then waits until every other process
+    /// seen alive before has re-added its own (each re-creates its heartbeat
+    /// key only after its memberships), at most `resync_wait`.
+    ///
+    /// # Errors
+    /// `Unavailable` when Redis fails, or when some process has not re-added
+    /// its members in time (a send now would miss them).
+    async fn recover_lost_data(&self, shard: usize) -> Result<(), LayerError> {
+        let state = &self.shards[shard];
+        let mut conn = self.conn(shard);
+        {
+            let _recovering = state.recovering.lock().await;
+            let alive: i64 = self
+                .run(
+                    shard,
+                    "checking the heartbeat",
+                    ::redis::cmd("EXISTS")
+                        .arg(&self.keys.alive)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            if alive == 0 {
+                let count = self
+                    .sync_shard(shard, &mut conn, true, true)
+                    .await?
+                    .map_or(0, |(count, _)| count);
+                tracing::info!(redis = %state.url, count,
+                    "Redis lost this process's records (a restart or a flush): \
+                     re-added its group memberships");
+            }
+        }
+        let peers: Vec<String> = lock_unpoisoned(&state.peers)
+            .iter()
+            .map(|peer| self.keys.alive_of(peer))
+            .collect();
+        if peers.is_empty() {
+            *lock_unpoisoned(&state.lost_since) = None;
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.resync_wait;
+        loop {
+            let back: usize = self
+                .run(
+                    shard,
+                    "waiting for the other processes' re-adds",
+                    ::redis::cmd("EXISTS").arg(&peers).query_async(&mut conn),
+                )
+                .await?;
+            if back >= peers.len() {
+                *lock_unpoisoned(&state.lost_since) = None;
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                // This send fails; the next ones go ahead (a process this
+                // slow to come back may be dead, and the sweep will tell).
+                *lock_unpoisoned(&state.lost_since) = None;
+                return Err(LayerError::Unavailable(format!(
+                    "Redis at {} lost its data (a restart or a flush) and {} of {} other \
+                     Switchyard processes have not re-added their group members yet",
+                    state.url,
+                    peers.len() - back,
+                    peers.len()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Puts back this process's `members` of `group`, which the group key in
+    /// Redis lacked (deleted, flushed, evicted), and bumps the resync counter
+    /// so every other process re-adds its memberships on that host at its
+    /// next beat. A failure is only logged: the send goes on.
+    async fn readd_lost(&self, shard: usize, group: &str, members: &[Arc<str>]) {
+        let key = self.group_key(group);
+        let score = self.next_score().to_string();
+        let mut zadd = ::redis::cmd("ZADD");
+        zadd.arg(&key);
+        for member in members {
+            zadd.arg(&score).arg(&**member);
+        }
+        let mut pipe = ::redis::pipe();
+        pipe.atomic()
+            .add_command(zadd)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(self.group_expiry_secs)
+            .ignore()
+            .cmd("SADD")
+            .arg(&self.keys.groups)
+            .arg(group)
+            .ignore()
+            .cmd("INCR")
+            .arg(&self.keys.resync)
+            .ignore();
+        let mut conn = self.conn(shard);
+        match self
+            .run(
+                shard,
+                "re-adding lost members",
+                pipe.query_async::<()>(&mut conn),
+            )
+            .await
+        {
+            Ok(()) => {
+                tracing::warn!(redis = %self.shards[shard].url, group, count = members.len(),
+                    "the group in Redis lacked members of this process (deleted, flushed or \
+                     evicted): re-added them and asked the other processes to re-add theirs");
+                // A member discarded meanwhile was just put back: remove it.
+                let stale: Vec<&Arc<str>> = {
+                    let memberships = lock_unpoisoned(&self.book.memberships);
+                    members
+                        .iter()
+                        .filter(|m| !memberships.contains(group, m))
+                        .collect()
+                };
+                for member in stale {
+                    self.book.queue_discard(group, member);
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, group, "could not re-add lost members");
+            }
+        }
     }
 
     /// Decodes one popped entry and delivers it to the local channels it names.
@@ -517,14 +832,6 @@ fn popped_members(reply: RedisValue, skip_key: bool) -> Vec<Vec<u8>> {
     members
 }
 
-/// Sleeps for `duration` unless stopped first; true when stopped.
-async fn stopped_during(stop: &CancellationToken, duration: Duration) -> bool {
-    tokio::select! {
-        () = stop.cancelled() => true,
-        () = tokio::time::sleep(duration) => false,
-    }
-}
-
 /// One shard's receive loop: pops this process's inbox key and delivers locally;
 /// on any failure (no connection, a refused command, a lost connection) waits
 /// a jittered backoff, reconnects and re-adds the memberships of the groups on
@@ -535,21 +842,28 @@ async fn receive_loop(inner: Arc<Inner>, shard: usize, stop: CancellationToken) 
     let health = &inner.shards[shard].receive_health;
     let mut backoff = Backoff::default();
     loop {
-        let error = tokio::select! {
+        let (error, disconnected) = tokio::select! {
             () = stop.cancelled() => return,
-            error = receive_session(&inner, shard, &mut backoff) => error,
+            failure = receive_session(&inner, shard, &mut backoff) => failure,
         };
         let delay = backoff.next_delay();
         health.failed(&error, delay);
-        if stopped_during(&stop, delay).await {
-            return;
+        let state = &inner.shards[shard];
+        if disconnected {
+            state.down.store(true, Ordering::Relaxed);
+        }
+        // Another connection reaching Redis again cuts the backoff short.
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+            () = state.wake_receive.notified() => {}
         }
     }
 }
 
 /// One connection's life in the receive loop: connect, re-add memberships,
 /// pop until something fails; returns what failed.
-async fn receive_session(inner: &Inner, shard: usize, backoff: &mut Backoff) -> String {
+async fn receive_session(inner: &Inner, shard: usize, backoff: &mut Backoff) -> (String, bool) {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(RECEIVER_READ_TIMEOUT));
@@ -560,14 +874,16 @@ async fn receive_session(inner: &Inner, shard: usize, backoff: &mut Backoff) -> 
     {
         Ok(conn) => conn,
         Err(error) => {
-            return format!(
-                "cannot connect to Redis (sends fail as unavailable meanwhile): {error}"
+            return (
+                format!("cannot connect to Redis (sends fail as unavailable meanwhile): {error}"),
+                true,
             );
         }
     };
     // A restarted Redis may have lost the groups: put ours back before
-    // popping; a failure here is a failure like any other.
-    let resynced = inner.sync_shard(shard, &mut conn, true).await;
+    // popping; a failure here is a failure like any other. (The heartbeat
+    // key is left to the heartbeat loop, which this wakes.)
+    let resynced = inner.sync_shard(shard, &mut conn, true, false).await;
     // Wake the command connection too, so the first send after an outage
     // does not land on the dead connection (the first PING may fail and
     // make it reconnect).
@@ -586,10 +902,56 @@ async fn receive_session(inner: &Inner, shard: usize, backoff: &mut Backoff) -> 
             tracing::info!(redis = %inner.shards[shard].url, count, "re-added group memberships");
         }
         Ok(_) => {}
-        Err(error) => return format!("cannot re-add group memberships: {error}"),
+        Err(error) => return (format!("cannot re-add group memberships: {error}"), false),
     }
     let error = pop_until_error(inner, shard, &mut conn, backoff).await;
-    format!("lost the connection or a pop was refused: {error}")
+    if error.code() == Some("WRONGTYPE")
+        && let Some(kind) = remove_foreign_inbox(inner, &mut conn).await
+    {
+        return (
+            format!(
+                "a pop was refused: {error}; removed the {kind} that another client \
+                 stored under this process's inbox key"
+            ),
+            false,
+        );
+    }
+    (
+        format!("lost the connection or a pop was refused: {error}"),
+        disconnected(&error),
+    )
+}
+
+/// Whether an error means the connection is gone (Redis down, restarted,
+/// unreachable), as opposed to a command Redis refused (NOAUTH, READONLY,
+/// WRONGTYPE): only the first kind ends when another connection gets
+/// through.
+fn disconnected(error: &redis::RedisError) -> bool {
+    error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal()
+}
+
+/// Deletes whatever is stored under this process's inbox key when it is not
+/// a sorted set, and returns its type. The key's name holds this process's
+/// random prefix, so nothing but a mistake (or malice) puts anything else
+/// there, and without this the receive loop would fail on it until the key
+/// expires, if it ever does.
+async fn remove_foreign_inbox(inner: &Inner, conn: &mut MultiplexedConnection) -> Option<String> {
+    let kind: String = redis::cmd("TYPE")
+        .arg(&inner.inbox_key)
+        .query_async(conn)
+        .await
+        .ok()?;
+    if kind == "zset" || kind == "none" {
+        return None;
+    }
+    let () = redis::cmd("DEL")
+        .arg(&inner.inbox_key)
+        .query_async(conn)
+        .await
+        .ok()?;
+    tracing::warn!(key = %inner.inbox_key, %kind,
+        "deleted a value of the wrong type stored under this process's inbox key");
+    Some(kind)
 }
 
 /// Pops and dispatches until a pop fails; returns the error. The first
@@ -674,7 +1036,7 @@ async fn refresh_loop(inner: Arc<Inner>, stop: CancellationToken) {
         for (shard, due) in readd_due.iter_mut().enumerate() {
             let health = &inner.shards[shard].refresh_health;
             let mut conn = inner.conn(shard);
-            match inner.sync_shard(shard, &mut conn, *due).await {
+            match inner.sync_shard(shard, &mut conn, *due, false).await {
                 Ok(wrote) => {
                     *due = false;
                     if wrote.is_some() {
@@ -764,6 +1126,18 @@ impl ChannelLayer for RedisLayer {
             .arg(&key)
             .arg(inner.group_expiry_secs)
             .ignore();
+        if inner.is_local(channel) {
+            // The record that lets the other processes remove this
+            // membership should this process die without leaving.
+            pipe.cmd("SADD")
+                .arg(&inner.keys.groups)
+                .arg(group)
+                .ignore()
+                .cmd("EXPIRE")
+                .arg(&inner.keys.groups)
+                .arg(inner.group_expiry_secs)
+                .ignore();
+        }
         let mut conn = inner.conn(shard);
         inner
             .run(shard, "group_add", pipe.query_async::<()>(&mut conn))
@@ -796,15 +1170,22 @@ impl ChannelLayer for RedisLayer {
         validate_group_name(group)?;
         validate_channel_name(channel)?;
         let inner = &*self.inner;
-        lock_unpoisoned(&inner.book.memberships).remove(group, channel);
+        let left = {
+            let mut memberships = lock_unpoisoned(&inner.book.memberships);
+            memberships.remove(group, channel) && !memberships.has_group(group)
+        };
         let shard = consistent_hash(group, inner.shards.len());
         let mut conn = inner.conn(shard);
-        let zrem = redis::cmd("ZREM")
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREM")
             .arg(inner.group_key(group))
             .arg(channel)
-            .to_owned();
+            .ignore();
+        if left {
+            pipe.cmd("SREM").arg(&inner.keys.groups).arg(group).ignore();
+        }
         let result = inner
-            .run(shard, "group_discard", zrem.query_async::<()>(&mut conn))
+            .run(shard, "group_discard", pipe.query_async::<()>(&mut conn))
             .await;
         if result.is_err() && inner.is_local(channel) {
             inner.book.queue_discard(group, channel);
@@ -822,34 +1203,18 @@ impl ChannelLayer for RedisLayer {
         stats::add(&inner.stats.sent, 1);
         let shards = inner.shards.len();
         let group_shard = consistent_hash(group, shards);
-        let prune = Inner::now_secs().saturating_sub(inner.group_expiry_secs);
-        let mut invocation = inner.members_script.key(inner.group_key(group));
-        invocation.arg(prune);
-        // Reading is idempotent: one retry covers a connection that died since
-        // its last use (the retry runs on the reconnected connection).
-        let mut conn = inner.conn(group_shard);
-        // Bytes, not `String`: one member name that is not UTF-8 (written by
-        // another client) is skipped below, not a failure of the whole send.
-        let members: Vec<Vec<u8>> = match inner
-            .run(
-                group_shard,
-                "reading the group",
-                invocation.invoke_async(&mut conn),
-            )
-            .await
-        {
-            Ok(members) => members,
-            Err(_) => {
-                let mut conn = inner.conn(group_shard);
-                inner
-                    .run(
-                        group_shard,
-                        "reading the group",
-                        invocation.invoke_async(&mut conn),
-                    )
-                    .await?
-            }
-        };
+        // This process's members, taken before Redis is read: each was in
+        // Redis before it was put here (see `group_add`).
+        let ours_before = lock_unpoisoned(&inner.book.memberships).members_of(group);
+        let (alive, mut members) = inner.read_group(group_shard, group).await?;
+        let state = &inner.shards[group_shard];
+        let lost = lock_unpoisoned(&state.lost_since).is_some();
+        if (!alive && state.beaten.load(Ordering::Relaxed)) || lost {
+            // Redis lost this process's records since its last beat (a
+            // restart, a flush): the others' members may be missing too.
+            inner.recover_lost_data(group_shard).await?;
+            members = inner.read_group(group_shard, group).await?.1;
+        }
 
         // Bucket by inbox key, keeping first-seen order.
         let mut local: Vec<Arc<str>> = Vec::new();
@@ -859,11 +1224,9 @@ impl ChannelLayer for RedisLayer {
         for member in members {
             let member = match String::from_utf8(member) {
                 Ok(member) => member,
-                Err(error) => {
+                Err(_) => {
                     undeliverable += 1;
-                    tracing::warn!(redis = %inner.shards[group_shard].url, group,
-                        member = %String::from_utf8_lossy(error.as_bytes()),
-                        "skipped a group member whose name is not UTF-8");
+                    inner.bad_members.record(group, 1);
                     continue;
                 }
             };
@@ -879,6 +1242,34 @@ impl ChannelLayer for RedisLayer {
                     buckets.push((non_local, vec![member]));
                 }
             }
+        }
+
+        // This process's members come from its own map, so they get the
+        // event even when Redis lost them; those Redis lacks are put back.
+        let ours_now = lock_unpoisoned(&inner.book.memberships).members_of(group);
+        let missing: Vec<Arc<str>> = {
+            let in_redis: HashSet<&str> = local.iter().map(|m| &**m).collect();
+            let ours: HashSet<&str> = ours_now.iter().map(|m| &**m).collect();
+            ours_before
+                .into_iter()
+                .filter(|m| !in_redis.contains(&**m) && ours.contains(&**m))
+                .collect()
+        };
+        if local.len() < ours_now.len() || !missing.is_empty() {
+            // Every member here plus those Redis names as this process's
+            // (closed ones among them count as undeliverable, as before).
+            let ours: HashSet<&str> = ours_now.iter().map(|m| &**m).collect();
+            let extra: Vec<Arc<str>> = local
+                .iter()
+                .filter(|m| !ours.contains(&***m))
+                .cloned()
+                .collect();
+            drop(ours);
+            local = ours_now;
+            local.extend(extra);
+        }
+        if !missing.is_empty() {
+            inner.readd_lost(group_shard, group, &missing).await;
         }
 
         let mut report = GroupSendReport::default();
@@ -930,8 +1321,8 @@ impl ChannelLayer for RedisLayer {
                         report.delivered += names;
                     } else {
                         report.over_capacity += names;
-                        tracing::info!(group, inbox = %buckets[i].0, members = names,
-                            "group_send skipped a process inbox over capacity");
+                        stats::add(&inner.stats.full_inbox_skips, 1);
+                        inner.full_inbox_skips.record(&buckets[i].0, 1);
                     }
                 }
             }
@@ -959,6 +1350,8 @@ impl ChannelLayer for RedisLayer {
                     url: shard.url.clone(),
                     receive: shard.receive_health.snapshot(),
                     refresh: shard.refresh_health.snapshot(),
+                    heartbeat: shard.heartbeat_health.snapshot(),
+                    processes: shard.processes.load(Ordering::Relaxed),
                 })
                 .collect(),
         }
@@ -982,5 +1375,24 @@ impl fmt::Debug for RedisLayer {
             .field("codec", &inner.codec)
             .field("stats", &inner.stats.snapshot())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// While Redis is away the removals queue up to the cap; past it they
+    /// are dropped and counted, and a removal already queued is no drop.
+    #[test]
+    fn the_discard_queue_is_bounded() {
+        let book = Book::default();
+        for i in 0..MAX_PENDING_DISCARDS + 5 {
+            book.queue_discard("room", &format!("specific.p!{i}"));
+        }
+        book.queue_discard("room", "specific.p!0");
+        let pending = lock_unpoisoned(&book.pending_discards);
+        assert_eq!(pending.set.len(), MAX_PENDING_DISCARDS);
+        assert_eq!(pending.dropped, 5);
     }
 }

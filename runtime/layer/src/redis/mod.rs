@@ -28,21 +28,32 @@
 //!   refused command such as NOAUTH, READONLY or WRONGTYPE) after a jittered
 //!   exponential backoff, logs once per change of state with a running count,
 //!   and reports its state in [`ChannelLayer::health`](crate::ChannelLayer::health).
-//!   After a reconnect the receive loop re-adds this process's group
+//!   After a reconnect (of any connection) this process re-adds its group
 //!   memberships; memberships are refreshed every half group expiry, and a
 //!   dropped inbox's channel leaves its groups (its `ZREM`s queued, bounded,
-//!   while Redis is away). A malformed entry or group member is logged and
-//!   skipped.
+//!   while Redis is away). A malformed entry is logged and skipped; a group
+//!   member that is not UTF-8 or a full process inbox is skipped, counted
+//!   and logged as a summary at most every 10 s (`summary`).
+//! - Lost data and dead processes (`heartbeat`): every process keeps a
+//!   heartbeat key per host, and the live ones remove the members of dead
+//!   Switchyard processes (never of Django ones). A group send delivers to
+//!   this process's members from its own membership map, re-adds those the
+//!   group key lacks, and after Redis lost its data (a restart, a flush)
+//!   waits until every live process has re-added its members, or fails as
+//!   `Unavailable`.
 //!
 //! Modules: [`config`] ([`RedisConfig`]), [`wire`] (entry encoding), `shard`
 //! (the consistent hash), `scripts` (Lua), `retry` (backoff and loop health),
-//! `layer` ([`RedisLayer`]).
+//! `summary` (counted, rate-limited log lines), `heartbeat` (liveness and the
+//! purge of dead processes), `layer` ([`RedisLayer`]).
 
 pub mod config;
+mod heartbeat;
 mod layer;
 mod retry;
 mod scripts;
 mod shard;
+mod summary;
 pub mod wire;
 
 pub use config::RedisConfig;

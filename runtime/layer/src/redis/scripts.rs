@@ -45,10 +45,70 @@ return added
 ";
 
 /// The members of a group after dropping memberships older than the group
-/// expiry (channels_redis runs these as two commands).
+/// expiry (channels_redis runs these as two commands), and whether this process's
+/// heartbeat key exists on that host: when it does not, Redis lost this
+/// process's records since its last beat (a restart, a flush), so other
+/// processes' memberships may be missing too.
 ///
-/// KEYS[1] = group key; ARGV[1] = prune-before score.
-pub(crate) const GROUP_MEMBERS: &str = r"
+/// KEYS[1] = group key, KEYS[2] = this process's heartbeat key; ARGV[1] =
+/// prune-before score. Returns `{alive (0 or 1), {member, ...}}`.
+pub(crate) const GROUP_MEMBERS_AND_ALIVE: &str = r"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
-return redis.call('ZRANGE', KEYS[1], 0, -1)
+return {redis.call('EXISTS', KEYS[2]), redis.call('ZRANGE', KEYS[1], 0, -1)}
+";
+
+/// One heartbeat: renews this process's heartbeat key if it exists (it is
+/// created only by a re-add of this process's memberships, so its presence
+/// means they are in Redis), records the process in the registry, and reads
+/// the resync counter.
+///
+/// KEYS[1] = heartbeat key, KEYS[2] = registry, KEYS[3] = resync counter;
+/// ARGV = TTL in ms, the process's inbox name, the score (now). Returns
+/// `{alive (0 or 1), counter ('' when absent)}`.
+pub(crate) const HEARTBEAT: &str = r"
+local alive = redis.call('EXISTS', KEYS[1])
+if alive == 1 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[1])
+    redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+end
+return {alive, redis.call('GET', KEYS[3]) or ''}
+";
+
+/// Removes the group members of every registered Switchyard process whose
+/// heartbeat key has expired: only members whose name starts with that
+/// process's inbox name, only in the groups its record lists; then its
+/// record, its registry entry and its inbox key (nobody will pop it). A
+/// process that never registered (a Django process) is never touched.
+///
+/// KEYS[1] = registry; ARGV = the key prefix, this process's inbox name.
+/// The other keys are built here from the prefix (a single Redis, not a
+/// cluster, as channels_redis requires). Returns `{{purged inbox, ...},
+/// {members removed, ...}, {live inbox, ...}}`.
+pub(crate) const PURGE_DEAD: &str = r"
+local prefix = ARGV[1]
+local purged = {}
+local removed_counts = {}
+local live = {}
+for _, inbox in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    if inbox == ARGV[2] or redis.call('EXISTS', prefix .. ':switchyard:alive:' .. inbox) == 1 then
+        table.insert(live, inbox)
+    else
+        local record = prefix .. ':switchyard:groups:' .. inbox
+        local removed = 0
+        for _, group in ipairs(redis.call('SMEMBERS', record)) do
+            local key = prefix .. ':group:' .. group
+            for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+                if string.sub(member, 1, #inbox) == inbox then
+                    redis.call('ZREM', key, member)
+                    removed = removed + 1
+                end
+            end
+        end
+        redis.call('DEL', record, prefix .. inbox)
+        redis.call('ZREM', KEYS[1], inbox)
+        table.insert(purged, inbox)
+        table.insert(removed_counts, removed)
+    end
+end
+return {purged, removed_counts, live}
 ";
