@@ -7,15 +7,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use switchyard::Config;
 use switchyard::config::LayerSection;
-use switchyard_layer::Event;
+use switchyard_layer::{ChannelLayer, Event};
 use switchyard_tests::plugin_dir::{Build, PluginDir};
 use switchyard_tests::{Client, TestServer, test_config};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 /// How long a swap may take to go live, or a member to see it: only turns
@@ -31,6 +30,9 @@ const ROOM: &str = "load";
 const CAPACITY: usize = 20;
 /// The sender's pace: one group event per tick.
 const TICK: Duration = Duration::from_millis(4);
+/// How far the sender may run ahead of the slowest member: well within
+/// [`CAPACITY`].
+const WINDOW: u64 = CAPACITY as u64 / 2;
 
 fn manifest() -> String {
     "routes = [\"ws/chat/<str:room_name>/\"]\non-replace = \"migrate\"\n".to_owned()
@@ -47,7 +49,7 @@ struct Progress {
 
 /// Reads a member's socket until the event `last` (once the sender says
 /// which that is) or until nothing comes for [`PATIENCE`]; returns the
-/// sequence numbers received, in order, and whether the socket closed.
+/// sequence numbers received, in order, and why reading stopped early.
 async fn read_member(
     mut client: Client,
     progress: watch::Sender<Progress>,
@@ -60,27 +62,30 @@ async fn read_member(
         {
             return (seqs, None);
         }
-        let message = tokio::select! {
-            message = client.next() => message,
+        // Cancel safe: a frame the select drops was never taken off the
+        // socket.
+        let frame = tokio::select! {
+            frame = client.try_recv_json(PATIENCE) => frame,
             // The sender stopped: look at the end again.
             Ok(()) = last.changed() => continue,
         };
-        match message {
-            Ok(Message::Text(text)) => {
-                let frame: Value = serde_json::from_str(text.as_str()).expect("JSON frame");
-                // The counter also answers the member's own commands.
-                let Some(seq) = frame["message"]["seq"].as_u64() else {
-                    continue;
-                };
-                seqs.push(seq);
-                progress.send_modify(|p| {
-                    p.frames += 1;
-                    p.version = frame["version"].as_str().map(str::to_owned);
-                });
-            }
-            Ok(other) => return (seqs, Some(format!("{other:?}"))),
-            Err(err) => return (seqs, Some(err.to_string())),
-        }
+        let Some(frame) = frame else {
+            return (
+                seqs,
+                Some(format!(
+                    "no JSON frame within {PATIENCE:?}, or the socket ended"
+                )),
+            );
+        };
+        // The counter also answers the member's own commands.
+        let Some(seq) = frame["message"]["seq"].as_u64() else {
+            continue;
+        };
+        seqs.push(seq);
+        progress.send_modify(|p| {
+            p.frames += 1;
+            p.version = frame["version"].as_str().map(str::to_owned);
+        });
     }
 }
 
@@ -108,12 +113,16 @@ async fn version_of_new_connection(server: &TestServer) -> Option<String> {
     reply["version"].as_str().map(str::to_owned)
 }
 
-/// Sends one group event per [`TICK`] until stopped; returns the last
-/// sequence number sent and how many members the layer skipped because
-/// their channel was full.
+/// Sends one group event per [`TICK`] until stopped, never more than
+/// [`WINDOW`] events ahead of the slowest member (so a busy machine that
+/// is slow to schedule a member's socket never overflows its channel: what
+/// is tested is the migration's hand-over, not the machine's speed);
+/// returns the last sequence number sent and how many members the layer
+/// skipped because their channel was full.
 fn start_sender(
     server: &TestServer,
     group: String,
+    mut progress: Vec<watch::Receiver<Progress>>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<(u64, usize)> {
     let layer = Arc::clone(server.host.layer());
@@ -123,14 +132,51 @@ fn start_sender(
         let mut ticks = tokio::time::interval(TICK);
         while !stop.is_cancelled() {
             ticks.tick().await;
-            let event = json!({"type": "chat.message", "message": {"seq": seq}});
-            let event = Event::from_value(event).expect("a valid event");
-            let report = layer.group_send(&group, event).await.expect("group send");
-            skipped += report.over_capacity;
+            let floor = usize::try_from(seq.saturating_sub(WINDOW)).unwrap_or(usize::MAX);
+            for member in &mut progress {
+                let caught_up = member.wait_for(|p| p.frames >= floor);
+                if tokio::time::timeout(PATIENCE, caught_up).await.is_err() {
+                    // The member is stuck: the readers' checks say how.
+                    break;
+                }
+            }
+            skipped += group_send(&layer, &group, seq).await;
             seq += 1;
         }
         (seq - 1, skipped)
     })
+}
+
+/// Sends the events 0..`count` as fast as the members take them; returns the last sequence number
+/// and how many members the layer skipped because their channel was full.
+fn send_burst(
+    server: &TestServer,
+    group: String,
+    count: u64,
+) -> tokio::task::JoinHandle<(u64, usize)> {
+    let layer = Arc::clone(server.host.layer());
+    tokio::spawn(async move {
+        let mut skipped = 0;
+        for seq in 0..count {
+            skipped += group_send(&layer, &group, seq).await;
+            // Let every ready socket task run (the test's runtime has one
+            // thread): a member that reads its inbox keeps up, one whose
+            // events wait unread falls behind.
+            tokio::task::yield_now().await;
+        }
+        (count - 1, skipped)
+    })
+}
+
+/// Group-send the event `seq`; the members the layer skipped as full.
+async fn group_send(layer: &Arc<dyn ChannelLayer>, group: &str, seq: u64) -> usize {
+    let event = json!({"type": "chat.message", "message": {"seq": seq}});
+    let event = Event::from_value(event).expect("a valid event");
+    layer
+        .group_send(group, event)
+        .await
+        .expect("group send")
+        .over_capacity
 }
 
 /// The members, reading, and what they have seen so far.
@@ -224,7 +270,12 @@ async fn chat_members_get_every_event_in_order_through_migrate_swaps() {
         members.add(Client::connect(&server, &format!("/ws/chat/{ROOM}/")).await);
     }
     let stop = CancellationToken::new();
-    let sender = start_sender(&server, format!("chat_{ROOM}"), stop.clone());
+    let sender = start_sender(
+        &server,
+        format!("chat_{ROOM}"),
+        members.progress.clone(),
+        stop.clone(),
+    );
     // Traffic flows before the first swap...
     members.all_reach(None, "before the swaps").await;
     for swap in 0..SWAPS {
@@ -247,17 +298,17 @@ async fn chat_members_get_every_event_in_order_through_migrate_swaps() {
 }
 
 /// Migrations that take a while (the counter's `snapshot` sleeps, as a
-/// big state or a busy machine would make it) while events keep coming:
-/// at this rate each member's channel would fill several times over if
-/// its events waited there.
+/// big state or a busy machine would make it) while events arrive: three
+/// channels' worth come while the snapshots sleep, so each member's channel
+/// would overflow if they waited there.
 #[tokio::test]
 async fn events_arriving_during_a_slow_migration_wait_without_filling_the_channel() {
-    const SNAPSHOT_MS: u64 = 400;
+    const SNAPSHOT_MS: u64 = 1000;
     let dir = PluginDir::new();
     let counter = "routes = [\"test/counter/\"]\non-replace = \"migrate\"\n";
     dir.install("counter", Build::V1, counter);
     let server = TestServer::start_with(server_config(&dir)).await;
-    let mut members = Members::new();
+    let mut clients = Vec::new();
     for _ in 0..MEMBERS / 3 {
         let mut client = Client::connect(&server, "/test/counter/").await;
         client.send_text(&format!("join {ROOM}")).await;
@@ -267,13 +318,44 @@ async fn events_arriving_during_a_slow_migration_wait_without_filling_the_channe
         // The second answer: both commands are done.
         client.recv_json().await;
         assert_eq!(client.recv_json().await["count"], 2);
+        clients.push(client);
+    }
+    let old = server.host.status()[0].version.clone().expect("live");
+    dir.install("counter", Build::V2, counter);
+    let start = Instant::now();
+    while server.host.status()[0].version.as_deref() == Some(old.as_str()) {
+        assert!(start.elapsed() < PATIENCE, "the swap never went live");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The members' snapshots are under way: these events arrive while the
+    // connections migrate. (Any that a slow machine sends after a member
+    // has moved simply reach it on the new version.)
+    let count = 3 * CAPACITY;
+    let burst = send_burst(&server, ROOM.to_owned(), count as u64);
+    // Read from now on: nothing comes while the swap compiles and the
+    // snapshots sleep, longer than a client waits for a frame.
+    let mut members = Members::new();
+    for client in clients {
         members.add(client);
     }
-    let stop = CancellationToken::new();
-    let sender = start_sender(&server, ROOM.to_owned(), stop.clone());
-    members.all_reach(Some("v1"), "before the swap").await;
-    dir.install("counter", Build::V2, counter);
-    members.all_reach(Some("v2"), "after the swap").await;
-    members.assert_complete(&stop, sender).await;
+    for (member, progress) in members.progress.iter_mut().enumerate() {
+        let all = tokio::time::timeout(PATIENCE, progress.wait_for(|p| p.frames >= count)).await;
+        assert!(all.is_ok(), "member {member} never got all {count} events");
+    }
+    members
+        .assert_complete(&CancellationToken::new(), burst)
+        .await;
+    // The members moved: none is left on the old version.
+    let status = &server.host.status()[0];
+    let left: usize = status
+        .versions
+        .iter()
+        .filter(|v| !v.live)
+        .map(|v| v.open_connections)
+        .sum();
+    assert_eq!(
+        left, 0,
+        "connections drained rather than migrated: {status:?}"
+    );
     server.shutdown().await.expect("clean shutdown");
 }
