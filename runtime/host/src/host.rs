@@ -22,6 +22,7 @@ use std::time::SystemTime;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
+use switchyard_kv::KeyValue;
 use switchyard_layer::ChannelLayer;
 use tokio::sync::Semaphore;
 use wasmtime::Engine;
@@ -57,6 +58,9 @@ pub struct HostOptions {
     /// unchanged plugin is not compiled again after a restart. `None`
     /// disables the cache.
     pub compile_cache: Option<PathBuf>,
+    /// The key-value store behind `wasi:keyvalue` (for plugins whose
+    /// manifest says `keyvalue = true`); in memory by default.
+    pub keyvalue: KeyValue,
 }
 
 /// Loads plugins and starts consumers. Shared by every connection task.
@@ -64,6 +68,8 @@ pub struct PluginHost {
     engine: Engine,
     linker: Linker<ConsumerState>,
     layer: Arc<dyn ChannelLayer>,
+    /// The server's key-value store, shared by every plugin that opted in.
+    keyvalue: KeyValue,
     limits: GuestLimits,
     table: ArcSwap<RouteTable>,
     /// Serialises table updates (reads never lock: they load the pointer).
@@ -103,6 +109,7 @@ impl PluginHost {
             HostOptions {
                 limits,
                 compile_cache: None,
+                keyvalue: KeyValue::default(),
             },
         )
     }
@@ -117,6 +124,7 @@ impl PluginHost {
         let HostOptions {
             limits,
             compile_cache,
+            keyvalue,
         } = options;
         let (engine, cache) = build_engine(&limits, compile_cache.as_deref())?;
         let mut linker: Linker<ConsumerState> = Linker::new(&engine);
@@ -129,12 +137,16 @@ impl PluginHost {
         add_host_to_linker::<_, HasSelf<HostCtx>>(&mut linker, |state| &mut state.host)
             .map_err(anyhow::Error::from)
             .context("linking switchyard:consumer/host")?;
+        crate::keyvalue::add_to_linker(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking wasi:keyvalue")?;
         let ticker = EpochTicker::start(engine.clone()).context("starting the epoch thread")?;
         let slots = usize::try_from(limits.max_instances).unwrap_or(usize::MAX);
         Ok(Self {
             engine,
             linker,
             layer,
+            keyvalue,
             instances: Arc::new(Semaphore::new(slots.min(Semaphore::MAX_PERMITS))),
             limits,
             table: ArcSwap::from_pointee(RouteTable::default()),

@@ -26,6 +26,8 @@
 //! - `watch`: watching the plugin directory for hot swap
 //!   ([`PluginWatcher`]).
 //! - `failures`: guest traps and deadlines counted per plugin.
+//! - `keyvalue`: `wasi:keyvalue` for the plugins that opt in, over the
+//!   server's [`switchyard_kv::KeyValue`].
 //! - `bindings`, `state`, `host_api`, `guest_output`: the generated
 //!   bindings, the store's data, the host interface, guest stdout/stderr.
 
@@ -38,6 +40,7 @@ mod guest_output;
 mod host;
 mod host_api;
 mod instance;
+mod keyvalue;
 mod manifest;
 mod plugin;
 mod registry;

@@ -12,6 +12,7 @@ use crate::engine::{
     CORE_INSTANCES_PER_COMPONENT, MEMORIES_PER_COMPONENT, TABLE_ELEMENTS, TABLES_PER_COMPONENT,
 };
 use crate::guest_output::{CurrentConnectionId, GuestOutput, Stream};
+use crate::keyvalue::KvCtx;
 
 /// Everything one store holds.
 pub(crate) struct ConsumerState {
@@ -21,6 +22,8 @@ pub(crate) struct ConsumerState {
     wasi_table: ResourceTable,
     /// The `switchyard:consumer/host` interface.
     pub(crate) host: HostCtx,
+    /// `wasi:keyvalue`, for a plugin that opted in.
+    pub(crate) kv: KvCtx,
     /// Memory and table caps of this store.
     pub(crate) limits: StoreLimits,
     /// Epoch ticks the current guest call may still run (see
@@ -37,7 +40,7 @@ impl std::fmt::Debug for ConsumerState {
 }
 
 impl ConsumerState {
-    pub(crate) fn new(host: HostCtx, memory_bytes: usize) -> Self {
+    pub(crate) fn new(host: HostCtx, kv: KvCtx, memory_bytes: usize) -> Self {
         let wasi = WasiCtx::builder()
             .allow_tcp(false)
             .allow_udp(false)
@@ -65,6 +68,7 @@ impl ConsumerState {
             wasi,
             wasi_table: ResourceTable::new(),
             host,
+            kv,
             limits,
             ticks_left: 0,
         }
