@@ -9,6 +9,7 @@ mod fairness;
 mod handshake;
 mod hotswap;
 mod isolation;
+mod keyvalue;
 mod layer;
 mod protocol;
 mod redis;
