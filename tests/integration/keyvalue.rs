@@ -326,6 +326,18 @@ async fn a_redis_outage_is_an_error_not_a_hang() {
         answer = kv(&mut client, "set k back").await;
     }
     assert_eq!(kv(&mut client, "get k").await, ok(json!("back")));
+
+    // A Redis that takes the command and never answers: the call's own
+    // timeout turns it into the same error, long before the guest's.
+    redis.freeze();
+    let answer = kv(&mut client, "get k").await;
+    assert!(err(&answer).contains("unavailable"), "{answer}");
+    redis.thaw();
+    let mut answer = kv(&mut client, "get k").await;
+    while answer != ok(json!("back")) {
+        assert!(err(&answer).contains("unavailable"), "{answer}");
+        answer = kv(&mut client, "get k").await;
+    }
     server.shutdown().await.expect("clean shutdown");
 }
 
