@@ -16,8 +16,9 @@ async fn kv(client: &mut Client, command: &str) -> Value {
     client.recv_json().await
 }
 
+/// `{"ok": value}`, a successful answer.
 fn ok(value: Value) -> Value {
-    json!({ "ok": value })
+    Value::Object([("ok".to_owned(), value)].into_iter().collect())
 }
 
 /// The error text of an answer; panics if it is not an error.

@@ -46,7 +46,10 @@ fn describe(err: Error) -> String {
 }
 
 fn text(bytes: Vec<u8>) -> Value {
-    Value::String(String::from_utf8_lossy(&bytes).into_owned())
+    Value::String(
+        String::from_utf8(bytes)
+            .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned()),
+    )
 }
 
 /// Run one command on `bucket`.
@@ -85,7 +88,11 @@ fn run(bucket: &Bucket, command: &str, rest: &str) -> Result<Value, Error> {
             keys.dedup();
             json!(keys)
         }
-        "incr" => json!(atomics::increment(bucket, first, second.parse().unwrap_or(1))?),
+        "incr" => json!(atomics::increment(
+            bucket,
+            first,
+            second.parse().unwrap_or(1)
+        )?),
         "setmany" => {
             let pairs: Vec<(String, Vec<u8>)> = rest
                 .split(' ')

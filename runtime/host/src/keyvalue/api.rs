@@ -14,7 +14,12 @@ use super::{KvCtx, OpenBucket};
 type KvResult<T> = wasmtime::Result<Result<T, Error>>;
 
 fn to_wit(err: KvError) -> Error {
-    Error::Other(err.to_string())
+    match err {
+        KvError::Invalid(message) | KvError::NotACounter(message) | KvError::Refused(message) => {
+            Error::Other(message)
+        }
+        unavailable @ KvError::Unavailable(_) => Error::Other(unavailable.to_string()),
+    }
 }
 
 impl KvCtx {
