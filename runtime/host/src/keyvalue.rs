@@ -8,10 +8,15 @@
 //! and plugin versions. The namespace is the plugin's name: `open(id)`
 //! opens bucket `id` of the calling plugin, never another's.
 //!
-//! Submodules: `bindings` (the generated bindings, fenced) and `api` (the
-//! interface implemented on [`KvCtx`]).
+//! Both `wasi:keyvalue@0.2.0-draft` (what `wasmtime-wasi-keyvalue` 48
+//! implements) and `@0.2.0-draft2` (the same plus compare-and-swap: the
+//! `cas` resource and `swap`) are linked, over the same buckets.
+//!
+//! Submodules: `bindings` (the generated bindings, fenced), `api` (the
+//! draft implemented on [`KvCtx`]) and `api_draft2` (draft2).
 
 mod api;
+mod api_draft2;
 mod bindings;
 
 use std::sync::Arc;
@@ -35,6 +40,19 @@ const PACKAGE: &str = "wasi:keyvalue/";
 )]
 #[derive(Debug)]
 pub struct OpenBucket(switchyard_kv::Bucket);
+
+/// The host side of a draft2 `cas` handle: a key and the value it had
+/// when the handle was made; `swap` writes only if it is still that value.
+#[expect(
+    unreachable_pub,
+    reason = "bindgen!'s `with` names this type from the generated bindings module"
+)]
+#[derive(Debug)]
+pub struct OpenCas {
+    bucket: switchyard_kv::Bucket,
+    key: String,
+    current: Option<Vec<u8>>,
+}
 
 /// The key-value slice of a store.
 pub(crate) struct KvCtx {
@@ -68,11 +86,14 @@ impl KvCtx {
     }
 }
 
-/// Link `wasi:keyvalue` store, atomics and batch.
+/// Link `wasi:keyvalue` store, atomics and batch, draft and draft2.
 pub(crate) fn add_to_linker(linker: &mut Linker<ConsumerState>) -> wasmtime::Result<()> {
     bindings::add_store_to_linker::<_, HasSelf<KvCtx>>(linker, |state| &mut state.kv)?;
     bindings::add_atomics_to_linker::<_, HasSelf<KvCtx>>(linker, |state| &mut state.kv)?;
     bindings::add_batch_to_linker::<_, HasSelf<KvCtx>>(linker, |state| &mut state.kv)?;
+    bindings::draft2::add_store_to_linker::<_, HasSelf<KvCtx>>(linker, |state| &mut state.kv)?;
+    bindings::draft2::add_atomics_to_linker::<_, HasSelf<KvCtx>>(linker, |state| &mut state.kv)?;
+    bindings::draft2::add_batch_to_linker::<_, HasSelf<KvCtx>>(linker, |state| &mut state.kv)?;
     Ok(())
 }
 

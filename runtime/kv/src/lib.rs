@@ -16,8 +16,10 @@
 //!
 //! Consistency (both backends): each call is atomic on its own and reads see
 //! every write that completed before them (in every process, with Redis);
-//! `increment` is an atomic read-modify-write on a decimal counter; the batch
-//! calls are not atomic as a whole (the interface allows partial results).
+//! `increment` is an atomic read-modify-write on a decimal counter;
+//! `compare_and_swap` writes only if the value is still the one read (by
+//! value); the batch calls are not atomic as a whole (the interface allows
+//! partial results).
 
 pub mod memory;
 pub mod redis;
@@ -113,7 +115,16 @@ pub trait KvBackend: Send + Sync + std::fmt::Debug + 'static {
     async fn list_keys(&self, bucket: &Bucket, cursor: Option<u64>) -> Result<KeyPage, KvError>;
     /// Add `delta` to the decimal counter at `key` (missing: 0) atomically
     /// and return the new value.
-    async fn increment(&self, bucket: &Bucket, key: &str, delta: u64) -> Result<u64, KvError>;
+    async fn increment(&self, bucket: &Bucket, key: &str, delta: i64) -> Result<i64, KvError>;
+    /// Store `value` under `key` only if its value is still `expected`
+    /// (`None`: absent), atomically; whether it was stored.
+    async fn compare_and_swap(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: Vec<u8>,
+    ) -> Result<bool, KvError>;
     /// The values of `keys`, in order.
     async fn get_many(
         &self,
@@ -144,9 +155,6 @@ impl Default for KeyValue {
         Self::new(Arc::new(MemoryBackend::default()), KvLimits::default())
     }
 }
-
-/// Largest counter: Redis's `INCRBY` works on signed 64-bit integers.
-const MAX_COUNTER: u64 = i64::MAX as u64;
 
 impl KeyValue {
     /// A store over `backend` with `limits`.
@@ -242,15 +250,51 @@ impl KeyValue {
         self.backend.list_keys(bucket, cursor).await
     }
 
-    /// `atomics.increment`: counters are decimal ASCII in `0..=i64::MAX`.
-    pub async fn increment(&self, bucket: &Bucket, key: &str, delta: u64) -> Result<u64, KvError> {
+    /// `atomics.increment`: counters are decimal ASCII signed 64-bit
+    /// integers (as Redis's `INCRBY` keeps them).
+    pub async fn increment(&self, bucket: &Bucket, key: &str, delta: i64) -> Result<i64, KvError> {
         self.check_key(key)?;
-        if delta > MAX_COUNTER {
-            return Err(KvError::NotACounter(format!(
-                "increment by {delta} is past the counter range (0 to {MAX_COUNTER})"
-            )));
-        }
         self.backend.increment(bucket, key, delta).await
+    }
+
+    /// The draft interface's `increment`, unsigned both ways: a delta past
+    /// `i64::MAX` is refused (nothing changes), and so is reporting a
+    /// counter below zero (only a `set` can make one).
+    pub async fn increment_unsigned(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        delta: u64,
+    ) -> Result<u64, KvError> {
+        let delta = i64::try_from(delta).map_err(|_| {
+            KvError::NotACounter(format!(
+                "increment by {delta} is past the counter range (up to {})",
+                i64::MAX
+            ))
+        })?;
+        let value = self.increment(bucket, key, delta).await?;
+        u64::try_from(value).map_err(|_| {
+            KvError::NotACounter(format!(
+                "counter is negative ({value}); this interface version returns an unsigned value"
+            ))
+        })
+    }
+
+    /// `atomics.swap` of a `cas` handle: store `value` only if the key's
+    /// value is still `expected` (what the handle read; `None`: absent).
+    /// Refused past the value limit, nothing stored.
+    pub async fn compare_and_swap(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: Vec<u8>,
+    ) -> Result<bool, KvError> {
+        self.check_key(key)?;
+        self.check_value(key, &value)?;
+        self.backend
+            .compare_and_swap(bucket, key, expected, value)
+            .await
     }
 
     /// `batch.get-many`.
@@ -293,25 +337,27 @@ impl KeyValue {
     }
 }
 
-/// The new value of a counter stored as `current` after adding `delta`
-/// (both backends keep counters as decimal ASCII, as Redis's `INCRBY`).
-fn add_to_counter(current: Option<&[u8]>, delta: u64) -> Result<u64, KvError> {
+/// What Redis says of a value `INCRBY` cannot use; the memory backend says
+/// the same.
+const NOT_A_COUNTER: &str = "value is not an integer or out of range";
+
+/// The new value of a counter stored as `current` after adding `delta`:
+/// both backends keep counters as decimal ASCII signed 64-bit integers, and
+/// this reads them as strictly as Redis's `INCRBY` (no sign but `-`, no
+/// leading zeros or spaces).
+fn add_to_counter(current: Option<&[u8]>, delta: i64) -> Result<i64, KvError> {
     let current = match current {
         None => 0,
         Some(bytes) => std::str::from_utf8(bytes)
             .ok()
-            .and_then(|text| text.parse::<u64>().ok())
-            .filter(|n| *n <= MAX_COUNTER)
-            .ok_or_else(|| {
-                KvError::NotACounter(
-                    "value is not a decimal counter (0 to 9223372036854775807)".to_owned(),
-                )
-            })?,
+            .and_then(|text| text.parse::<i64>().ok().filter(|n| n.to_string() == text))
+            .ok_or_else(|| KvError::NotACounter(NOT_A_COUNTER.to_owned()))?,
     };
-    current
-        .checked_add(delta)
-        .filter(|n| *n <= MAX_COUNTER)
-        .ok_or_else(|| KvError::NotACounter(format!("incrementing {current} by {delta} overflows")))
+    current.checked_add(delta).ok_or_else(|| {
+        KvError::NotACounter(format!(
+            "increment or decrement would overflow ({current} + {delta})"
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -356,8 +402,29 @@ mod tests {
     fn counters_are_decimal_and_bounded() {
         assert_eq!(add_to_counter(None, 3), Ok(3));
         assert_eq!(add_to_counter(Some(b"40"), 2), Ok(42));
+        assert_eq!(add_to_counter(Some(b"-1"), -1), Ok(-2));
         assert!(add_to_counter(Some(b"x"), 1).is_err());
-        assert!(add_to_counter(Some(b"-1"), 1).is_err());
+        assert!(add_to_counter(Some(b"007"), 1).is_err());
+        assert!(add_to_counter(Some(b"+7"), 1).is_err());
         assert!(add_to_counter(Some(b"9223372036854775807"), 1).is_err());
+    }
+
+    #[tokio::test]
+    async fn compare_and_swap_writes_only_over_the_value_it_read() {
+        let kv = KeyValue::default();
+        let bucket = kv.open(&Arc::from("p"), "").expect("open");
+        assert_eq!(
+            kv.compare_and_swap(&bucket, "k", None, b"1".to_vec()).await,
+            Ok(true)
+        );
+        assert_eq!(
+            kv.compare_and_swap(&bucket, "k", None, b"2".to_vec()).await,
+            Ok(false)
+        );
+        let swapped = kv
+            .compare_and_swap(&bucket, "k", Some(b"1"), b"3".to_vec())
+            .await;
+        assert_eq!(swapped, Ok(true));
+        assert_eq!(kv.get(&bucket, "k").await, Ok(Some(b"3".to_vec())));
     }
 }

@@ -68,12 +68,28 @@ impl KvBackend for MemoryBackend {
         Ok(KeyPage { keys, cursor })
     }
 
-    async fn increment(&self, bucket: &Bucket, key: &str, delta: u64) -> Result<u64, KvError> {
+    async fn increment(&self, bucket: &Bucket, key: &str, delta: i64) -> Result<i64, KvError> {
         let mut buckets = self.lock();
         let entries = buckets.entry(bucket.clone()).or_default();
         let value = add_to_counter(entries.get(key).map(Vec::as_slice), delta)?;
         entries.insert(key.to_owned(), value.to_string().into_bytes());
         Ok(value)
+    }
+
+    async fn compare_and_swap(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: Vec<u8>,
+    ) -> Result<bool, KvError> {
+        let mut buckets = self.lock();
+        let entries = buckets.entry(bucket.clone()).or_default();
+        if entries.get(key).map(Vec::as_slice) != expected {
+            return Ok(false);
+        }
+        entries.insert(key.to_owned(), value);
+        Ok(true)
     }
 
     async fn get_many(

@@ -23,15 +23,17 @@ use crate::{Bucket, KeyPage, KvBackend, KvError};
 /// Keys one `SCAN` step looks at (Redis's `COUNT`).
 const SCAN_COUNT: usize = 1000;
 
-/// `INCRBY` on a value that is all digits (so a negative or non-numeric
-/// value is refused, as by the memory backend); `INCRBY` itself refuses to
-/// pass `i64::MAX`.
-const INCREMENT: &str = r"
+/// Compare-and-swap: `SET` only if the value is still the one the `cas`
+/// handle read (`ARGV[1]` = `1` and the value in `ARGV[2]`, or `0` for an
+/// absent key); 1 if it stored. Lua strings are byte strings, so any value
+/// compares exactly.
+const COMPARE_AND_SWAP: &str = r"
 local current = redis.call('GET', KEYS[1])
-if current and not string.match(current, '^%d+$') then
-  return redis.error_reply('value is not a decimal counter (0 to 9223372036854775807)')
-end
-return redis.call('INCRBY', KEYS[1], ARGV[1])
+local unchanged
+if ARGV[1] == '1' then unchanged = (current == ARGV[2]) else unchanged = (current == false) end
+if not unchanged then return 0 end
+redis.call('SET', KEYS[1], ARGV[3])
+return 1
 ";
 
 /// Where the Redis backend keeps keys, and how long a call may take.
@@ -76,7 +78,7 @@ pub struct RedisBackend {
     url: String,
     prefix: String,
     timeout: Duration,
-    increment: Script,
+    compare_and_swap: Script,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -125,7 +127,7 @@ impl RedisBackend {
             url: redact(&url),
             prefix,
             timeout,
-            increment: Script::new(INCREMENT),
+            compare_and_swap: Script::new(COMPARE_AND_SWAP),
         })
     }
 
@@ -215,15 +217,32 @@ impl KvBackend for RedisBackend {
         })
     }
 
-    async fn increment(&self, bucket: &Bucket, key: &str, delta: u64) -> Result<u64, KvError> {
+    async fn increment(&self, bucket: &Bucket, key: &str, delta: i64) -> Result<i64, KvError> {
         let mut conn = self.commands.clone();
-        let mut invocation = self.increment.key(self.key(bucket, key));
-        invocation.arg(delta);
-        let value: i64 = self
-            .run("increment", invocation.invoke_async(&mut conn))
+        let cmd = redis::cmd("INCRBY")
+            .arg(self.key(bucket, key))
+            .arg(delta)
+            .clone();
+        self.run("INCRBY", cmd.query_async(&mut conn)).await
+    }
+
+    async fn compare_and_swap(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: Vec<u8>,
+    ) -> Result<bool, KvError> {
+        let mut conn = self.commands.clone();
+        let mut invocation = self.compare_and_swap.key(self.key(bucket, key));
+        invocation
+            .arg(u8::from(expected.is_some()))
+            .arg(expected.unwrap_or_default())
+            .arg(value);
+        let stored: i64 = self
+            .run("compare-and-swap", invocation.invoke_async(&mut conn))
             .await?;
-        u64::try_from(value)
-            .map_err(|_| KvError::NotACounter(format!("counter is negative ({value})")))
+        Ok(stored == 1)
     }
 
     async fn get_many(

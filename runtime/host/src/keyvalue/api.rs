@@ -13,7 +13,7 @@ use super::{KvCtx, OpenBucket};
 
 type KvResult<T> = wasmtime::Result<Result<T, Error>>;
 
-fn to_wit(err: KvError) -> Error {
+pub(super) fn to_wit(err: KvError) -> Error {
     match err {
         KvError::Invalid(message) | KvError::NotACounter(message) | KvError::Refused(message) => {
             Error::Other(message)
@@ -25,7 +25,7 @@ fn to_wit(err: KvError) -> Error {
 impl KvCtx {
     /// The store and the bucket behind `handle`, cloned so no borrow of the
     /// store's data lives across an `.await`.
-    fn bucket(
+    pub(super) fn bucket(
         &self,
         handle: &Resource<OpenBucket>,
     ) -> wasmtime::Result<Result<(KeyValue, Bucket), Error>> {
@@ -119,7 +119,10 @@ impl AtomicsHost for KvCtx {
         delta: u64,
     ) -> KvResult<u64> {
         let (store, bucket) = open_or_return!(self, handle);
-        Ok(store.increment(&bucket, &key, delta).await.map_err(to_wit))
+        Ok(store
+            .increment_unsigned(&bucket, &key, delta)
+            .await
+            .map_err(to_wit))
     }
 }
 
