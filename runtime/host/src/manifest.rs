@@ -19,10 +19,10 @@
 //! ```
 //!
 //! `keyvalue = true` (a top-level key, default `false`) opts the plugin
-//! into `wasi:keyvalue@0.2.0-draft` (store, atomics, batch): its buckets
-//! live in the plugin's own namespace, in memory or in Redis as the server
-//! decides. A component that imports `wasi:keyvalue` without it is refused
-//! at load.
+//! into `wasi:keyvalue` @0.2.0-draft and @0.2.0-draft2 (store, atomics,
+//! batch): its buckets live in the plugin's own namespace, in memory or in
+//! Redis as the server decides. A component that imports `wasi:keyvalue`
+//! without it is refused at load.
 //!
 //! Unknown keys are errors, so a typo never silently changes behaviour. A
 //! plugin without a manifest serves `ws/<name>/`.

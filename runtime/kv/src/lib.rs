@@ -12,7 +12,8 @@
 //!   server (not an instance), so values survive plugin swaps.
 //! - [`redis`]: [`RedisBackend`], keys `<prefix>:<plugin>:<bucket>:<key>` on
 //!   one Redis, shared by every process and surviving restarts; every call
-//!   bounded by a timeout.
+//!   bounded by a timeout; `INCRBY` for increments, a Lua script for
+//!   compare-and-swap.
 //!
 //! Consistency (both backends): each call is atomic on its own and reads see
 //! every write that completed before them (in every process, with Redis);
