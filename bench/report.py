@@ -68,6 +68,14 @@ CHURN = [
 ]
 
 
+HTTP = [
+    ("http (50 keep-alive conns, JSON GET)", "http", "requests/s", "/s", True, lambda j: get(j, "requests_per_s")),
+    ("http (50 keep-alive conns, JSON GET)", "http", "latency p50", "ms", False, lambda j: ms(get(j, "latency", "p50_us"))),
+    ("http (50 keep-alive conns, JSON GET)", "http", "latency p99", "ms", False, lambda j: ms(get(j, "latency", "p99_us"))),
+    ("http (50 keep-alive conns, JSON GET)", "http", "non-200 answers", "", False, lambda j: get(j, "not_ok")),
+]
+
+
 def machine():
     cpu = "unknown CPU"
     try:
@@ -132,6 +140,7 @@ def main():
     for n in sizes:
         metrics += idle_metrics(n)
     metrics += CHURN
+    metrics += HTTP
 
     rows = []
     for section, f, metric, unit, higher, ext in metrics:
@@ -187,6 +196,11 @@ def main():
         ok = r["vs_daphne"] >= 30 and lost["switchyard"] == 0
     target("fan-out Redis (2 processes) deliveries/s vs Daphne + channels_redis, none lost",
            r and (r["vs_daphne"] if r["vs_daphne"] is not None else r["switchyard"]), ">= 30x, lost = 0", ok)
+    r = find("http", "requests/s")
+    target("http JSON GET requests/s vs ceiling", r and r["vs_ceiling"], ">= 0.6x",
+           None if not r or r["vs_ceiling"] is None else r["vs_ceiling"] >= 0.6)
+    target("http JSON GET requests/s vs Daphne", r and r["vs_daphne"], ">= 20x",
+           None if not r or r["vs_daphne"] is None else r["vs_daphne"] >= 20)
     if sizes:
         big = max(sizes)
         rss = find(f"{big:,} idle", "RSS per connection")
@@ -272,6 +286,7 @@ def svg(result):
     if sizes:
         panels.append((f"{sizes[-1].split(' ')[0]} idle: connects/s", sizes[-1], "connects/s"))
     panels.append(("churn: connect + close cycles/s", "churn", "cycles/s"))
+    panels.append(("http: JSON GET requests/s (higher is better)", "http", "requests/s"))
 
     width, left, bar_h, gap = 800, 190, 16, 4
     y = 60

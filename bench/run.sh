@@ -17,6 +17,9 @@
 #   idle     1k and 15k idle connections on the echo plugin: server RSS per
 #            connection (VmRSS after - before, / count), connect rate
 #   churn    connect + close cycles per second
+#   http     50 keep-alive HTTP connections, closed loop, GET of a small JSON
+#            view (the hello plugin's api/hello/<name>/; the same view in
+#            axum and in Django): requests/s, latency p50/p99
 #
 # Writes bench/results/<UTC date>.json, prints the table, and draws
 # docs/bench.svg. Benchmarks are not tests: nothing here asserts a timing.
@@ -26,7 +29,7 @@
 # instance; echo, idle and churn only), ceiling, daphne.
 #
 # Knobs (environment): SERVERS="switchyard switchyard-shared ceiling daphne",
-# SCENARIOS="echo fanout idle churn", ECHO_SECS=10,
+# SCENARIOS="echo fanout idle churn http", ECHO_SECS=10, HTTP_CONNS=50, HTTP_SECS=10,
 # FANOUT_SUBS=1000, FANOUT_RATE=100 (messages/s), FANOUT_SECS=10,
 # IDLE_SIZES="1000 15000 19000", IDLE_DEADLINE=120, CHURN_SECS=10, CHURN_WORKERS=16,
 # SY_REDIS_WORKERS (worker threads of each of the two Redis-layer Switchyard
@@ -37,7 +40,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
 SERVERS=${SERVERS:-"switchyard switchyard-shared ceiling daphne"}
-SCENARIOS=${SCENARIOS:-"echo fanout idle churn"}
+SCENARIOS=${SCENARIOS:-"echo fanout idle churn http"}
 ECHO_CONNS=${ECHO_CONNS:-50}
 ECHO_SECS=${ECHO_SECS:-10}
 FANOUT_SUBS=${FANOUT_SUBS:-1000}
@@ -48,6 +51,8 @@ IDLE_PER_CLIENT=${IDLE_PER_CLIENT:-4000}
 IDLE_DEADLINE=${IDLE_DEADLINE:-120}
 CHURN_SECS=${CHURN_SECS:-10}
 CHURN_WORKERS=${CHURN_WORKERS:-16}
+HTTP_CONNS=${HTTP_CONNS:-50}
+HTTP_SECS=${HTTP_SECS:-10}
 SY_REDIS_WORKERS=${SY_REDIS_WORKERS:-$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))}
 
 say() { printf '\n== %s\n' "$*" >&2; }
@@ -73,7 +78,7 @@ if [ -z "${SKIP_BUILD:-}" ]; then
 fi
 BIN=$ROOT/target/release
 PLUGINS=$ROOT/target/plugins
-for b in switchyard loadgen ceiling; do [ -x "$BIN/$b" ] || die "missing $BIN/$b"; done
+for b in switchyard loadgen httpload ceiling; do [ -x "$BIN/$b" ] || die "missing $BIN/$b"; done
 
 VENV=$ROOT/bench/.venv
 REQ=$ROOT/bench/daphne/requirements.txt
@@ -317,6 +322,19 @@ scenario_churn() {
     stop "$SRV_PID"
 }
 
+scenario_http() {
+    local kind=$1 out=$RAW/$1-http.json
+    say "$kind: http, $HTTP_CONNS keep-alive connections, ${HTTP_SECS}s"
+    start "$kind" memory "$WORK/$kind-http.log" || { error_json "$out" http "server did not start: $SRV_ERROR"; return; }
+    if ! timeout $((HTTP_SECS + 60)) "$BIN/httpload" --url "http://127.0.0.1:$SRV_PORT/api/hello/bench/" \
+        --conns "$HTTP_CONNS" --secs "$HTTP_SECS" >"$out.tmp" 2>"$out.err"; then
+        error_json "$out" http "httpload failed: $(tail -3 "$out.err" | tr '\n' ' ')"
+    else
+        tail -1 "$out.tmp" >"$out"
+    fi
+    stop "$SRV_PID"
+}
+
 # ---------------------------------------------------------------- run
 STARTED=$SECONDS
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -330,6 +348,8 @@ for kind in $SERVERS; do
     fi
     if has idle; then for n in $IDLE_SIZES; do scenario_idle "$kind" "$n"; done; fi
     has churn && scenario_churn "$kind"
+    # One Switchyard row: the HTTP side has no shared-instance variant.
+    has http && [ "$kind" != switchyard-shared ] && scenario_http "$kind"
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -338,5 +358,5 @@ OUT_JSON=$ROOT/bench/results/$(date -u +%Y-%m-%d).json
 python3 "$ROOT/bench/report.py" --raw "$RAW" --out "$OUT_JSON" --svg "$ROOT/docs/bench.svg" \
     --date "$RUN_DATE" --load-before "$LOAD_BEFORE" --load-after "$LOAD_AFTER" \
     --secs $((SECONDS - STARTED)) \
-    --params "sy_redis_workers=$SY_REDIS_WORKERS echo_conns=$ECHO_CONNS echo_secs=$ECHO_SECS fanout_subs=$FANOUT_SUBS fanout_rate=$FANOUT_RATE fanout_secs=$FANOUT_SECS idle_sizes=${IDLE_SIZES// /,} churn_workers=$CHURN_WORKERS churn_secs=$CHURN_SECS vm.max_map_count=$(cat /proc/sys/vm/max_map_count)"
+    --params "sy_redis_workers=$SY_REDIS_WORKERS echo_conns=$ECHO_CONNS echo_secs=$ECHO_SECS fanout_subs=$FANOUT_SUBS fanout_rate=$FANOUT_RATE fanout_secs=$FANOUT_SECS idle_sizes=${IDLE_SIZES// /,} churn_workers=$CHURN_WORKERS churn_secs=$CHURN_SECS http_conns=$HTTP_CONNS http_secs=$HTTP_SECS vm.max_map_count=$(cat /proc/sys/vm/max_map_count)"
 echo "raw results and server logs: $WORK" >&2

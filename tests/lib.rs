@@ -45,6 +45,7 @@ pub fn test_plugins_dir() -> PathBuf {
     dir
 }
 
+pub mod http_client;
 pub mod plugin_dir;
 
 /// A compile cache under `target/`, shared by the tests (and never the
@@ -153,6 +154,36 @@ pub async fn wait_until(server: &TestServer, what: &str, done: impl Fn(&TestServ
     })
     .await
     .unwrap_or_else(|_| panic!("{what} never happened"));
+}
+
+/// A plain `GET path` over its own connection: the status, the headers
+/// (names lower-case) and the body parsed as JSON (`Null` when it is not).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, Vec<(String, String)>, Value) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut response))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.get(9..12))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"));
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    (
+        status,
+        headers,
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
 }
 
 /// The HTTP status a handshake got: 101 when it succeeded.

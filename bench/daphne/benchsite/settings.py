@@ -14,6 +14,9 @@ DEBUG = False
 ALLOWED_HOSTS = ["*"]
 INSTALLED_APPS = ["channels", "chat"]
 ASGI_APPLICATION = "benchsite.asgi.application"
+ROOT_URLCONF = "benchsite.urls"
+# No middleware: the Switchyard and ceiling sides have none either.
+MIDDLEWARE = []
 DATABASES = {}
 USE_TZ = True
 

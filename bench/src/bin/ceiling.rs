@@ -5,6 +5,8 @@
 //! - `ws/chat/<room>/`: the Channels tutorial protocol; a text frame
 //!   `{"message": m}` goes to every member of the room (sender included) as
 //!   `{"message": m}`, through an in-process `tokio::sync::broadcast`.
+//! - `api/hello/<name>/` (HTTP GET): `{"hello": name}` as JSON, the hello
+//!   plugin's view.
 //!
 //! Same WebSocket buffers as Switchyard (4 KiB read, 8 KiB write). Whatever
 //! Switchyard does on top of this (wasm instance per connection, channel
@@ -54,11 +56,16 @@ async fn main() -> anyhow::Result<()> {
     let app = Router::new()
         .route("/ws/echo/", get(echo))
         .route("/ws/chat/{room}/", get(chat))
+        .route("/api/hello/{name}/", get(hello))
         .with_state(Rooms::default());
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     println!("listening on {}", listener.local_addr()?);
     axum::serve(listener, app).await?;
     Ok(())
+}
+
+async fn hello(Path(name): Path<String>) -> axum::Json<Value> {
+    axum::Json(json!({ "hello": name }))
 }
 
 fn upgrade(ws: WebSocketUpgrade) -> WebSocketUpgrade {

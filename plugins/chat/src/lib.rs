@@ -1,9 +1,11 @@
 //! The chat consumer of the Django Channels tutorial, as a component.
 //!
 //! Route: `ws/chat/<str:room_name>/`. A connection joins the group
-//! `chat_<room_name>` and is accepted without a subprotocol; if the room name
-//! cannot be part of a group name (or the layer is down) the handshake is
-//! rejected (HTTP 403) with close code 4400.
+//! `chat_<room_name>` and is accepted without a subprotocol. If the room name
+//! cannot be part of a group name the handshake is rejected (HTTP 403) with
+//! close code 4400; if the channel layer is unavailable (Redis is down) it is
+//! refused with HTTP 503 and `Retry-After: 5`, so clients and balancers try
+//! again later.
 //!
 //! Wire protocol, as the tutorial's `ChatConsumer`:
 //!
@@ -55,6 +57,8 @@ use serde_json::{Value, json};
 
 /// Close code for a room the server refuses (the handshake answers 403).
 const REJECT_CODE: u16 = 4400;
+/// `Retry-After` of the 503 answered while the channel layer is unavailable.
+const RETRY_AFTER_SECS: u32 = 5;
 
 thread_local! {
     /// The group of each open connection, by connection id.
@@ -76,6 +80,10 @@ impl Guest for Chat {
                 Level::Warn,
                 &format!("cannot join {group:?}: {}", describe(&err)),
             );
+            if let LayerError::Unavailable(_) = err {
+                conn.refuse(503, Some(RETRY_AFTER_SECS));
+                return;
+            }
             let reason = match err {
                 LayerError::InvalidName(_) => "invalid room name",
                 _ => "cannot join the room",

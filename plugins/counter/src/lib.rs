@@ -4,9 +4,12 @@
 //!
 //! Route: `test/counter/`. Every text frame `t` is answered with
 //! `{"count": n, "version": "v1"|"v2", "echo": t}`, `n` counting from 1 per
-//! connection. After the text `trap in snapshot`, `snapshot` panics. The
-//! migration state is one format byte (1) and the count as 8 little-endian
-//! bytes.
+//! connection. After the text `trap in snapshot`, `snapshot` panics; after
+//! `slow snapshot <ms>`, it sleeps that long first (a migration that takes
+//! a while). The text `join <group>` joins the group, and each
+//! `chat.message` event `{"message": m}` is sent on as `{"message": m,
+//! "version": ...}`. The migration state is one format byte (1) and the
+//! count as 8 little-endian bytes.
 
 #[allow(unsafe_code)] // wit-bindgen's canonical-ABI glue needs `unsafe`.
 mod bindings {
@@ -33,6 +36,8 @@ thread_local! {
     static COUNTS: RefCell<BTreeMap<u64, u64>> = const { RefCell::new(BTreeMap::new()) };
     /// Set by the text `trap in snapshot`.
     static TRAP_IN_SNAPSHOT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set by the text `slow snapshot <ms>`.
+    static SNAPSHOT_SLEEP_MS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 struct Counter;
@@ -50,6 +55,12 @@ impl Guest for Counter {
         if text == "trap in snapshot" {
             TRAP_IN_SNAPSHOT.set(true);
         }
+        if let Some(ms) = text.strip_prefix("slow snapshot ") {
+            SNAPSHOT_SLEEP_MS.set(ms.parse().unwrap_or(0));
+        }
+        if let Some(group) = text.strip_prefix("join ") {
+            let _ = conn.group_add(group);
+        }
         let count = COUNTS.with_borrow_mut(|counts| {
             let count = counts.entry(conn.id()).or_insert(0);
             *count += 1;
@@ -59,7 +70,15 @@ impl Guest for Counter {
         conn.send(&Frame::Text(reply.to_string()));
     }
 
-    fn event(_conn: &Connection, _event: String) {}
+    fn event(conn: &Connection, event: String) {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(&event) else {
+            return;
+        };
+        if event["type"] == "chat.message" {
+            let frame = json!({"message": event["message"], "version": VERSION});
+            conn.send(&Frame::Text(frame.to_string()));
+        }
+    }
 
     fn disconnect(conn: &Connection, _code: u16) {
         COUNTS.with_borrow_mut(|counts| counts.remove(&conn.id()));
@@ -69,6 +88,7 @@ impl Guest for Counter {
 impl Migration for Counter {
     fn snapshot(conn: &Connection) -> Vec<u8> {
         assert!(!TRAP_IN_SNAPSHOT.get(), "counter asked to trap in snapshot");
+        std::thread::sleep(std::time::Duration::from_millis(SNAPSHOT_SLEEP_MS.get()));
         let count = COUNTS.with_borrow(|counts| counts.get(&conn.id()).copied().unwrap_or(0));
         let mut state = vec![STATE_FORMAT];
         state.extend_from_slice(&count.to_le_bytes());

@@ -6,6 +6,8 @@
 //! * `probe/reject/`: closes with 4003 before accepting (HTTP 403);
 //! * `probe/silent/`: returns without accepting or closing (HTTP 403);
 //! * `probe/trap/`: panics (HTTP 500);
+//! * `probe/refuse/`: refuses with the query string's `status=N` (503 when
+//!   absent) and, when given, `retry=S` seconds (`connection.refuse`);
 //! * `probe/slow/<str:group>/`: joins `group`, sends `{"type": "probe.entered"}`
 //!   to the group `<group>-entered` (so a test knows `connect` is under way),
 //!   sleeps for the query string's `ms=N` milliseconds (400 when absent),
@@ -30,6 +32,7 @@
 //! | `{"cmd": "close", "code": n, "reason": r or null}`   | none: the host closes     |
 //! | `{"cmd": "echo", "text": t}`                         | `{"echo": t}`             |
 //! | `{"cmd": "send_many", "count": n}`                   | `n` frames `{"seq": i}`   |
+//! | `{"cmd": "sleep", "ms": n, "announce": g}`           | `{"slept": n}`, `n` ms later; first `{"type": "probe.sleeping"}` to the group `g`, if given |
 //! | `{"cmd": "panic"}`                                   | none: the guest traps     |
 //! | `{"cmd": "spin"}`                                    | none: loops forever       |
 //! | `{"cmd": "hog"}`                                     | none: grows memory until it traps |
@@ -74,6 +77,18 @@ impl Guest for Probe {
             "probe/reject/" => conn.close(4003, Some("rejected by probe")),
             "probe/silent/" => {}
             "probe/trap/" => panic!("probe trap in connect"),
+            "probe/refuse/" => {
+                let param = |name: &str| {
+                    scope.query_string.split('&').find_map(|pair| {
+                        pair.strip_prefix(name)
+                            .and_then(|rest| rest.strip_prefix('='))
+                            .map(str::to_owned)
+                    })
+                };
+                let status = param("status").and_then(|s| s.parse().ok()).unwrap_or(503);
+                let retry = param("retry").and_then(|s| s.parse().ok());
+                conn.refuse(status, retry);
+            }
             "probe/slow/<str:group>/" => {
                 slow_connect(conn, &scope);
                 conn.accept(None);
@@ -134,6 +149,7 @@ enum Command {
     Close { code: u16, reason: Option<String> },
     Echo { text: Value },
     SendMany { count: u32 },
+    Sleep { ms: u64, announce: Option<String> },
     Panic,
     Spin,
     Hog,
@@ -156,6 +172,13 @@ fn run(conn: &Connection, command: Command) {
             for seq in 0..count {
                 send_json(conn, &json!({"seq": seq}));
             }
+        }
+        Command::Sleep { ms, announce } => {
+            if let Some(group) = announce {
+                let _ = host::group_send(&group, &json!({"type": "probe.sleeping"}).to_string());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            send_json(conn, &json!({"slept": ms}));
         }
         Command::Panic => panic!("probe panic on request"),
         Command::Spin => spin(),

@@ -4,7 +4,9 @@
 //! (and the server) use the curated re-exports below. The bindings are for
 //! the `migratable-consumer` world, but the host loads each exported
 //! interface on its own: `websocket-consumer` is required, `migration` is
-//! optional (a plain `consumer` component simply lacks it).
+//! optional (a plain `consumer` component simply lacks it). A second set,
+//! for the `http-handler` world, adds the `http-context` import; its
+//! `wasi:http` export is wasmtime-wasi-http's (`IncomingHandler`).
 
 mod generated {
     wasmtime::component::bindgen!({
@@ -19,6 +21,26 @@ mod generated {
         },
     });
 }
+
+mod http_generated {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "switchyard:consumer/http-handler",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "switchyard:consumer/types": super::generated::switchyard::consumer::types,
+            "switchyard:consumer/host": super::generated::switchyard::consumer::host,
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+        },
+    });
+}
+
+pub(crate) use http_generated::switchyard::consumer::http_context::{
+    Host as HttpContextHost, add_to_linker as add_http_context_to_linker,
+};
+pub(crate) use wasmtime_wasi_http::p2::bindings::exports::wasi::http::incoming_handler::GuestIndices as IncomingHandlerIndices;
 
 pub(crate) use generated::exports::switchyard::consumer::migration::{
     Guest as Migration, GuestIndices as MigrationIndices,

@@ -50,7 +50,18 @@ pub enum Handshake {
         /// The reason it gave.
         reason: Option<String>,
     },
+    /// Refused before accept with an HTTP status of the plugin's choice
+    /// (`connection.refuse`), e.g. 503 while a backend is down.
+    Refused {
+        /// The HTTP status to answer, one of [`REFUSAL_STATUSES`].
+        status: u16,
+        /// Seconds for the `Retry-After` header of a 429 or 503 answer.
+        retry_after_secs: Option<u32>,
+    },
 }
+
+/// The HTTP statuses a plugin may refuse a handshake with.
+pub const REFUSAL_STATUSES: [u16; 7] = [400, 401, 403, 404, 429, 500, 503];
 
 /// Why an outbound frame could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

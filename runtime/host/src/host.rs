@@ -8,7 +8,10 @@
 //! - `status`: the admin API's view of plugins and their versions.
 //! - `start`: instantiating a connection's consumer, and migrating it to a
 //!   newer version.
+//! - `http`: serving one HTTP request through a plugin's
+//!   `wasi:http/incoming-handler`.
 
+mod http;
 mod reconcile;
 mod start;
 mod status;
@@ -28,13 +31,14 @@ use tokio::sync::Semaphore;
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
 
-use crate::bindings::{add_host_to_linker, add_types_to_linker};
+use crate::bindings::{add_host_to_linker, add_http_context_to_linker, add_types_to_linker};
 use crate::engine::{EpochTicker, GuestLimits, build_engine};
 use crate::failures::{FailureBook, PluginFailures};
-use crate::registry::{RouteInfo, RouteMatch, RouteTable};
+use crate::registry::{Protocol, RouteInfo, RouteMatch, RouteTable};
 use crate::state::{ConsumerState, HostCtx};
 use crate::version::Version;
 
+pub use http::{HttpBody, HttpBodyError, HttpCall, HttpError};
 pub use reconcile::LoadReport;
 use reconcile::{FileStamp, Outcome};
 pub use start::{ConnectRequest, InstantiateError, MigrateError, StartError, Started};
@@ -115,7 +119,8 @@ impl PluginHost {
     }
 
     /// Build the engine (with the compile cache, if any) and the linker (WASI
-    /// without ambient authority plus the `host` interface), and start the
+    /// without ambient authority, `wasi:http` types without outgoing
+    /// requests, the `host` and `http-context` interfaces), and start the
     /// epoch ticker.
     pub fn with_options(
         layer: Arc<dyn ChannelLayer>,
@@ -140,6 +145,12 @@ impl PluginHost {
         crate::keyvalue::add_to_linker(&mut linker)
             .map_err(anyhow::Error::from)
             .context("linking wasi:keyvalue")?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking wasi:http")?;
+        add_http_context_to_linker::<_, HasSelf<ConsumerState>>(&mut linker, |state| state)
+            .map_err(anyhow::Error::from)
+            .context("linking switchyard:consumer/http-context")?;
         let ticker = EpochTicker::start(engine.clone()).context("starting the epoch thread")?;
         let slots = usize::try_from(limits.max_instances).unwrap_or(usize::MAX);
         Ok(Self {
@@ -188,9 +199,14 @@ impl PluginHost {
         &self.layer
     }
 
-    /// The plugin version and kwargs for a request path.
+    /// The plugin version and kwargs for a WebSocket request path.
     pub fn resolve(&self, path: &str) -> Option<RouteMatch> {
-        self.table.load().resolve(path)
+        self.table.load().resolve(Protocol::Websocket, path)
+    }
+
+    /// The plugin version and kwargs for a plain HTTP request path.
+    pub fn resolve_http(&self, path: &str) -> Option<RouteMatch> {
+        self.table.load().resolve(Protocol::Http, path)
     }
 
     /// Live routes in the order they are tried.

@@ -4,14 +4,14 @@ use switchyard_layer::{Event, LayerError};
 use wasmtime::component::Resource;
 
 use crate::bindings::{Frame, Host, HostConnection, Level, TypesHost, WitLayerError};
-use crate::connection::{Connection, Handshake, OutFrame, Outbound};
+use crate::connection::{Connection, Handshake, OutFrame, Outbound, REFUSAL_STATUSES};
 use crate::state::HostCtx;
 
 /// Longest close reason the WebSocket protocol allows (a control frame holds
 /// 125 bytes, two of them the code).
 const MAX_CLOSE_REASON: usize = 123;
 
-fn to_wit(err: LayerError) -> WitLayerError {
+pub(crate) fn to_wit(err: LayerError) -> WitLayerError {
     match err {
         LayerError::ChannelFull { .. } => WitLayerError::ChannelFull,
         err @ (LayerError::InvalidChannelName { .. } | LayerError::InvalidGroupName { .. }) => {
@@ -75,7 +75,7 @@ impl HostConnection for HostCtx {
             Handshake::Pending => {
                 wasmtime::bail!("send before accept: call `accept` in `connect` first")
             }
-            Handshake::Rejected { .. } => return Ok(()),
+            Handshake::Rejected { .. } | Handshake::Refused { .. } => return Ok(()),
             Handshake::Accepted { .. } => {}
         }
         if conn.closed {
@@ -105,7 +105,7 @@ impl HostConnection for HostCtx {
             Handshake::Pending => {
                 conn.handshake = Handshake::Rejected { code, reason };
             }
-            Handshake::Rejected { .. } => {}
+            Handshake::Rejected { .. } | Handshake::Refused { .. } => {}
             Handshake::Accepted { .. } => {
                 let code = if valid_app_close_code(code) {
                     code
@@ -122,6 +122,35 @@ impl HostConnection for HostCtx {
                 conn.push(Outbound::Close { code, reason });
             }
         }
+        Ok(())
+    }
+
+    async fn refuse(
+        &mut self,
+        handle: Resource<Connection>,
+        status: u16,
+        retry_after_secs: Option<u32>,
+    ) -> wasmtime::Result<()> {
+        if !REFUSAL_STATUSES.contains(&status) {
+            wasmtime::bail!(
+                "refuse with HTTP {status}: a plugin may refuse with one of {REFUSAL_STATUSES:?}"
+            );
+        }
+        let plugin = std::sync::Arc::clone(&self.plugin);
+        let conn = self.conn(&handle)?;
+        if conn.closed || conn.handshake != Handshake::Pending {
+            tracing::debug!(
+                plugin = %plugin,
+                connection = conn.id,
+                "refuse after the handshake was answered; ignored"
+            );
+            return Ok(());
+        }
+        conn.closed = true;
+        conn.handshake = Handshake::Refused {
+            status,
+            retry_after_secs,
+        };
         Ok(())
     }
 

@@ -28,8 +28,9 @@
 //! - `failures`: guest traps and deadlines counted per plugin.
 //! - `keyvalue`: `wasi:keyvalue` for the plugins that opt in, over the
 //!   server's [`switchyard_kv::KeyValue`].
-//! - `bindings`, `state`, `host_api`, `guest_output`: the generated
-//!   bindings, the store's data, the host interface, guest stdout/stderr.
+//! - `bindings`, `state`, `host_api`, `http_context`, `guest_output`: the
+//!   generated bindings, the store's data, the host and http-context
+//!   interfaces, guest stdout/stderr.
 
 mod bindings;
 mod connection;
@@ -39,6 +40,7 @@ mod failures;
 mod guest_output;
 mod host;
 mod host_api;
+mod http_context;
 mod instance;
 mod keyvalue;
 mod manifest;
@@ -49,17 +51,18 @@ mod state;
 mod version;
 mod watch;
 
-pub use connection::{Handshake, OutFrame, Outbound, OutboundOverflow};
+pub use connection::{Handshake, OutFrame, Outbound, OutboundOverflow, REFUSAL_STATUSES};
 pub use consumer::{ConnectionStatus, Consumer, GuestError, InFrame};
 pub use engine::GuestLimits;
 pub use failures::PluginFailures;
 pub use host::{
-    ConnectRequest, HostOptions, InstantiateError, LoadFailure, LoadReport, MigrateError,
-    PluginHost, PluginStatus, StartError, Started, VersionStatus,
+    ConnectRequest, HostOptions, HttpBody, HttpBodyError, HttpCall, HttpError, InstantiateError,
+    LoadFailure, LoadReport, MigrateError, PluginHost, PluginStatus, StartError, Started,
+    VersionStatus,
 };
 pub use manifest::{InstanceMode, Manifest, ManifestError, PluginLimits, ReplacePolicy};
 pub use plugin::{Artifact, PluginError};
-pub use registry::{RouteInfo, RouteMatch};
+pub use registry::{Protocol, RouteInfo, RouteMatch};
 pub use route::{RouteError, RoutePattern};
 pub use version::{Retired, Version};
 pub use watch::{PluginWatcher, WatchOptions};

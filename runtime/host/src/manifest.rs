@@ -3,6 +3,11 @@
 //! ```toml
 //! # Django path() patterns, without a leading slash.
 //! routes = ["ws/chat/<str:room_name>/"]
+//! # Optional: HTTP routes, served by the component's
+//! # `wasi:http/incoming-handler` export. HTTP and WebSocket are routed
+//! # separately (as Channels' ProtocolTypeRouter does); a manifest needs
+//! # at least one route of either kind.
+//! http-routes = ["api/rooms/<str:room_name>/messages/"]
 //! # Optional: "per-connection" (default; an instance per connection, as
 //! # Channels has a consumer per connection) or "shared" (one instance for
 //! # every connection of this version, calls taking turns).
@@ -35,6 +40,9 @@ use crate::route::{RouteError, RoutePattern};
 
 /// Paths the server keeps for itself (the admin API).
 pub(crate) const RESERVED_PREFIX: &str = "_switchyard/";
+/// Single paths the server keeps for itself: liveness and readiness probes
+/// (`/healthz`, `/readyz`), with or without a trailing slash.
+pub(crate) const RESERVED_PATHS: [&str; 4] = ["healthz", "healthz/", "readyz", "readyz/"];
 
 /// How instances of a plugin map to connections.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -74,7 +82,11 @@ pub enum ReplacePolicy {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Manifest {
     /// The WebSocket routes this plugin serves.
+    #[serde(default)]
     pub routes: Vec<RoutePattern>,
+    /// The HTTP routes this plugin serves (`http-routes`).
+    #[serde(default)]
+    pub http_routes: Vec<RoutePattern>,
     /// `instance`: an instance per connection (the default) or one shared.
     #[serde(default)]
     pub instance: InstanceMode,
@@ -122,8 +134,8 @@ pub enum ManifestError {
         /// What is wrong.
         message: String,
     },
-    /// `routes` is empty.
-    #[error("manifest {path} declares no routes")]
+    /// Both `routes` and `http-routes` are empty.
+    #[error("manifest {path} declares no routes (neither `routes` nor `http-routes`)")]
     NoRoutes {
         /// The manifest's path.
         path: String,
@@ -135,6 +147,7 @@ impl Manifest {
     pub(crate) fn default_for(name: &str) -> Result<Self, RouteError> {
         Ok(Self {
             routes: vec![RoutePattern::parse(&format!("ws/{name}/"))?],
+            http_routes: Vec::new(),
             instance: InstanceMode::default(),
             on_replace: ReplacePolicy::default(),
             limits: PluginLimits::default(),
@@ -148,7 +161,7 @@ impl Manifest {
             path: path.display().to_string(),
             message: err.message().to_owned(),
         })?;
-        if manifest.routes.is_empty() {
+        if manifest.routes.is_empty() && manifest.http_routes.is_empty() {
             return Err(ManifestError::NoRoutes {
                 path: path.display().to_string(),
             });
@@ -156,12 +169,25 @@ impl Manifest {
         if let Some(route) = manifest
             .routes
             .iter()
+            .chain(&manifest.http_routes)
             .find(|r| r.as_str().starts_with(RESERVED_PREFIX))
         {
             return Err(ManifestError::Invalid {
                 path: path.display().to_string(),
                 message: format!(
                     "route `{route}`: paths under /{RESERVED_PREFIX} are reserved for the server"
+                ),
+            });
+        }
+        if let Some(route) = manifest
+            .routes
+            .iter()
+            .find(|r| RESERVED_PATHS.contains(&r.as_str()))
+        {
+            return Err(ManifestError::Invalid {
+                path: path.display().to_string(),
+                message: format!(
+                    "route `{route}`: /healthz and /readyz are reserved for the server"
                 ),
             });
         }
@@ -206,9 +232,22 @@ mod tests {
     }
 
     #[test]
+    fn http_routes_parse_and_may_stand_alone() {
+        let m = parse("http-routes = [\"api/hello/<str:name>/\"]\n").expect("valid");
+        assert!(m.routes.is_empty());
+        assert_eq!(m.http_routes[0].as_str(), "api/hello/<str:name>/");
+        let err = parse("http-routes = [\"_switchyard/x\"]\n").expect_err("reserved");
+        assert!(err.to_string().contains("reserved"), "{err}");
+    }
+
+    #[test]
     fn server_paths_are_reserved() {
         let err = parse("routes = [\"_switchyard/plugins\"]\n").expect_err("reserved");
         assert!(err.to_string().contains("reserved"), "{err}");
+        for probe in ["healthz", "readyz/"] {
+            let err = parse(&format!("routes = [\"ws/a/\", \"{probe}\"]\n")).expect_err(probe);
+            assert!(err.to_string().contains("reserved"), "{err}");
+        }
     }
 
     #[test]

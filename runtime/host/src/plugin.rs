@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::{Component, InstancePre, Linker};
 
-use crate::bindings::{MigrationIndices, WebsocketConsumerIndices};
+use crate::bindings::{IncomingHandlerIndices, MigrationIndices, WebsocketConsumerIndices};
 use crate::engine::GuestLimits;
 use crate::keyvalue;
 use crate::manifest::{InstanceMode, Manifest, ManifestError};
@@ -52,9 +52,10 @@ pub enum PluginError {
         /// The linker's error, naming the import.
         source: wasmtime::Error,
     },
-    /// The component lacks the `websocket-consumer` exports.
+    /// The manifest has WebSocket routes but the component lacks the
+    /// `websocket-consumer` exports.
     #[error(
-        "{path} does not export the switchyard:consumer/websocket-consumer@0.1.0 interface \
+        "{path} does not export the switchyard:consumer/websocket-consumer@0.1.x interface \
          (is it built for the `consumer` world of wit/consumer.wit?): {source:#}"
     )]
     Exports {
@@ -76,6 +77,19 @@ pub enum PluginError {
         key: &'static str,
         /// The manifest file to add it to.
         manifest: String,
+    },
+    /// The manifest has `http-routes` but the component lacks the
+    /// `wasi:http/incoming-handler` export.
+    #[error(
+        "{path} has http-routes but does not export wasi:http/incoming-handler@0.2.x \
+         (build it for the `http-handler` world of wit/consumer.wit, or any wasi:http/proxy \
+         toolchain): {source:#}"
+    )]
+    HttpExports {
+        /// The file.
+        path: String,
+        /// What is missing.
+        source: wasmtime::Error,
     },
     /// The manifest beside the file is invalid.
     #[error(transparent)]
@@ -134,7 +148,10 @@ pub struct Artifact {
     /// The server's guest limits narrowed by the manifest's `[limits]`.
     limits: GuestLimits,
     pub(crate) pre: InstancePre<ConsumerState>,
-    pub(crate) consumer_exports: WebsocketConsumerIndices,
+    /// Present when the manifest has WebSocket routes (checked at load).
+    pub(crate) consumer_exports: Option<WebsocketConsumerIndices>,
+    /// Present when the manifest has HTTP routes (checked at load).
+    pub(crate) http_exports: Option<IncomingHandlerIndices>,
     /// Present when the component exports `migration`.
     pub(crate) migration_exports: Option<MigrationIndices>,
 }
@@ -315,11 +332,26 @@ pub(crate) fn compile(
             path: path.clone(),
             source,
         })?;
-    let consumer_exports =
-        WebsocketConsumerIndices::new(&pre).map_err(|source| PluginError::Exports {
-            path: path.clone(),
-            source,
-        })?;
+    let consumer_exports = if files.manifest.routes.is_empty() {
+        None
+    } else {
+        Some(
+            WebsocketConsumerIndices::new(&pre).map_err(|source| PluginError::Exports {
+                path: path.clone(),
+                source,
+            })?,
+        )
+    };
+    let http_exports = if files.manifest.http_routes.is_empty() {
+        None
+    } else {
+        Some(
+            IncomingHandlerIndices::new(&pre).map_err(|source| PluginError::HttpExports {
+                path: path.clone(),
+                source,
+            })?,
+        )
+    };
     let migration_exports = MigrationIndices::new(&pre).ok();
     Ok(Artifact {
         name: files.name.into(),
@@ -331,6 +363,7 @@ pub(crate) fn compile(
         limits,
         pre,
         consumer_exports,
+        http_exports,
         migration_exports,
     })
 }

@@ -22,6 +22,26 @@ pub struct RouteMatch {
     pub kwargs: Vec<(String, String)>,
 }
 
+/// Which side of the protocol router a route is on (Channels'
+/// `ProtocolTypeRouter` keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// A WebSocket route (`routes` in the manifest).
+    Websocket,
+    /// An HTTP route (`http-routes` in the manifest).
+    Http,
+}
+
+impl Protocol {
+    /// `"websocket"` or `"http"`, as ASGI names the scope types.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Websocket => "websocket",
+            Self::Http => "http",
+        }
+    }
+}
+
 /// One live route, for listings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteInfo {
@@ -29,15 +49,23 @@ pub struct RouteInfo {
     pub route: String,
     /// The plugin serving it.
     pub plugin: String,
+    /// WebSocket or HTTP.
+    pub protocol: Protocol,
 }
+
+/// Routes of one protocol, in the order they are tried.
+type Routes = Vec<(RoutePattern, Arc<Version>)>;
 
 /// An immutable set of plugins and the routes they serve.
 #[derive(Debug, Default)]
 pub(crate) struct RouteTable {
     plugins: BTreeMap<String, Arc<Version>>,
-    /// Tried in order: more literal characters first (so `ws/echo/` wins
-    /// over `ws/<str:name>/`), then plugin name, then manifest order.
-    routes: Vec<(RoutePattern, Arc<Version>)>,
+    /// WebSocket routes, tried in order: more literal characters first (so
+    /// `ws/echo/` wins over `ws/<str:name>/`), then plugin name, then
+    /// manifest order.
+    routes: Routes,
+    /// HTTP routes, in the same order.
+    http_routes: Routes,
 }
 
 impl RouteTable {
@@ -45,15 +73,22 @@ impl RouteTable {
     /// name). Fails, naming both plugins, when one of its routes has the
     /// same shape as a route of another plugin.
     pub(crate) fn with_plugin(&self, plugin: Arc<Version>) -> Result<Self, PluginError> {
-        for route in &plugin.manifest().routes {
-            for (other_route, other) in &self.routes {
-                if other.name() != plugin.name() && other_route.shape() == route.shape() {
-                    return Err(PluginError::RouteConflict {
-                        route: route.to_string(),
-                        plugin: plugin.name().to_owned(),
-                        other_route: other_route.to_string(),
-                        other: other.name().to_owned(),
-                    });
+        let manifest = plugin.manifest();
+        let sides = [
+            (&manifest.routes, &self.routes),
+            (&manifest.http_routes, &self.http_routes),
+        ];
+        for (own, live) in sides {
+            for route in own {
+                for (other_route, other) in live {
+                    if other.name() != plugin.name() && other_route.shape() == route.shape() {
+                        return Err(PluginError::RouteConflict {
+                            route: route.to_string(),
+                            plugin: plugin.name().to_owned(),
+                            other_route: other_route.to_string(),
+                            other: other.name().to_owned(),
+                        });
+                    }
                 }
             }
         }
@@ -70,24 +105,41 @@ impl RouteTable {
     }
 
     fn from_plugins(plugins: BTreeMap<String, Arc<Version>>) -> Self {
-        let mut routes: Vec<(RoutePattern, Arc<Version>)> = plugins
-            .values()
-            .flat_map(|plugin| {
-                plugin
-                    .manifest()
-                    .routes
-                    .iter()
-                    .map(move |route| (route.clone(), Arc::clone(plugin)))
-            })
-            .collect();
-        // A stable sort keeps plugin-name and manifest order among equals.
-        routes.sort_by_key(|(route, _)| std::cmp::Reverse(route.literal_len()));
-        Self { plugins, routes }
+        let collect = |protocol: Protocol| {
+            let mut routes: Routes = plugins
+                .values()
+                .flat_map(|plugin| {
+                    let manifest = plugin.manifest();
+                    let own = match protocol {
+                        Protocol::Websocket => &manifest.routes,
+                        Protocol::Http => &manifest.http_routes,
+                    };
+                    own.iter()
+                        .map(move |route| (route.clone(), Arc::clone(plugin)))
+                })
+                .collect();
+            // A stable sort keeps plugin-name and manifest order among equals.
+            routes.sort_by_key(|(route, _)| std::cmp::Reverse(route.literal_len()));
+            routes
+        };
+        Self {
+            routes: collect(Protocol::Websocket),
+            http_routes: collect(Protocol::Http),
+            plugins,
+        }
     }
 
-    /// The plugin version and kwargs for a request path, if any route matches.
-    pub(crate) fn resolve(&self, path: &str) -> Option<RouteMatch> {
-        self.routes.iter().find_map(|(route, plugin)| {
+    fn side(&self, protocol: Protocol) -> &Routes {
+        match protocol {
+            Protocol::Websocket => &self.routes,
+            Protocol::Http => &self.http_routes,
+        }
+    }
+
+    /// The plugin version and kwargs for a request path on one side of the
+    /// protocol router, if any of its routes matches.
+    pub(crate) fn resolve(&self, protocol: Protocol, path: &str) -> Option<RouteMatch> {
+        self.side(protocol).iter().find_map(|(route, plugin)| {
             route.matches(path).map(|kwargs| RouteMatch {
                 plugin: Arc::clone(plugin),
                 route: route.clone(),
@@ -104,13 +156,18 @@ impl RouteTable {
         self.plugins.get(name)
     }
 
-    /// Live routes in the order they are tried.
+    /// Live routes in the order they are tried: WebSocket, then HTTP.
     pub(crate) fn routes(&self) -> Vec<RouteInfo> {
-        self.routes
-            .iter()
-            .map(|(route, plugin)| RouteInfo {
-                route: route.to_string(),
-                plugin: plugin.name().to_owned(),
+        [Protocol::Websocket, Protocol::Http]
+            .into_iter()
+            .flat_map(|protocol| {
+                self.side(protocol)
+                    .iter()
+                    .map(move |(route, plugin)| RouteInfo {
+                        route: route.to_string(),
+                        plugin: plugin.name().to_owned(),
+                        protocol,
+                    })
             })
             .collect()
     }

@@ -7,11 +7,13 @@ use switchyard_layer::ChannelLayer;
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::engine::{
     CORE_INSTANCES_PER_COMPONENT, MEMORIES_PER_COMPONENT, TABLE_ELEMENTS, TABLES_PER_COMPONENT,
 };
 use crate::guest_output::{CurrentConnectionId, GuestOutput, Stream};
+use crate::http_context::RequestCtx;
 use crate::keyvalue::KvCtx;
 
 /// Everything one store holds.
@@ -24,6 +26,11 @@ pub(crate) struct ConsumerState {
     pub(crate) host: HostCtx,
     /// `wasi:keyvalue`, for a plugin that opted in.
     pub(crate) kv: KvCtx,
+    /// `wasi:http` types, for a store serving an HTTP request.
+    http: WasiHttpCtx,
+    http_hooks: NoOutgoingRequests,
+    /// The `http-context` interface: the request this store serves, if any.
+    pub(crate) request: Option<RequestCtx>,
     /// Memory and table caps of this store.
     pub(crate) limits: StoreLimits,
     /// Epoch ticks the current guest call may still run (see
@@ -69,6 +76,9 @@ impl ConsumerState {
             wasi_table: ResourceTable::new(),
             host,
             kv,
+            http: WasiHttpCtx::new(),
+            http_hooks: NoOutgoingRequests,
+            request: None,
             limits,
             ticks_left: 0,
         }
@@ -81,6 +91,39 @@ impl WasiView for ConsumerState {
             ctx: &mut self.wasi,
             table: &mut self.wasi_table,
         }
+    }
+}
+
+impl WasiHttpView for ConsumerState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.wasi_table,
+            hooks: &mut self.http_hooks,
+        }
+    }
+}
+
+/// `wasi:http` hooks without ambient authority: a plugin makes no outgoing
+/// requests (`outgoing-handler.handle` fails with `HTTP-request-denied`).
+#[derive(Debug, Clone, Copy)]
+struct NoOutgoingRequests;
+
+impl WasiHttpHooks for NoOutgoingRequests {
+    fn send_request(
+        &mut self,
+        _request: hyper::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = wasmtime_wasi_http::Result<(
+                    hyper::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                )>,
+            > + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
 

@@ -142,6 +142,9 @@ fn render(listing: &Value) -> String {
         for route in plugin["routes"].as_array().unwrap_or(&empty) {
             let _ = writeln!(out, "  route    /{}", route.as_str().unwrap_or("?"));
         }
+        for route in plugin["http_routes"].as_array().unwrap_or(&empty) {
+            let _ = writeln!(out, "  http     /{}", route.as_str().unwrap_or("?"));
+        }
         for v in plugin["versions"].as_array().unwrap_or(&empty) {
             let _ = writeln!(
                 out,

@@ -25,6 +25,14 @@
 //! max-path-bytes = 2048        # longer request paths: 414
 //! max-header-bytes = 16384     # larger request headers (names + values): 431
 //!
+//! [http]                       # plain HTTP requests to plugins' http-routes
+//! max-body-bytes = 1048576     # larger request bodies: 413
+//! body-timeout-secs = 30       # a body not received in full by then: 408
+//!
+//! [static]                     # a directory of files served under a prefix
+//! dir = "web"                  # absent: no static files
+//! prefix = "/static/"          # "/" serves the directory at the root
+//!
 //! [layer]                      # Channels' CHANNEL_LAYERS CONFIG
 //! capacity = 100
 //! expiry = 60
@@ -146,6 +154,11 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[websocket]`: limits of sockets and handshakes.
     pub websocket: WebSocketConfig,
+    /// `[http]`: plain HTTP requests to plugins.
+    pub http: HttpSection,
+    /// `[static]`: a directory of static files.
+    #[serde(rename = "static")]
+    pub static_files: StaticSection,
     /// `[layer]`: the channel layer's options, as Channels names them.
     pub layer: LayerSection,
     /// `[guest]`: limits on every guest instance.
@@ -175,6 +188,8 @@ impl Default for Config {
             compile_cache: default_compile_cache(),
             admin: AdminConfig::default(),
             websocket: WebSocketConfig::default(),
+            http: HttpSection::default(),
+            static_files: StaticSection::default(),
             layer: LayerSection::default(),
             guest: GuestSection::default(),
             redis: RedisSection::default(),
@@ -419,6 +434,46 @@ impl Default for GuestSection {
     }
 }
 
+/// Plain HTTP requests to plugins' `http-routes`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct HttpSection {
+    /// Largest request body a plugin is given; larger is 413 and never
+    /// reaches the plugin.
+    pub max_body_bytes: usize,
+    /// A request body not received in full within this is 408.
+    pub body_timeout_secs: u64,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1 << 20,
+            body_timeout_secs: 30,
+        }
+    }
+}
+
+/// A directory of static files served under a path prefix (ETag,
+/// `If-None-Match`, `Range`, content types from the file extension).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct StaticSection {
+    /// The directory; `None` serves no static files.
+    pub dir: Option<PathBuf>,
+    /// The path prefix, starting and ending with `/`.
+    pub prefix: String,
+}
+
+impl Default for StaticSection {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            prefix: "/static/".to_owned(),
+        }
+    }
+}
+
 /// Who may connect: origins and trusted proxies (see [`crate::access`]).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
@@ -562,6 +617,7 @@ impl Config {
         if ws.outbound_queue == 0 {
             return Err(invalid("websocket.outbound-queue", "must be at least 1"));
         }
+        self.validate_http()?;
         if ws.max_unfinished_bytes < ws.max_message_size {
             return Err(invalid(
                 "websocket.max-unfinished-bytes",
@@ -610,6 +666,34 @@ impl Config {
     }
 
     /// Check the connection limits and rate limits.
+    fn validate_http(&self) -> Result<(), ConfigError> {
+        if !(1..=86_400).contains(&self.http.body_timeout_secs) {
+            return Err(invalid(
+                "http.body-timeout-secs",
+                "must be from 1 to 86400 (a day)",
+            ));
+        }
+        let statics = &self.static_files;
+        if let Some(dir) = &statics.dir
+            && !dir.is_dir()
+        {
+            return Err(invalid(
+                "static.dir",
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        if !statics.prefix.starts_with('/') || !statics.prefix.ends_with('/') {
+            return Err(invalid("static.prefix", "must start and end with `/`"));
+        }
+        if statics.prefix.starts_with("/_switchyard/") {
+            return Err(invalid(
+                "static.prefix",
+                "paths under /_switchyard/ are reserved for the server",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_limits(&self) -> Result<(), ConfigError> {
         let ws = &self.websocket;
         if ws.ping_interval_secs == 0 || ws.ping_timeout_secs == 0 {

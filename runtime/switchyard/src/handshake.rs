@@ -1,6 +1,7 @@
 //! Every request lands here. WebSocket handshakes are routed to a plugin,
 //! whose `connect` decides the answer before the upgrade, as Daphne does:
-//! no route is 404, a reject is 403, a plugin failure is 500, no free
+//! no route is 404, a reject is 403 (a refusal the status the plugin
+//! chose, e.g. 503 with `Retry-After`), a plugin failure is 500, no free
 //! instance slot is 503.
 //!
 //! Before any plugin work, the server's own gates, in this order: a request
@@ -8,9 +9,11 @@
 //! than `websocket.max-header-bytes` 431; `websocket.max-connections`
 //! reached is 503 and a per-IP limit 429 (see `ratelimit`); then, for a
 //! routed WebSocket request, a disallowed origin is 403 and a missing
-//! (where required) or invalid token is 403 (see `access`, `auth`). Plain HTTP has no routes yet (ProtocolTypeRouter
-//! keeps the two apart): a WebSocket path asked for over plain HTTP is 426,
-//! anything else 404.
+//! (where required) or invalid token is 403 (see `access`, `auth`).
+//!
+//! A request that does not ask for a WebSocket goes to the `http` side of
+//! the router (`http_consumer`), as ProtocolTypeRouter keeps the two apart;
+//! the connection limits above are for sockets and do not apply to it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,10 +31,11 @@ use tungstenite::protocol::WebSocketConfig;
 use crate::access;
 use crate::auth::AuthError;
 use crate::counters::Counters;
+use crate::http_consumer;
 use crate::ratelimit::Refusal;
 use crate::server::AppState;
 use crate::socket;
-use crate::upgrade::{self, BadHandshake, Upgrade};
+use crate::upgrade::{self, Upgrade};
 
 /// An HTTP answer with a one-line plain-text body.
 fn plain(status: StatusCode, body: &'static str) -> Response {
@@ -61,6 +65,21 @@ pub(crate) async fn handle(
             "request headers too large\n",
         );
     }
+    let Ok(path) = percent_decode_str(uri.path()).decode_utf8() else {
+        return plain(StatusCode::BAD_REQUEST, "path is not valid UTF-8\n");
+    };
+    if !upgrade::wants_websocket(&headers) {
+        return http_consumer::route(&app, peer, &path, request).await;
+    }
+    if app.draining.is_draining() {
+        tracing::info!(peer = %peer, "WSREJECT 503: the server is shutting down");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "server shutting down\n",
+        )
+            .into_response();
+    }
     let client = access::client_addr(peer, &headers, &app.trusted_proxies);
     let ticket = match app.admission.admit(client.ip()) {
         Ok(ticket) => ticket,
@@ -84,26 +103,13 @@ pub(crate) async fn handle(
             return plain(StatusCode::TOO_MANY_REQUESTS, why);
         }
     };
-    let Ok(path) = percent_decode_str(uri.path()).decode_utf8() else {
-        return plain(StatusCode::BAD_REQUEST, "path is not valid UTF-8\n");
-    };
     let Some(matched) = app.host.resolve(&path) else {
-        if upgrade::wants_websocket(&headers) {
-            tracing::info!(path = %path, "WSREJECT 404: no route");
-        } else {
-            tracing::info!(path = %path, "HTTP 404: no route");
-        }
+        tracing::info!(path = %path, "WSREJECT 404: no route");
         return plain(StatusCode::NOT_FOUND, "no route for this path\n");
     };
     let on_upgrade = request.extensions_mut().remove::<OnUpgrade>();
     let upgrade = match Upgrade::check(request.method(), &headers, on_upgrade) {
         Ok(upgrade) => upgrade,
-        Err(BadHandshake::NotWebSocket) => {
-            return plain(
-                StatusCode::UPGRADE_REQUIRED,
-                "this path serves WebSocket connections only\n",
-            );
-        }
         Err(bad) => {
             let response = bad.response();
             tracing::info!(path = %path, client = %client, "WSREJECT {}: {bad}", response.status().as_u16());
@@ -190,6 +196,14 @@ pub(crate) async fn handle(
             app.tasks.spawn(consumer.disconnect(1006));
             return plain(StatusCode::FORBIDDEN, "rejected by the consumer\n");
         }
+        Handshake::Refused {
+            status,
+            retry_after_secs,
+        } => {
+            tracing::info!(route = %matched.route, status, retry_after_secs, "WSREJECT {status}: refused by consumer");
+            app.tasks.spawn(consumer.disconnect(1006));
+            return refused(status, retry_after_secs);
+        }
         Handshake::Pending => {
             // `start` never returns a pending handshake; treat it as a reject.
             app.tasks.spawn(consumer.disconnect(1006));
@@ -213,6 +227,25 @@ pub(crate) async fn handle(
     let budget = Arc::clone(&app.unfinished);
     app.tasks
         .spawn(async move { accepted.run(upgrade.socket(config, budget)).await });
+    response
+}
+
+/// The answer to a handshake the consumer refused with `status` (one of
+/// `REFUSAL_STATUSES`, checked by the host), with `Retry-After` on a 429
+/// or 503 when the consumer gave one.
+fn refused(status: u16, retry_after_secs: Option<u32>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+    let mut response = (status, "refused by the consumer\n").into_response();
+    if let Some(secs) = retry_after_secs
+        && matches!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        )
+    {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, secs.into());
+    }
     response
 }
 

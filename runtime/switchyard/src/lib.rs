@@ -16,7 +16,12 @@
 //! - [`counters`]: refusals and forced closes, counted.
 //! - `ratelimit` (private): connection caps and rate limits.
 //! - [`server`]: [`Server`] and [`run`]: build, serve, shut down.
-//! - `handshake` (private): routing a request and answering the handshake.
+//! - `handshake` (private): every request lands here; routing a WebSocket
+//!   request and answering its handshake.
+//! - `health` (private): `/healthz` and `/readyz` for load balancers.
+//! - `http_consumer` (private): the `http` side of the protocol router,
+//!   plain HTTP requests served by plugins' `wasi:http` handlers.
+//! - `statics` (private): `[static]` files.
 //! - `socket` (private): the task that owns one socket.
 //! - `upgrade` (private): the WebSocket handshake's checks and answer, and
 //!   the upgraded socket's metered reads.
@@ -29,10 +34,13 @@ pub mod cli;
 pub mod config;
 pub mod counters;
 mod handshake;
+mod health;
+mod http_consumer;
 mod ratelimit;
 pub mod server;
 pub mod shutdown;
 mod socket;
+mod statics;
 mod upgrade;
 
 pub use config::Config;

@@ -8,6 +8,7 @@ use clap::Parser as _;
 use switchyard::Server;
 use switchyard::cli::{Cli, Command};
 use switchyard::shutdown::Signals;
+use switchyard_host::Protocol;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -70,7 +71,11 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         println!("  no routes: the plugin directory has no loadable plugins");
     }
     for route in routes {
-        println!("  ws://{local}/{}  ->  {}", route.route, route.plugin);
+        let scheme = match route.protocol {
+            Protocol::Websocket => "ws",
+            Protocol::Http => "http",
+        };
+        println!("  {scheme}://{local}/{}  ->  {}", route.route, route.plugin);
     }
     // A second signal during the drain exits at once.
     let signals = Signals::listen();

@@ -8,10 +8,15 @@
 //! sends nothing, or trickles its headers (slowloris), would hold a socket
 //! forever without ever reaching a limit.
 //!
-//! Shutdown is signal, drain, deadline: when the shutdown future resolves
-//! the listener stops accepting, every socket is closed with 1001 (its
-//! consumer gets `disconnect(1001)`), and the server waits for them up to
-//! the configured deadline.
+//! Shutdown is signal, drain, deadline: when the shutdown future resolves,
+//! readiness (`/readyz`) turns to 503 first, then every socket is told to
+//! close: it hands its consumer the events already queued for it, writes
+//! the frames queued for its client, and closes with 1001 (its consumer
+//! gets `disconnect(1001)`). The server waits for the sockets up to the
+//! configured deadline; meanwhile it still accepts HTTP connections, so
+//! probes hear 503 rather than a refused connection, and answers new
+//! WebSocket handshakes with 503. Then it stops accepting, and open HTTP
+//! connections finish the request they are in.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -39,18 +44,28 @@ use crate::access::{OriginPolicy, TrustedProxies};
 use crate::auth::Verifier;
 use crate::config::{Config, LayerSettings, Settings};
 use crate::counters::Counters;
+use crate::health::{self, Draining};
 use crate::ratelimit::Admission;
+use crate::statics::StaticFiles;
 use crate::upgrade::UnfinishedBudget;
 use crate::{admin, handshake};
+
+/// How long open HTTP connections get to finish their request once the
+/// sockets have drained.
+const HTTP_GRACE: Duration = Duration::from_secs(1);
 
 /// Everything a request handler needs, cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct AppState {
     pub(crate) host: Arc<PluginHost>,
     pub(crate) config: Arc<Config>,
-    /// Cancelled when the server shuts down.
+    /// Cancelled when the server shuts down: sockets close with 1001.
     pub(crate) shutdown: CancellationToken,
-    /// Tracks every connection task (HTTP connections and open sockets).
+    /// Set when the server starts to shut down, before `shutdown` is
+    /// cancelled: readiness answers 503 from then on.
+    pub(crate) draining: Draining,
+    /// Tracks open sockets and consumer starts: the shutdown drain waits
+    /// for these.
     pub(crate) tasks: TaskTracker,
     /// `[access] allowed-origins`, when set.
     pub(crate) origins: Option<Arc<OriginPolicy>>,
@@ -61,6 +76,8 @@ pub(crate) struct AppState {
     pub(crate) counters: Arc<Counters>,
     /// `websocket.max-unfinished-bytes`, shared by every socket.
     pub(crate) unfinished: Arc<UnfinishedBudget>,
+    /// `[static]`, when a directory is configured.
+    pub(crate) statics: Option<Arc<StaticFiles>>,
 }
 
 /// The store behind `wasi:keyvalue`: in Redis (the layer's first host)
@@ -168,11 +185,17 @@ impl Server {
     ) -> anyhow::Result<()> {
         let token = CancellationToken::new();
         let tasks = TaskTracker::new();
+        // HTTP connections (not yet upgraded) are tracked apart from the
+        // sockets, and stopped only once the sockets have drained.
+        let http_stop = CancellationToken::new();
+        let connections = TaskTracker::new();
+        let draining = Draining::default();
         let counters = Arc::clone(&self.counters);
         let state = AppState {
             host: self.host,
             config: Arc::clone(&self.config),
             shutdown: token.clone(),
+            draining: draining.clone(),
             tasks: tasks.clone(),
             origins: self.origins,
             trusted_proxies: self.trusted_proxies,
@@ -182,6 +205,12 @@ impl Server {
             unfinished: Arc::new(UnfinishedBudget::new(
                 self.config.websocket.max_unfinished_bytes,
             )),
+            statics: self
+                .config
+                .static_files
+                .dir
+                .as_ref()
+                .map(|dir| Arc::new(StaticFiles::new(dir, &self.config.static_files.prefix))),
         };
         // Dropping the watcher (when serving ends) stops hot swap.
         let _watcher = if self.config.watch_plugins {
@@ -194,44 +223,66 @@ impl Server {
             None
         };
         let app = Router::new()
+            .route(health::HEALTHZ_PATH, axum::routing::get(health::healthz))
+            .route(health::READYZ_PATH, axum::routing::get(health::readyz))
             .route(admin::PLUGINS_PATH, axum::routing::get(admin::plugins))
             .route(admin::LAYER_PATH, axum::routing::get(admin::layer))
             .fallback(handshake::handle)
             .with_state(state);
         let header_timeout = Duration::from_secs(self.config.websocket.handshake_timeout_secs);
-        let mut shutdown = pin!(shutdown);
-        loop {
-            // Both branches are cancel safe: `accept` loses no connection.
-            let (stream, peer) = tokio::select! {
-                () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        accept_failed(&error).await;
-                        continue;
-                    }
-                },
-            };
-            tasks.spawn(serve_tcp(
+        let accept = |stream, peer| {
+            connections.spawn(serve_tcp(
                 stream,
                 peer,
                 app.clone(),
                 header_timeout,
-                token.clone(),
+                http_stop.clone(),
                 Arc::clone(&counters),
             ));
+        };
+        let mut shutdown = pin!(shutdown);
+        loop {
+            // Both branches are cancel safe: `accept` loses no connection.
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => accept(stream, peer),
+                    Err(error) => accept_failed(&error).await,
+                },
+            }
         }
-        drop(listener);
-        tracing::info!("shutting down: closing sockets with 1001");
+        // Readiness first, so a balancer stops sending before any socket
+        // hears its 1001.
+        draining.start();
+        tracing::info!("shutting down: delivering queued events, then closing sockets with 1001");
         token.cancel();
         tasks.close();
         let deadline = self.config.shutdown_timeout();
-        if tokio::time::timeout(deadline, tasks.wait()).await.is_err() {
-            tracing::warn!(
-                open = tasks.len(),
-                "shutdown deadline of {deadline:?} passed with sockets still open"
-            );
+        let mut drained = pin!(tasks.wait());
+        let mut expired = pin!(tokio::time::sleep(deadline));
+        loop {
+            // All cancel safe: the drain and the deadline are polled by
+            // reference, and `accept` loses no connection.
+            tokio::select! {
+                () = &mut drained => break,
+                () = &mut expired => {
+                    tracing::warn!(
+                        open = tasks.len(),
+                        "shutdown deadline of {deadline:?} passed with sockets still open"
+                    );
+                    break;
+                }
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => accept(stream, peer),
+                    Err(error) => accept_failed(&error).await,
+                },
+            }
         }
+        drop(listener);
+        http_stop.cancel();
+        connections.close();
+        // Requests in flight finish; idle connections close at once.
+        let _ = tokio::time::timeout(HTTP_GRACE, connections.wait()).await;
         Ok(())
     }
 }

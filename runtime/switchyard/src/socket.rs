@@ -7,7 +7,9 @@
 //! instead, and it is closed as a slow reader.
 //!
 //! Close codes the host uses:
-//! - 1001: the server is shutting down, or the client answered no ping for
+//! - 1001: the server is shutting down (after the events already queued
+//!   for the socket went through the consumer and the frames queued for
+//!   the client were written), or the client answered no ping for
 //!   `websocket.ping-timeout-secs` (reason `ping timeout`; the consumer's
 //!   `disconnect` gets 1006 then, as under Daphne).
 //! - 1007: a text frame was not valid UTF-8.
@@ -35,6 +37,7 @@
 //! one still silent `ping-timeout-secs` after the ping is closed. Any frame
 //! from the client (a pong included) counts as an answer.
 
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,9 +48,10 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::task::AtomicWaker;
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use switchyard_host::{
-    ConnectionStatus, Consumer, InFrame, OutFrame, Outbound, OutboundOverflow, PluginHost, Retired,
+    ConnectionStatus, Consumer, GuestError, InFrame, OutFrame, Outbound, OutboundOverflow,
+    PluginHost, Retired,
 };
-use switchyard_layer::Inbox;
+use switchyard_layer::{Event, Inbox};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio::time::Sleep;
@@ -70,6 +74,17 @@ pub(crate) const READ_BUFFER: usize = 4 << 10;
 pub(crate) const WRITE_BUFFER: usize = 8 << 10;
 /// How long a closing socket gets to flush its last frames.
 const WRITER_GRACE: Duration = Duration::from_secs(2);
+/// Most channel-layer events a connection takes out of its inbox and holds
+/// while it migrates to a new plugin version. Migrating stops the consumer
+/// for a snapshot, an instantiation and a restore, and with hundreds of
+/// connections moving at once on a busy machine that can outlast what the
+/// inbox holds (the layer's capacity, 100 by default), so events would be
+/// refused as `ChannelFull` and group sends would skip the member. Holding
+/// them here keeps the inbox empty meanwhile; the bound keeps a stuck
+/// migration (every step is bounded by the call timeout anyway) from
+/// holding unbounded memory: past it, events wait in the inbox again,
+/// under the layer's capacity rules.
+const MIGRATION_BACKLOG: usize = 4096;
 
 const GOING_AWAY: u16 = 1001;
 const PROTOCOL_ERROR: u16 = 1002;
@@ -177,6 +192,9 @@ struct Ending {
     close: Option<(u16, &'static str)>,
     /// What to read after the close frame went out.
     linger: Linger,
+    /// Write the frames already queued before the host's close frame
+    /// (shutdown); otherwise they are dropped for it.
+    flush: bool,
 }
 
 /// What the task reads after it sent a close frame, for at most
@@ -200,6 +218,7 @@ impl Ending {
             disconnect_code: code,
             close: None,
             linger: Linger::No,
+            flush: false,
         }
     }
 
@@ -208,6 +227,15 @@ impl Ending {
             disconnect_code: code,
             close: Some((code, reason)),
             linger: Linger::ForClose,
+            flush: false,
+        }
+    }
+
+    /// The server shuts down: 1001, after the frames already queued.
+    fn shutdown() -> Self {
+        Self {
+            flush: true,
+            ..Self::host(GOING_AWAY, "server shutting down")
         }
     }
 
@@ -234,6 +262,7 @@ impl Ending {
             disconnect_code: ABNORMAL,
             close: Some((GOING_AWAY, "ping timeout")),
             linger: Linger::No,
+            flush: false,
         }
     }
 }
@@ -301,7 +330,7 @@ impl Accepted {
         // dropped here, the queue ends and `finish` stops.
         drop(outbound_tx);
         let finish = async {
-            if tokio::time::timeout(WRITER_GRACE, out.finish(ending.close))
+            if tokio::time::timeout(WRITER_GRACE, out.finish(ending.close, ending.flush))
                 .await
                 .is_err()
             {
@@ -355,10 +384,12 @@ struct Io<'a> {
 ///
 /// # Cancel safety
 /// Every branch of the `select!` is cancel safe: [`ReadGate::poll_next`],
-/// `Inbox::recv` and [`Outgoing::write`] lose nothing when another branch
+/// [`next_event`] and [`Outgoing::write`] lose nothing when another branch
 /// wins, and the shutdown, keepalive and retirement futures live across
-/// iterations. While the consumer handles one input (or migrates) nothing
-/// else is read, so events wait in the inbox, in order.
+/// iterations. While the consumer handles one input nothing else is read,
+/// so events wait in the inbox, in order; while it migrates, events are
+/// taken out of the inbox and held ([`hold_events_while`]), so a long
+/// migration does not fill the channel, and the held ones come first.
 async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters) -> Ending {
     let Io {
         consumer,
@@ -376,6 +407,8 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
     tokio::pin!(keepalive_timer);
     let mut retirement = consumer.retirement();
     let mut read_gate = ReadGate::new();
+    // Events taken out of the inbox during a migration, delivered first.
+    let mut backlog: VecDeque<Event> = VecDeque::new();
     loop {
         // One unit of the task's cooperative budget per input: a client
         // whose next frame is always buffered would otherwise keep this
@@ -383,7 +416,9 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
         // other sockets on it.
         tokio::task::consume_budget().await;
         let result = tokio::select! {
-            () = &mut shutdown => return Ending::host(GOING_AWAY, "server shutting down"),
+            () = &mut shutdown => {
+                return deliver_queued(consumer, inbox, &mut backlog, out, route, counters).await;
+            }
             written = out.write(), if out.busy() => match written {
                 Ok(()) => continue,
                 Err(err) => {
@@ -423,7 +458,7 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
                     None => return Ending::client(ABNORMAL),
                 }
             },
-            event = inbox.recv() => match event {
+            event = next_event(&mut backlog, inbox) => match event {
                 Some(event) => consumer.event(&event).await,
                 None => return Ending::host(INTERNAL_ERROR, "channel layer closed"),
             },
@@ -444,8 +479,10 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
                     }
                 };
                 // Boxed: a rare path whose future would otherwise grow every
-                // connection's task by the size of an instantiation.
-                let migrated = Box::pin(host.migrate(consumer, &next)).await;
+                // connection's task by the size of an instantiation. Events
+                // arriving meanwhile are held, not left to fill the inbox.
+                let migrating = Box::pin(host.migrate(consumer, &next));
+                let migrated = hold_events_while(migrating, inbox, &mut backlog).await;
                 // The successor has a retirement of its own; the old
                 // instance's (still there if the move failed) is spent.
                 retirement = consumer.retirement();
@@ -493,34 +530,8 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
                 continue;
             }
         };
-        if let Err(err) = result {
-            let total = Counters::bump(&counters.plugin_failures);
-            tracing::error!(
-                plugin = consumer.plugin(),
-                route,
-                connection = consumer.connection_id(),
-                total,
-                "{err}; closing with 1011"
-            );
-            return Ending::host(INTERNAL_ERROR, "consumer error");
-        }
-        match consumer.status() {
-            ConnectionStatus::Open => {}
-            ConnectionStatus::Closed => return Ending::plugin(),
-            ConnectionStatus::Overflowed(OutboundOverflow::QueueFull) => {
-                let total = Counters::bump(&counters.slow_readers);
-                tracing::warn!(
-                    plugin = consumer.plugin(),
-                    route,
-                    connection = consumer.connection_id(),
-                    total,
-                    "client reads too slowly: outbound queue full; closing with 1008"
-                );
-                return Ending::host(POLICY_VIOLATION, "outbound queue full (slow reader)");
-            }
-            ConnectionStatus::Overflowed(OutboundOverflow::Gone) => {
-                return Ending::client(ABNORMAL);
-            }
+        if let Some(ending) = after_call(consumer, result, route, counters) {
+            return ending;
         }
         // Write what the call queued now, in this task, as far as the socket
         // takes it; what is left goes through the `write` branch.
@@ -530,6 +541,128 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
                 "socket write error: {err}"
             );
             return Ending::client(ABNORMAL);
+        }
+    }
+}
+
+/// How the connection ends after a call into the consumer, if it does: the
+/// call failed (1011), the plugin closed it, or its outbound queue
+/// overflowed (1008) or is gone.
+fn after_call(
+    consumer: &Consumer,
+    result: Result<(), GuestError>,
+    route: &str,
+    counters: &Counters,
+) -> Option<Ending> {
+    if let Err(err) = result {
+        let total = Counters::bump(&counters.plugin_failures);
+        tracing::error!(
+            plugin = consumer.plugin(),
+            route,
+            connection = consumer.connection_id(),
+            total,
+            "{err}; closing with 1011"
+        );
+        return Some(Ending::host(INTERNAL_ERROR, "consumer error"));
+    }
+    match consumer.status() {
+        ConnectionStatus::Open => None,
+        ConnectionStatus::Closed => Some(Ending::plugin()),
+        ConnectionStatus::Overflowed(OutboundOverflow::QueueFull) => {
+            let total = Counters::bump(&counters.slow_readers);
+            tracing::warn!(
+                plugin = consumer.plugin(),
+                route,
+                connection = consumer.connection_id(),
+                total,
+                "client reads too slowly: outbound queue full; closing with 1008"
+            );
+            Some(Ending::host(
+                POLICY_VIOLATION,
+                "outbound queue full (slow reader)",
+            ))
+        }
+        ConnectionStatus::Overflowed(OutboundOverflow::Gone) => Some(Ending::client(ABNORMAL)),
+    }
+}
+
+/// The server shuts down: hand the consumer the events already queued for
+/// it (those held during a migration, then the inbox's), so nothing the
+/// layer accepted for this socket is lost, then end with 1001 once the
+/// frames queued for the client are written ([`Ending::shutdown`]). At most
+/// what the inbox holds is taken from it, so events still arriving cannot
+/// keep the socket open; the server's shutdown deadline bounds the rest.
+async fn deliver_queued(
+    consumer: &mut Consumer,
+    inbox: &mut Inbox,
+    backlog: &mut VecDeque<Event>,
+    out: &mut Outgoing,
+    route: &str,
+    counters: &Counters,
+) -> Ending {
+    let mut from_inbox = inbox.capacity();
+    loop {
+        let event = match backlog.pop_front() {
+            Some(event) => event,
+            None if from_inbox > 0 => match inbox.try_recv() {
+                Some(event) => {
+                    from_inbox -= 1;
+                    event
+                }
+                None => break,
+            },
+            None => break,
+        };
+        let result = consumer.event(&event).await;
+        if let Some(ending) = after_call(consumer, result, route, counters) {
+            return ending;
+        }
+        // As in the read loop: what fits in the socket now goes now, so
+        // the outbound queue does not fill while the events go through.
+        if let Some(Err(err)) = out.write().now_or_never() {
+            tracing::debug!(
+                connection = consumer.connection_id(),
+                "socket write error: {err}"
+            );
+            return Ending::client(ABNORMAL);
+        }
+    }
+    Ending::shutdown()
+}
+
+/// The next channel-layer event: those held during a migration first, in
+/// order, then the inbox's.
+///
+/// # Cancel safety
+/// Cancel safe: a held event is taken in the same poll that returns it,
+/// and `Inbox::recv` is cancel safe.
+async fn next_event(backlog: &mut VecDeque<Event>, inbox: &mut Inbox) -> Option<Event> {
+    if let Some(event) = backlog.pop_front() {
+        return Some(event);
+    }
+    inbox.recv().await
+}
+
+/// Drive `work` (a migration) to its end while taking the events that
+/// arrive meanwhile out of the inbox into `backlog`, up to
+/// [`MIGRATION_BACKLOG`], so the channel does not fill and refuse them.
+///
+/// # Cancel safety
+/// `work` is polled by reference and runs to its end; `Inbox::recv` is
+/// cancel safe, so losing the race to `work` loses no event.
+async fn hold_events_while<T>(
+    work: impl Future<Output = T>,
+    inbox: &mut Inbox,
+    backlog: &mut VecDeque<Event>,
+) -> T {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut work => return done,
+            Some(event) = inbox.recv(), if backlog.len() < MIGRATION_BACKLOG => {
+                backlog.push_back(event);
+            }
         }
     }
 }
@@ -686,10 +819,16 @@ impl Outgoing {
     }
 
     /// After the read loop: with the host's close, send it at once (what
-    /// is still queued is dropped); otherwise write everything the plugin
-    /// queued, its own close included, until the queue ends.
-    async fn finish(&mut self, host_close: Option<(u16, &'static str)>) {
+    /// is still queued is dropped, unless `flush`: then what is queued now
+    /// goes first); otherwise write everything the plugin queued, its own
+    /// close included, until the queue ends.
+    async fn finish(&mut self, host_close: Option<(u16, &'static str)>, flush: bool) {
         if let Some((code, reason)) = host_close {
+            if flush && !self.closed {
+                // Writes what is queued now and flushes; a close the plugin
+                // queued goes out instead of ours.
+                let _ = self.write().await;
+            }
             if !self.closed {
                 self.held = None;
                 self.closed = true;

@@ -143,7 +143,10 @@ impl PluginHost {
     }
 
     /// An instance slot of the server and one of the plugin version.
-    fn take_slots(&self, plugin: &Version) -> Result<[OwnedSemaphorePermit; 2], StartError> {
+    pub(super) fn take_slots(
+        &self,
+        plugin: &Version,
+    ) -> Result<[OwnedSemaphorePermit; 2], StartError> {
         let server = Arc::clone(&self.instances)
             .try_acquire_owned()
             .map_err(|_| StartError::AtCapacity(self.limits.max_instances))?;
@@ -156,15 +159,14 @@ impl PluginHost {
         Ok([server, own])
     }
 
-    /// A store and an instance of `plugin`, its host state holding
-    /// `connections` (a shared instance starts with none) and naming
-    /// `current_connection_id` in guest output (0 for a shared instance).
-    async fn new_instance(
+    /// A store for an instance of `plugin`, under its limits, with the
+    /// deadline of one call armed.
+    pub(super) fn new_store(
         &self,
         plugin: &Arc<Version>,
         connections: ResourceTable,
         current_connection_id: u64,
-    ) -> Result<Instance, InstantiateError> {
+    ) -> Store<ConsumerState> {
         let limits = plugin.limits();
         let host = HostCtx {
             connections,
@@ -188,6 +190,20 @@ impl PluginHost {
         store.epoch_deadline_callback(yield_or_interrupt);
         store.data_mut().ticks_left = epoch_ticks(limits.call_timeout);
         store.set_epoch_deadline(1);
+        store
+    }
+
+    /// A store and an instance of `plugin`, its host state holding
+    /// `connections` (a shared instance starts with none) and naming
+    /// `current_connection_id` in guest output (0 for a shared instance).
+    async fn new_instance(
+        &self,
+        plugin: &Arc<Version>,
+        connections: ResourceTable,
+        current_connection_id: u64,
+    ) -> Result<Instance, InstantiateError> {
+        let limits = plugin.limits();
+        let mut store = self.new_store(plugin, connections, current_connection_id);
         let running = self.ticker.clock().running();
         let instance = tokio::time::timeout(
             limits.call_timeout,
@@ -199,6 +215,12 @@ impl PluginHost {
         let guest = plugin
             .artifact()
             .consumer_exports
+            .as_ref()
+            .ok_or_else(|| {
+                InstantiateError::Wasm(wasmtime::format_err!(
+                    "the plugin serves no WebSocket routes"
+                ))
+            })?
             .load(&mut store, &instance)
             .map_err(InstantiateError::Wasm)?;
         let migration = match &plugin.artifact().migration_exports {

@@ -44,8 +44,10 @@ pub struct PluginStatus {
     pub version: Option<String>,
     /// The live version's file.
     pub source: Option<String>,
-    /// The live version's routes.
+    /// The live version's WebSocket routes.
     pub routes: Vec<String>,
+    /// The live version's HTTP routes.
+    pub http_routes: Vec<String>,
     /// The live version's `on-replace` policy.
     pub on_replace: Option<ReplacePolicy>,
     /// The live version first, then retired versions that still serve
@@ -53,6 +55,10 @@ pub struct PluginStatus {
     pub versions: Vec<VersionStatus>,
     /// The last load failure, if its file has not loaded since.
     pub last_error: Option<LoadFailure>,
+}
+
+fn patterns(routes: &[crate::route::RoutePattern]) -> Vec<String> {
+    routes.iter().map(ToString::to_string).collect()
 }
 
 impl PluginHost {
@@ -94,13 +100,10 @@ impl PluginHost {
                     version: live.map(|p| p.hash().to_owned()),
                     source: live.map(|p| p.artifact().source().display().to_string()),
                     routes: live
-                        .map(|p| {
-                            p.manifest()
-                                .routes
-                                .iter()
-                                .map(ToString::to_string)
-                                .collect()
-                        })
+                        .map(|p| patterns(&p.manifest().routes))
+                        .unwrap_or_default(),
+                    http_routes: live
+                        .map(|p| patterns(&p.manifest().http_routes))
                         .unwrap_or_default(),
                     on_replace: live.map(|p| p.manifest().on_replace),
                     versions,
