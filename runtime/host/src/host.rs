@@ -25,6 +25,7 @@ use std::time::SystemTime;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
+use switchyard_kv::KeyValue;
 use switchyard_layer::ChannelLayer;
 use tokio::sync::Semaphore;
 use wasmtime::Engine;
@@ -61,6 +62,9 @@ pub struct HostOptions {
     /// unchanged plugin is not compiled again after a restart. `None`
     /// disables the cache.
     pub compile_cache: Option<PathBuf>,
+    /// The key-value store behind `wasi:keyvalue` (for plugins whose
+    /// manifest says `keyvalue = true`); in memory by default.
+    pub keyvalue: KeyValue,
 }
 
 /// Loads plugins and starts consumers. Shared by every connection task.
@@ -68,6 +72,8 @@ pub struct PluginHost {
     engine: Engine,
     linker: Linker<ConsumerState>,
     layer: Arc<dyn ChannelLayer>,
+    /// The server's key-value store, shared by every plugin that opted in.
+    keyvalue: KeyValue,
     limits: GuestLimits,
     table: ArcSwap<RouteTable>,
     /// Serialises table updates (reads never lock: they load the pointer).
@@ -107,6 +113,7 @@ impl PluginHost {
             HostOptions {
                 limits,
                 compile_cache: None,
+                keyvalue: KeyValue::default(),
             },
         )
     }
@@ -122,6 +129,7 @@ impl PluginHost {
         let HostOptions {
             limits,
             compile_cache,
+            keyvalue,
         } = options;
         let (engine, cache) = build_engine(&limits, compile_cache.as_deref())?;
         let mut linker: Linker<ConsumerState> = Linker::new(&engine);
@@ -134,6 +142,9 @@ impl PluginHost {
         add_host_to_linker::<_, HasSelf<HostCtx>>(&mut linker, |state| &mut state.host)
             .map_err(anyhow::Error::from)
             .context("linking switchyard:consumer/host")?;
+        crate::keyvalue::add_to_linker(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking wasi:keyvalue")?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
             .context("linking wasi:http")?;
@@ -146,6 +157,7 @@ impl PluginHost {
             engine,
             linker,
             layer,
+            keyvalue,
             instances: Arc::new(Semaphore::new(slots.min(Semaphore::MAX_PERMITS))),
             limits,
             table: ArcSwap::from_pointee(RouteTable::default()),

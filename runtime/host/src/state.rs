@@ -14,6 +14,7 @@ use crate::engine::{
 };
 use crate::guest_output::{CurrentConnectionId, GuestOutput, Stream};
 use crate::http_context::RequestCtx;
+use crate::keyvalue::KvCtx;
 
 /// Everything one store holds.
 pub(crate) struct ConsumerState {
@@ -23,6 +24,8 @@ pub(crate) struct ConsumerState {
     wasi_table: ResourceTable,
     /// The `switchyard:consumer/host` interface.
     pub(crate) host: HostCtx,
+    /// `wasi:keyvalue`, for a plugin that opted in.
+    pub(crate) kv: KvCtx,
     /// `wasi:http` types, for a store serving an HTTP request.
     http: WasiHttpCtx,
     http_hooks: NoOutgoingRequests,
@@ -44,7 +47,7 @@ impl std::fmt::Debug for ConsumerState {
 }
 
 impl ConsumerState {
-    pub(crate) fn new(host: HostCtx, memory_bytes: usize) -> Self {
+    pub(crate) fn new(host: HostCtx, kv: KvCtx, memory_bytes: usize) -> Self {
         let wasi = WasiCtx::builder()
             .allow_tcp(false)
             .allow_udp(false)
@@ -72,6 +75,7 @@ impl ConsumerState {
             wasi,
             wasi_table: ResourceTable::new(),
             host,
+            kv,
             http: WasiHttpCtx::new(),
             http_hooks: NoOutgoingRequests,
             request: None,
