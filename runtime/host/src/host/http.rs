@@ -139,7 +139,9 @@ impl PluginHost {
             let handler = indices.load(&mut store, &instance)?;
             handler.call_handle(&mut store, incoming, outparam).await
         });
-        let abort = task.abort_handle();
+        // Dropped before the response is handed on (the client went away,
+        // or the request failed), it stops the guest.
+        let guest = AbortOnDrop(Some(task.abort_handle()));
         let outcome = tokio::time::timeout(timeout, receiver).await;
         let response = match outcome {
             Ok(Ok(Ok(response))) => response,
@@ -164,7 +166,6 @@ impl PluginHost {
                 return Err(failed(message));
             }
             Err(_elapsed) => {
-                abort.abort();
                 failures.deadline();
                 return Err(HttpError::Deadline {
                     plugin: name,
@@ -173,13 +174,7 @@ impl PluginHost {
             }
         };
         tokio::spawn(watch_rest(task, failures, name, timeout));
-        Ok(response.map(|body| {
-            GuardedBody {
-                inner: body,
-                guest: Some(abort),
-            }
-            .boxed_unsync()
-        }))
+        Ok(response.map(|body| GuardedBody { inner: body, guest }.boxed_unsync()))
     }
 }
 
@@ -233,12 +228,29 @@ async fn watch_rest(
     }
 }
 
+/// Aborts the guest's task when dropped, unless disarmed first.
+struct AbortOnDrop(Option<AbortHandle>);
+
+impl AbortOnDrop {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(guest) = self.0.take() {
+            guest.abort();
+        }
+    }
+}
+
 /// The guest's response body; dropped before its end (the client went
 /// away), it aborts the guest's task, whose store and instance go with it.
 struct GuardedBody {
     inner: wasmtime_wasi_http::p2::body::HyperOutgoingBody,
-    /// Cleared once the body has ended.
-    guest: Option<AbortHandle>,
+    /// Disarmed once the body has ended.
+    guest: AbortOnDrop,
 }
 
 impl Body for GuardedBody {
@@ -251,7 +263,7 @@ impl Body for GuardedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, HttpBodyError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(None) = polled {
-            self.guest = None;
+            self.guest.disarm();
         }
         polled.map_err(HttpBodyError)
     }
@@ -262,13 +274,5 @@ impl Body for GuardedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-impl Drop for GuardedBody {
-    fn drop(&mut self) {
-        if let Some(guest) = self.guest.take() {
-            guest.abort();
-        }
     }
 }
