@@ -172,6 +172,27 @@ impl RedisServer {
         }
     }
 
+    /// Stops the server without closing anything (SIGSTOP): connections
+    /// and connects hang unanswered until [`thaw`](Self::thaw).
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("a running redis-server");
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// Starts the server again at the same address, empty.
     pub fn restart(&mut self) {
         self.kill();

@@ -10,6 +10,7 @@ mod handshake;
 mod hotswap;
 mod http;
 mod isolation;
+mod keyvalue;
 mod layer;
 mod migration_load;
 mod protocol;

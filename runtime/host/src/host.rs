@@ -25,6 +25,7 @@ use std::time::SystemTime;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
+use switchyard_kv::KeyValue;
 use switchyard_layer::ChannelLayer;
 use tokio::sync::Semaphore;
 use wasmtime::Engine;
@@ -61,6 +62,9 @@ pub struct HostOptions {
     /// unchanged plugin is not compiled again after a restart. `None`
     /// disables the cache.
     pub compile_cache: Option<PathBuf>,
+    /// The key-value store behind `wasi:keyvalue` (for plugins whose
+    /// manifest says `keyvalue = true`); in memory by default.
+    pub keyvalue: KeyValue,
 }
 
 /// Loads plugins and starts consumers. Shared by every connection task.
@@ -68,6 +72,8 @@ pub struct PluginHost {
     engine: Engine,
     linker: Linker<ConsumerState>,
     layer: Arc<dyn ChannelLayer>,
+    /// The server's key-value store, shared by every plugin that opted in.
+    keyvalue: KeyValue,
     limits: GuestLimits,
     table: ArcSwap<RouteTable>,
     /// Serialises table updates (reads never lock: they load the pointer).
@@ -107,6 +113,7 @@ impl PluginHost {
             HostOptions {
                 limits,
                 compile_cache: None,
+                keyvalue: KeyValue::default(),
             },
         )
     }
@@ -122,6 +129,7 @@ impl PluginHost {
         let HostOptions {
             limits,
             compile_cache,
+            keyvalue,
         } = options;
         let (engine, cache) = build_engine(&limits, compile_cache.as_deref())?;
         let mut linker: Linker<ConsumerState> = Linker::new(&engine);
@@ -140,12 +148,16 @@ impl PluginHost {
         add_http_context_to_linker::<_, HasSelf<ConsumerState>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("linking switchyard:consumer/http-context")?;
+        crate::keyvalue::add_to_linker(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking wasi:keyvalue")?;
         let ticker = EpochTicker::start(engine.clone()).context("starting the epoch thread")?;
         let slots = usize::try_from(limits.max_instances).unwrap_or(usize::MAX);
         Ok(Self {
             engine,
             linker,
             layer,
+            keyvalue,
             instances: Arc::new(Semaphore::new(slots.min(Semaphore::MAX_PERMITS))),
             limits,
             table: ArcSwap::from_pointee(RouteTable::default()),

@@ -26,6 +26,8 @@
 //! - `watch`: watching the plugin directory for hot swap
 //!   ([`PluginWatcher`]).
 //! - `failures`: guest traps and deadlines counted per plugin.
+//! - `keyvalue`: `wasi:keyvalue` for the plugins that opt in, over the
+//!   server's [`switchyard_kv::KeyValue`].
 //! - `bindings`, `state`, `host_api`, `http_context`, `guest_output`: the
 //!   generated bindings, the store's data, the host and http-context
 //!   interfaces, guest stdout/stderr.
@@ -40,6 +42,7 @@ mod host;
 mod host_api;
 mod http_context;
 mod instance;
+mod keyvalue;
 mod manifest;
 mod plugin;
 mod registry;

@@ -23,6 +23,12 @@
 //! max-instances = 100       # live instances of this plugin (503 past it)
 //! ```
 //!
+//! `keyvalue = true` (a top-level key, default `false`) opts the plugin
+//! into `wasi:keyvalue` @0.2.0-draft and @0.2.0-draft2 (store, atomics,
+//! batch): its buckets live in the plugin's own namespace, in memory or in
+//! Redis as the server decides. A component that imports `wasi:keyvalue`
+//! without it is refused at load.
+//!
 //! Unknown keys are errors, so a typo never silently changes behaviour. A
 //! plugin without a manifest serves `ws/<name>/`.
 
@@ -90,6 +96,9 @@ pub struct Manifest {
     /// `[limits]`: the plugin's own guest limits.
     #[serde(default)]
     pub limits: PluginLimits,
+    /// `keyvalue`: whether the plugin may use `wasi:keyvalue`.
+    #[serde(default)]
+    pub keyvalue: bool,
 }
 
 /// A plugin's own guest limits (`[limits]`); `None` takes the server's.
@@ -142,6 +151,7 @@ impl Manifest {
             instance: InstanceMode::default(),
             on_replace: ReplacePolicy::default(),
             limits: PluginLimits::default(),
+            keyvalue: false,
         })
     }
 
@@ -275,6 +285,17 @@ mod tests {
         assert_eq!(m.on_replace, ReplacePolicy::Migrate);
         let err = parse("routes = [\"ws/a/\"]\non-replace = \"reload\"\n").expect_err("bad");
         assert!(err.to_string().contains("reload"), "{err}");
+    }
+
+    #[test]
+    fn keyvalue_is_opt_in() {
+        assert!(!parse("routes = [\"ws/a/\"]\n").expect("valid").keyvalue);
+        assert!(
+            parse("routes = [\"ws/a/\"]\nkeyvalue = true\n")
+                .expect("valid")
+                .keyvalue
+        );
+        assert!(parse("routes = [\"ws/a/\"]\nkeyvalue = \"yes\"\n").is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use wasmtime::component::{Component, InstancePre, Linker};
 
 use crate::bindings::{IncomingHandlerIndices, MigrationIndices, WebsocketConsumerIndices};
 use crate::engine::GuestLimits;
+use crate::keyvalue;
 use crate::manifest::{InstanceMode, Manifest, ManifestError};
 use crate::route::RouteError;
 use crate::state::ConsumerState;
@@ -75,6 +76,20 @@ pub enum PluginError {
         path: String,
         /// What is missing.
         source: wasmtime::Error,
+    },
+    /// The component imports `wasi:keyvalue` but its manifest does not opt in.
+    #[error(
+        "{path} imports {interface} but its manifest does not opt in: add `{key} = true` to {manifest}"
+    )]
+    KeyValueNotEnabled {
+        /// The file.
+        path: String,
+        /// The `wasi:keyvalue` import found.
+        interface: String,
+        /// The manifest key that opts in (`keyvalue`).
+        key: &'static str,
+        /// The manifest file to add it to.
+        manifest: String,
     },
     /// The manifest beside the file is invalid.
     #[error(transparent)]
@@ -301,6 +316,16 @@ pub(crate) fn compile(
         path: path.clone(),
         source,
     })?;
+    if !files.manifest.keyvalue
+        && let Some(interface) = keyvalue::imported_interface(&component, engine)
+    {
+        return Err(PluginError::KeyValueNotEnabled {
+            path,
+            interface,
+            key: keyvalue::MANIFEST_KEY,
+            manifest: files.wasm_path.with_extension("toml").display().to_string(),
+        });
+    }
     let pre = linker
         .instantiate_pre(&component)
         .map_err(|source| PluginError::Imports {

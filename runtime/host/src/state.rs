@@ -14,6 +14,7 @@ use crate::engine::{
 };
 use crate::guest_output::{CurrentConnectionId, GuestOutput, Stream};
 use crate::http_context::RequestCtx;
+use crate::keyvalue::KvCtx;
 
 /// Everything one store holds.
 pub(crate) struct ConsumerState {
@@ -28,6 +29,8 @@ pub(crate) struct ConsumerState {
     http_hooks: NoOutgoingRequests,
     /// The `http-context` interface: the request this store serves, if any.
     pub(crate) request: Option<RequestCtx>,
+    /// `wasi:keyvalue`, for a plugin that opted in.
+    pub(crate) kv: KvCtx,
     /// Memory and table caps of this store.
     pub(crate) limits: StoreLimits,
     /// Epoch ticks the current guest call may still run (see
@@ -44,7 +47,7 @@ impl std::fmt::Debug for ConsumerState {
 }
 
 impl ConsumerState {
-    pub(crate) fn new(host: HostCtx, memory_bytes: usize) -> Self {
+    pub(crate) fn new(host: HostCtx, kv: KvCtx, memory_bytes: usize) -> Self {
         let wasi = WasiCtx::builder()
             .allow_tcp(false)
             .allow_udp(false)
@@ -75,6 +78,7 @@ impl ConsumerState {
             http: WasiHttpCtx::new(),
             http_hooks: NoOutgoingRequests,
             request: None,
+            kv,
             limits,
             ticks_left: 0,
         }

@@ -45,6 +45,13 @@
 //! symmetric-encryption-keys = []
 //! random-prefix-length = 12
 //!
+//! [keyvalue]                   # wasi:keyvalue for plugins with `keyvalue = true`
+//! max-key-bytes = 512          # longer keys: error, nothing stored
+//! max-value-bytes = 1048576    # larger values: error, nothing stored
+//! max-bucket-bytes = 64        # longer bucket identifiers: error
+//! redis-prefix = "switchyard:kv"   # keys <prefix>:<plugin>:<bucket>:<key>
+//! redis-timeout-ms = 1000      # a Redis call past this fails as unavailable
+//!
 //! [guest]
 //! memory-bytes = 67108864
 //! call-timeout-ms = 5000
@@ -80,6 +87,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use switchyard_host::GuestLimits;
+use switchyard_kv::{KvLimits, RedisKvConfig};
 use switchyard_layer::{CapacityRules, LayerConfig, RedisConfig};
 
 use crate::access::{OriginPolicy, TrustedProxies};
@@ -157,6 +165,9 @@ pub struct Config {
     pub guest: GuestSection,
     /// `[redis]`: the Redis channel layer.
     pub redis: RedisSection,
+    /// `[keyvalue]`: plugin key-value state (in Redis with the Redis layer,
+    /// else in memory).
+    pub keyvalue: KeyValueSection,
     /// `[access]`: allowed origins and trusted proxies.
     pub access: AccessSection,
     /// `[auth]`: JWT verification.
@@ -182,6 +193,7 @@ impl Default for Config {
             layer: LayerSection::default(),
             guest: GuestSection::default(),
             redis: RedisSection::default(),
+            keyvalue: KeyValueSection::default(),
             access: AccessSection::default(),
             auth: AuthSection::default(),
             rate_limit: RateLimitSection::default(),
@@ -217,6 +229,71 @@ impl Default for RedisSection {
             symmetric_encryption_keys: Vec::new(),
             random_prefix_length: RedisConfig::DEFAULT_RANDOM_PREFIX_LENGTH,
         }
+    }
+}
+
+/// Plugin key-value state (`wasi:keyvalue`): its limits, and where it
+/// lives in Redis when the Redis layer is on (the layer's first host).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct KeyValueSection {
+    /// Longest key, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value, in bytes.
+    pub max_value_bytes: usize,
+    /// Longest bucket identifier, in bytes.
+    pub max_bucket_bytes: usize,
+    /// Keys are `<redis-prefix>:<plugin>:<bucket>:<key>`.
+    pub redis_prefix: String,
+    /// Longest one key-value call waits for Redis before it fails as
+    /// unavailable; below `guest.call-timeout-ms`, so the plugin sees the
+    /// error instead of its call timing out.
+    pub redis_timeout_ms: u64,
+}
+
+impl Default for KeyValueSection {
+    fn default() -> Self {
+        let limits = KvLimits::default();
+        Self {
+            max_key_bytes: limits.max_key_bytes,
+            max_value_bytes: limits.max_value_bytes,
+            max_bucket_bytes: limits.max_bucket_bytes,
+            redis_prefix: RedisKvConfig::DEFAULT_PREFIX.to_owned(),
+            redis_timeout_ms: 1000,
+        }
+    }
+}
+
+impl KeyValueSection {
+    /// The size limits.
+    pub fn limits(&self) -> KvLimits {
+        KvLimits {
+            max_key_bytes: self.max_key_bytes,
+            max_value_bytes: self.max_value_bytes,
+            max_bucket_bytes: self.max_bucket_bytes,
+        }
+    }
+
+    fn validate(&self, guest_call_timeout_ms: u64) -> Result<(), ConfigError> {
+        if self.max_key_bytes == 0 || self.max_value_bytes == 0 {
+            return Err(invalid(
+                "keyvalue.max-key-bytes",
+                "key and value limits must be at least 1 byte",
+            ));
+        }
+        if self.redis_timeout_ms == 0 || self.redis_timeout_ms >= guest_call_timeout_ms {
+            return Err(invalid(
+                "keyvalue.redis-timeout-ms",
+                format!(
+                    "must be from 1 to below guest.call-timeout-ms ({guest_call_timeout_ms}), \
+                     so a plugin sees a Redis outage as an error, not a timed-out call"
+                ),
+            ));
+        }
+        if self.redis_prefix.is_empty() {
+            return Err(invalid("keyvalue.redis-prefix", "must not be empty"));
+        }
+        Ok(())
     }
 }
 
@@ -572,6 +649,7 @@ impl Config {
             ));
         }
         self.validate_limits()?;
+        self.keyvalue.validate(self.guest.call_timeout_ms)?;
         let origins = match &self.access.allowed_origins {
             Some(origins) => Some(
                 OriginPolicy::new(origins)
@@ -761,6 +839,20 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(text, Path::new("switchyard.toml"))
+    }
+
+    #[test]
+    fn keyvalue_limits_and_timeout_are_checked() {
+        let config =
+            parse("[keyvalue]\nmax-value-bytes = 10\nredis-timeout-ms = 200\n").expect("valid");
+        assert_eq!(config.keyvalue.limits().max_value_bytes, 10);
+        assert!(config.keyvalue.validate(5000).is_ok());
+        let err = config.keyvalue.validate(200).expect_err("not below");
+        assert!(
+            err.to_string().contains("keyvalue.redis-timeout-ms"),
+            "{err}"
+        );
+        assert!(parse("[keyvalue]\nmax-values = 1\n").is_err());
     }
 
     #[test]

@@ -33,6 +33,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use switchyard_host::{HostOptions, PluginHost, PluginWatcher, RouteInfo, WatchOptions};
+use switchyard_kv::{KeyValue, KvBackend, MemoryBackend, RedisBackend, RedisKvConfig};
 use switchyard_layer::{ChannelLayer, MemoryLayer, RedisLayer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -79,6 +80,26 @@ pub(crate) struct AppState {
     pub(crate) statics: Option<Arc<StaticFiles>>,
 }
 
+/// The store behind `wasi:keyvalue`: in Redis (the layer's first host)
+/// when the Redis layer is on, else in this process's memory.
+fn keyvalue_store(
+    section: &crate::config::KeyValueSection,
+    redis_url: Option<&str>,
+) -> anyhow::Result<KeyValue> {
+    let backend: Arc<dyn KvBackend> = match redis_url {
+        Some(url) => Arc::new(
+            RedisBackend::new(RedisKvConfig {
+                url: url.to_owned(),
+                prefix: section.redis_prefix.clone(),
+                timeout: Duration::from_millis(section.redis_timeout_ms),
+            })
+            .context("configuring the Redis key-value store")?,
+        ),
+        None => Arc::new(MemoryBackend::default()),
+    };
+    Ok(KeyValue::new(backend, section.limits()))
+}
+
 /// A configured server with its plugins loaded, not yet serving.
 #[derive(Debug)]
 pub struct Server {
@@ -105,6 +126,10 @@ impl Server {
             trusted_proxies,
             verifier,
         } = config.settings()?;
+        let redis_url = match &layer {
+            LayerSettings::Redis(redis) => redis.hosts.first().cloned(),
+            LayerSettings::Memory(_) => None,
+        };
         let layer: Arc<dyn ChannelLayer> = match layer {
             LayerSettings::Redis(redis) => {
                 Arc::new(RedisLayer::new(redis).context("configuring the Redis channel layer")?)
@@ -116,6 +141,7 @@ impl Server {
         let options = HostOptions {
             limits: config.guest_limits(),
             compile_cache: config.compile_cache_dir().map(Into::into),
+            keyvalue: keyvalue_store(&config.keyvalue, redis_url.as_deref())?,
         };
         let host = Arc::new(PluginHost::with_options(layer, options)?);
         let report = host.load_dir(&config.plugins).await?;

@@ -16,6 +16,7 @@ use crate::connection::{Connection, Handshake, Outbound};
 use crate::consumer::{CallBook, Consumer, GuestError};
 use crate::engine::{epoch_ticks, yield_or_interrupt};
 use crate::instance::{Instance, SharedInstance};
+use crate::keyvalue::KvCtx;
 use crate::manifest::InstanceMode;
 use crate::registry::RouteMatch;
 use crate::state::{ConsumerState, HostCtx};
@@ -173,7 +174,18 @@ impl PluginHost {
             plugin: plugin.artifact().name_arc(),
             current_connection_id: Arc::new(AtomicU64::new(current_connection_id)),
         };
-        let mut store = Store::new(&self.engine, ConsumerState::new(host, limits.memory_bytes));
+        let kv = KvCtx::new(
+            plugin.artifact().name_arc(),
+            plugin
+                .artifact()
+                .manifest()
+                .keyvalue
+                .then(|| self.keyvalue.clone()),
+        );
+        let mut store = Store::new(
+            &self.engine,
+            ConsumerState::new(host, kv, limits.memory_bytes),
+        );
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_callback(yield_or_interrupt);
         store.data_mut().ticks_left = epoch_ticks(limits.call_timeout);
