@@ -19,6 +19,7 @@ mod redis_faults;
 mod refusal;
 mod shared;
 mod shutdown;
+mod stations;
 mod versions;
 mod watcher;
 mod wslimits;

@@ -117,6 +117,11 @@ fn check_operator() -> Result<(), Refusal> {
 
 fn write(request: &IncomingRequest, id: u64, action: &str) -> Result<Station, Refusal> {
     check_operator()?;
+    // An unknown station is 404 whatever the body.
+    store::station_ids()?
+        .contains(&id)
+        .then_some(())
+        .ok_or_else(|| store::unknown(id))?;
     let body = http::read_body(request).map_err(Refusal::bad_request)?;
     let change = Change::parse(action, &body)?;
     let station = store::update(id, &change)?;
@@ -150,7 +155,9 @@ impl HttpHandler for Stations {
             ("api/stations/<int:station_id>/", Some(id), Method::Get) => {
                 store::station(id).map(|station| station.to_json())
             }
-            (route, Some(id), Method::Post) if route.starts_with("api/stations/<int:station_id>/") => {
+            (route, Some(id), Method::Post)
+                if route.starts_with("api/stations/<int:station_id>/") =>
+            {
                 let action = route
                     .trim_start_matches("api/stations/<int:station_id>/")
                     .trim_end_matches('/');
@@ -191,7 +198,10 @@ impl Consumer for Stations {
         // snapshot (perhaps already in it; `version` tells).
         for id in &ids {
             if let Err(err) = conn.group_add(&group_of(*id)) {
-                host::log(Level::Warn, &format!("cannot join a station group: {err:?}"));
+                host::log(
+                    Level::Warn,
+                    &format!("cannot join a station group: {err:?}"),
+                );
                 if let LayerError::Unavailable(_) = err {
                     conn.refuse(503, Some(RETRY_AFTER_SECS));
                 } else {

@@ -18,12 +18,7 @@ pub(crate) enum State {
 }
 
 impl State {
-    pub(crate) const ALL: [Self; 4] = [
-        Self::Charged,
-        Self::Charging,
-        Self::Depleted,
-        Self::Faulty,
-    ];
+    pub(crate) const ALL: [Self; 4] = [Self::Charged, Self::Charging, Self::Depleted, Self::Faulty];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -202,11 +197,7 @@ impl Change {
                 }
                 Ok(Self::Restock { count: body.count })
             }
-            other => Err(Refusal::new(
-                404,
-                "no_view",
-                format!("no action {other:?}"),
-            )),
+            other => Err(Refusal::new(404, "no_view", format!("no action {other:?}"))),
         }
     }
 }
@@ -365,11 +356,41 @@ impl Station {
 /// The stations made at first start: `(name, address, lat, lon, slots by
 /// state: charged, charging, depleted, faulty)`.
 const SEEDS: &[(&str, &str, f64, f64, [u32; 4])] = &[
-    ("Alexanderplatz", "Alexanderplatz 1, Berlin", 52.5219, 13.4132, [6, 2, 1, 1]),
-    ("Kreuzberg", "Oranienstraße 25, Berlin", 52.5009, 13.4180, [4, 2, 2, 0]),
-    ("Prenzlauer Berg", "Kastanienallee 7, Berlin", 52.5380, 13.4098, [8, 1, 2, 1]),
-    ("Tempelhof", "Tempelhofer Damm 1, Berlin", 52.4731, 13.4030, [2, 3, 2, 1]),
-    ("Charlottenburg", "Kantstraße 50, Berlin", 52.5058, 13.3049, [5, 1, 1, 1]),
+    (
+        "Alexanderplatz",
+        "Alexanderplatz 1, Berlin",
+        52.5219,
+        13.4132,
+        [6, 2, 1, 1],
+    ),
+    (
+        "Kreuzberg",
+        "Oranienstraße 25, Berlin",
+        52.5009,
+        13.4180,
+        [4, 2, 2, 0],
+    ),
+    (
+        "Prenzlauer Berg",
+        "Kastanienallee 7, Berlin",
+        52.5380,
+        13.4098,
+        [8, 1, 2, 1],
+    ),
+    (
+        "Tempelhof",
+        "Tempelhofer Damm 1, Berlin",
+        52.4731,
+        13.4030,
+        [2, 3, 2, 1],
+    ),
+    (
+        "Charlottenburg",
+        "Kantstraße 50, Berlin",
+        52.5058,
+        13.3049,
+        [5, 1, 1, 1],
+    ),
 ];
 
 /// The seed stations, ids 1 to 5.

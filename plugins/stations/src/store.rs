@@ -34,7 +34,11 @@ fn unavailable(err: Error) -> Refusal {
 }
 
 fn corrupt(what: &str, err: &serde_json::Error) -> Refusal {
-    Refusal::new(500, "store_corrupt", format!("{what} does not parse: {err}"))
+    Refusal::new(
+        500,
+        "store_corrupt",
+        format!("{what} does not parse: {err}"),
+    )
 }
 
 fn open() -> Result<Bucket, Refusal> {
@@ -75,7 +79,7 @@ fn parse(id: u64, bytes: &[u8]) -> Result<Station, Refusal> {
     serde_json::from_slice(bytes).map_err(|err| corrupt(&key(id), &err))
 }
 
-fn unknown(id: u64) -> Refusal {
+pub(crate) fn unknown(id: u64) -> Refusal {
     Refusal::new(404, "unknown_station", format!("no station {id}"))
 }
 
