@@ -411,8 +411,21 @@ impl ServerProcess {
     /// Starts the binary on port 0 and waits for the start-up line that says
     /// which address it bound.
     pub fn start(redis_url: &str) -> Self {
+        Self::start_on(redis_url, 0)
+    }
+
+    /// Starts the binary on `port` (0: one the kernel picks), e.g. again on
+    /// the port of a process that was killed, so its clients reconnect.
+    pub fn start_on(redis_url: &str, port: u16) -> Self {
         let mut child = Command::new(switchyard_bin())
-            .args(["serve", "-b", "127.0.0.1", "-p", "0", "--plugins"])
+            .args([
+                "serve",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "--plugins",
+            ])
             .arg(crate::test_plugins_dir())
             .env("REDIS_URL", redis_url)
             .env("RUST_LOG", "warn")
@@ -454,9 +467,17 @@ fn listening_addr(line: &str) -> Option<SocketAddr> {
     rest.split_whitespace().next()?.parse().ok()
 }
 
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
+impl ServerProcess {
+    /// Kills the process (SIGKILL: no close frames, like a crash) and waits
+    /// for it to end.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

@@ -2,6 +2,7 @@
 //! client, and the plugins built by `cargo xtask test`.
 
 mod access;
+mod browser;
 mod cancellation;
 mod chat;
 mod echo;
