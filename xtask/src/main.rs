@@ -2,6 +2,7 @@
 //! `.cargo/config.toml`).
 
 mod plugins;
+mod simulate;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,9 @@ commands:
                    args go to `switchyard serve`
   test [args...]   `plugins`, then fmt, clippy and the tests of both
                    workspaces; args go to `cargo test --workspace`
+  simulate [opts]  drive the stations example of a running server with
+                   random swaps, charges, faults and restocks
+                   (`cargo xtask simulate --help`)
 ";
 
 fn main() -> ExitCode {
@@ -30,6 +34,7 @@ fn main() -> ExitCode {
         Some("plugins") if rest.is_empty() => plugins::install(&repo_root()),
         Some("serve") => serve(&repo_root(), &rest),
         Some("test") => test(&repo_root(), &rest),
+        Some("simulate") => simulate::run(&rest),
         Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
