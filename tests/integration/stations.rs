@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use switchyard::Config;
 use switchyard::config::JwtKey;
 use switchyard_tests::http_client::{Reply, get, post_json, request, request_at};
-use switchyard_tests::redis_support::{RedisServer, ServerProcess};
-use switchyard_tests::{Client, TestServer, handshake_status, test_config};
+use switchyard_tests::redis_support::{RedisServer, ServerProcess, python};
+use switchyard_tests::{Client, PATIENCE, TestServer, handshake_status, test_config};
 
 /// The seeded stations: `(id, charged, charging, depleted, faulty)`.
 const SEEDED: &[(u64, u64, u64, u64, u64)] = &[
@@ -471,4 +471,84 @@ async fn two_processes_on_one_redis_share_inventory_and_feeds() {
     versions.sort_unstable();
     assert_eq!(versions, [3, 4, 5, 6]);
     here.shutdown().await.expect("clean shutdown");
+}
+
+/// `python manage.py ARGS` in the Django project of `examples/`, on `redis`.
+fn django(redis: &RedisServer, args: &[&str]) -> tokio::process::Command {
+    let project =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/django_stations");
+    let mut command = tokio::process::Command::new(python());
+    command
+        .arg("manage.py")
+        .args(args)
+        .current_dir(project)
+        .env("REDIS_URL", redis.url())
+        .kill_on_drop(true);
+    command
+}
+
+/// The Django project of `examples/django_stations` (Django, Channels and
+/// channels_redis from PyPI) and Switchyard on one Redis: a swap the Django
+/// view records (and publishes with `group_send("station_3", ...)`) shows
+/// on Switchyard's feed, and a swap Switchyard records reaches the Django
+/// consumer subscribed to the same group.
+#[tokio::test]
+async fn django_and_switchyard_share_stations_both_ways() {
+    let redis = RedisServer::start();
+    let server = TestServer::start_with(Config {
+        redis_url: Some(redis.url()),
+        ..test_config()
+    })
+    .await;
+    let mut feed = Client::connect(&server, "/ws/stations/3/").await;
+    let snapshot = feed.recv_json().await;
+    assert_eq!(snapshot["stations"][0]["inventory"], inventory(8, 1, 2, 1));
+
+    // Django to Switchyard.
+    let output = django(&redis, &["record_swap", "3"])
+        .output()
+        .await
+        .expect("run manage.py record_swap");
+    assert!(
+        output.status.success(),
+        "manage.py record_swap failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let station: Value = serde_json::from_slice(&output.stdout).expect("the view's JSON");
+    assert_eq!(station["inventory"], inventory(7, 1, 3, 1));
+    assert_eq!(station["version"], 2);
+    let update = feed.recv_json().await;
+    assert_eq!(
+        update,
+        json!({"type": "update", "change": "swap", "station": station})
+    );
+    assert_eq!(get(&server, "/api/stations/3/").await.json(), station);
+
+    // Switchyard to Django.
+    let mut watcher = django(&redis, &["watch_station", "3", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run manage.py watch_station");
+    let stdout = watcher.stdout.take().expect("piped stdout");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let mut next = async || -> Value {
+        let line = tokio::time::timeout(PATIENCE * 6, lines.next_line())
+            .await
+            .expect("the Django consumer says something")
+            .expect("read its output")
+            .expect("manage.py watch_station ended early (its stderr is above)");
+        serde_json::from_str(&line).unwrap_or_else(|err| panic!("it printed {line:?}: {err}"))
+    };
+    // Its snapshot comes after it joined the group.
+    let snapshot = next().await;
+    assert_eq!(snapshot, json!({"type": "snapshot", "stations": [station]}));
+    let swapped = post(&server, "/api/stations/3/swaps/", "{}").await.json();
+    assert_eq!(swapped["inventory"], inventory(6, 1, 4, 1));
+    assert_eq!(
+        next().await,
+        json!({"type": "update", "change": "swap", "station": swapped})
+    );
+    let status = watcher.wait().await.expect("watch_station's status");
+    assert!(status.success(), "watch_station failed: {status}");
+    server.shutdown().await.expect("clean shutdown");
 }
