@@ -118,7 +118,7 @@ fn context(request: &IncomingRequest, kwargs: Map<String, Value>) -> Value {
     }
     json!({
         "route": http_context::route(),
-        "url_route": kwargs,
+        "url_route": Value::Object(kwargs),
         "user": http_context::user(),
         "claims": http_context::claims(),
         "request_id": http_context::request_id(),
