@@ -23,10 +23,6 @@ class UnknownStation(Exception):
     pass
 
 
-class NoChargedBattery(Exception):
-    pass
-
-
 def _client():
     return redis.Redis.from_url(settings.REDIS_URL)
 
@@ -57,8 +53,25 @@ def get(station_id):
     return json.loads(raw)
 
 
-def swap(station_id):
-    """A rider's swap: the first charged battery out, a depleted one in."""
+# What each change does: (state it takes a battery from, state it leaves it
+# in, whether a new battery replaces it), as the plugin's changes without a
+# body ({}) do.
+CHANGES = {
+    "swap": ("charged", "depleted", True),
+    "charging": ("depleted", "charging", False),
+    "charged": ("charging", "charged", False),
+}
+
+
+class NothingToChange(Exception):
+    def __init__(self, station_id, state):
+        super().__init__(f"station {station_id} has no {state} battery")
+        self.code = f"no_{state}_battery"
+
+
+def change(station_id, kind):
+    """Apply change `kind` (a key of CHANGES) to the first battery it fits."""
+    source, target, replace = CHANGES[kind]
     with _client().pipeline() as pipe:
         while True:
             try:
@@ -67,14 +80,13 @@ def swap(station_id):
                 if raw is None:
                     raise UnknownStation(station_id)
                 station = json.loads(raw)
-                slot = next(
-                    (b for b in station["batteries"] if b["state"] == "charged"), None
-                )
+                slot = next((b for b in station["batteries"] if b["state"] == source), None)
                 if slot is None:
-                    raise NoChargedBattery(station_id)
-                station["next_battery"] += 1
-                slot["id"] = f"S{station_id}-R{station['next_battery']}"
-                slot["state"] = "depleted"
+                    raise NothingToChange(station_id, source)
+                if replace:
+                    station["next_battery"] += 1
+                    slot["id"] = f"S{station_id}-R{station['next_battery']}"
+                slot["state"] = target
                 station["version"] += 1
                 pipe.multi()
                 pipe.set(_key(station_id), json.dumps(station, separators=(",", ":")))

@@ -26,24 +26,39 @@ def station(request, station_id):
         return _unknown(station_id)
 
 
-@csrf_exempt
-@require_POST
-def swap(request, station_id):
+def _change(request, station_id, kind):
     try:
         if request.body.strip() and json.loads(request.body) != {}:
             return JsonResponse(
                 {"error": "bad_request", "detail": "this view takes {}"}, status=400
             )
     except ValueError as err:
-        return JsonResponse({"error": "bad_request", "detail": f"malformed body: {err}"}, status=400)
+        return JsonResponse(
+            {"error": "bad_request", "detail": f"malformed body: {err}"}, status=400
+        )
     try:
-        station = inventory.as_json(inventory.swap(station_id))
+        station = inventory.as_json(inventory.change(station_id, kind))
     except inventory.UnknownStation:
         return _unknown(station_id)
-    except inventory.NoChargedBattery:
-        return JsonResponse(
-            {"error": "no_charged_battery", "detail": f"station {station_id} has no charged battery"},
-            status=409,
-        )
-    async_to_sync(station_changed)(station, "swap")
+    except inventory.NothingToChange as err:
+        return JsonResponse({"error": err.code, "detail": str(err)}, status=409)
+    async_to_sync(station_changed)(station, kind)
     return JsonResponse(station)
+
+
+@csrf_exempt
+@require_POST
+def swap(request, station_id):
+    return _change(request, station_id, "swap")
+
+
+@csrf_exempt
+@require_POST
+def charging(request, station_id):
+    return _change(request, station_id, "charging")
+
+
+@csrf_exempt
+@require_POST
+def charged(request, station_id):
+    return _change(request, station_id, "charged")
