@@ -89,6 +89,11 @@ async fn the_api_lists_the_seeded_stations_and_reads_one() {
     let reply = get(&server, "/api/stations/1/swaps/").await;
     assert_eq!(reply.status, 405);
     assert_eq!(reply.header("allow"), Some("POST"));
+    let reply = post_json(&server, "/api/stations/1/", &json!({})).await;
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("allow"), Some("GET"));
+    let reply = post_json(&server, "/", &json!({})).await;
+    assert_eq!(reply.status, 405);
     // Not an int: no route at all.
     assert_eq!(get(&server, "/api/stations/one/").await.status, 404);
     server.shutdown().await.expect("clean shutdown");

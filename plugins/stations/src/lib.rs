@@ -66,6 +66,9 @@ const UNKNOWN_STATION: u16 = 4404;
 /// layer is down.
 const RETRY_AFTER_SECS: u32 = 5;
 
+/// The route of one station; the write routes extend it.
+const STATION_ROUTE: &str = "api/stations/<int:station_id>/";
+
 /// The event type written changes are published as.
 const UPDATE_EVENT: &str = "station.update";
 
@@ -118,10 +121,9 @@ fn check_operator() -> Result<(), Refusal> {
 fn write(request: &IncomingRequest, id: u64, action: &str) -> Result<Station, Refusal> {
     check_operator()?;
     // An unknown station is 404 whatever the body.
-    store::station_ids()?
-        .contains(&id)
-        .then_some(())
-        .ok_or_else(|| store::unknown(id))?;
+    if !store::station_ids()?.contains(&id) {
+        return Err(store::unknown(id));
+    }
     let body = http::read_body(request).map_err(Refusal::bad_request)?;
     let change = Change::parse(action, &body)?;
     let station = store::update(id, &change)?;
@@ -146,24 +148,24 @@ impl HttpHandler for Stations {
         let route = http_context::route();
         let id = kwarg(&http_context::url_route(), "station_id");
         let method = request.method();
-        let answer = match (route.as_str(), id, method) {
-            ("", _, Method::Get) => {
+        // `swaps`, `charging`, ... for the write routes.
+        let action = route
+            .strip_prefix(STATION_ROUTE)
+            .map(|action| action.trim_end_matches('/'))
+            .filter(|action| !action.is_empty());
+        let answer = match (route.as_str(), id, method, action) {
+            ("", _, Method::Get, _) => {
                 return http::respond(out, 200, "text/html; charset=utf-8", DASHBOARD.as_bytes());
             }
-            ("api/stations/", _, Method::Get) => store::stations()
+            ("api/stations/", _, Method::Get, _) => store::stations()
                 .map(|stations| Value::from_iter(stations.iter().map(Station::to_json))),
-            ("api/stations/<int:station_id>/", Some(id), Method::Get) => {
+            (STATION_ROUTE, Some(id), Method::Get, _) => {
                 store::station(id).map(|station| station.to_json())
             }
-            (route, Some(id), Method::Post)
-                if route.starts_with("api/stations/<int:station_id>/") =>
-            {
-                let action = route
-                    .trim_start_matches("api/stations/<int:station_id>/")
-                    .trim_end_matches('/');
+            (_, Some(id), Method::Post, Some(action)) => {
                 write(&request, id, action).map(|station| station.to_json())
             }
-            ("" | "api/stations/" | "api/stations/<int:station_id>/", _, _) => {
+            ("" | "api/stations/" | STATION_ROUTE, ..) => {
                 return http::method_not_allowed(out, "GET");
             }
             _ => return http::method_not_allowed(out, "POST"),
