@@ -139,21 +139,26 @@ done
 mkdir -p "$ROOT/bench/results"
 OUT=$ROOT/bench/results/stations-$(date -u +%Y-%m-%dT%H%M%SZ).json
 printf '%s\n' "${RESULTS[@]}" | python3 -c '
-import json, sys
-rows = [json.loads(l) for l in sys.stdin if l.strip()]
-out = {"scenario": "stations", "machine_cores": __import__("os").cpu_count(), "results": rows}
-json.dump(out, open(sys.argv[1], "w"), indent=2)
-by = {r["server"]: r for r in rows}
-print(f"| server | swaps/s | changes/s | deliveries/s | lost | API-to-socket p50 | p99 |")
-print(f"| --- | --- | --- | --- | --- | --- | --- |")
-for name, r in by.items():
+import json, os, sys
+rows = [json.loads(line) for line in sys.stdin if line.strip()]
+with open(sys.argv[1], "w") as out:
+    json.dump({"scenario": "stations", "cores": os.cpu_count(), "results": rows}, out, indent=2)
+print("| server | swaps/s | changes/s | deliveries/s | lost | API-to-socket p50 | p99 |")
+print("| --- | --- | --- | --- | --- | --- | --- |")
+by = {}
+for r in rows:
+    by[r["server"]] = r
     if "error" in r:
-        print(f"| {name} | {r[\"error\"]} | | | | | |"); continue
-    l = r["latency"]
-    print(f"| {name} | {r[\"swaps_per_s\"]:,.0f} | {r[\"changes_per_s\"]:,.0f} | {r[\"deliveries_per_s\"]:,.0f} | {r[\"lost\"]} | {l[\"p50_us\"]/1000:.1f} ms | {l[\"p99_us\"]/1000:.1f} ms |")
-if "switchyard" in by and "daphne" in by and "error" not in by["switchyard"] and "error" not in by["daphne"]:
-    s, d = by["switchyard"], by["daphne"]
-    print(f"\nswitchyard / daphne: swaps/s {s[\"swaps_per_s\"]/max(d[\"swaps_per_s\"],1e-9):.1f}x, "
-          f"p50 latency {d[\"latency\"][\"p50_us\"]/max(s[\"latency\"][\"p50_us\"],1):.1f}x lower")
+        print("| %s | %s | | | | | |" % (r["server"], r["error"]))
+        continue
+    lat = r["latency"]
+    print("| %s | %.1f | %.1f | %.0f | %d | %.1f ms | %.1f ms |" % (
+        r["server"], r["swaps_per_s"], r["changes_per_s"], r["deliveries_per_s"],
+        r["lost"], lat["p50_us"] / 1000, lat["p99_us"] / 1000))
+s, d = by.get("switchyard"), by.get("daphne")
+if s and d and "error" not in s and "error" not in d:
+    print("\nswitchyard / daphne: swaps/s %.1fx, p50 latency %.1fx lower" % (
+        s["swaps_per_s"] / max(d["swaps_per_s"], 1e-9),
+        d["latency"]["p50_us"] / max(s["latency"]["p50_us"], 1)))
 ' "$OUT"
 echo "wrote $OUT" >&2

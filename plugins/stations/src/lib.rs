@@ -234,17 +234,33 @@ impl Consumer for Stations {
     }
 
     fn event(conn: &Connection, event: String) {
-        let event: Value = serde_json::from_str(&event).unwrap_or(Value::Null);
-        if event["type"] != UPDATE_EVENT || !event["station"].is_object() {
-            host::log(Level::Warn, &format!("ignoring event {event}"));
-            return;
+        // The station is passed on as the text it came in, unparsed: a
+        // change reaches every feed socket of its station, so this runs
+        // once per delivery.
+        #[derive(serde::Deserialize)]
+        struct Update<'a> {
+            #[serde(rename = "type")]
+            kind: &'a str,
+            #[serde(default, borrow)]
+            change: Option<&'a serde_json::value::RawValue>,
+            #[serde(borrow)]
+            station: &'a serde_json::value::RawValue,
         }
-        let update = json!({
-            "type": "update",
-            "change": event.get("change").cloned().unwrap_or(Value::Null),
-            "station": event["station"],
-        });
-        conn.send(&Frame::Text(update.to_string()));
+        let update = match serde_json::from_str::<Update<'_>>(&event) {
+            Ok(update) if update.kind == UPDATE_EVENT && update.station.get().starts_with('{') => {
+                update
+            }
+            _ => {
+                host::log(Level::Warn, &format!("ignoring event {event}"));
+                return;
+            }
+        };
+        let change = update.change.map_or("null", |change| change.get());
+        let frame = format!(
+            r#"{{"type":"update","change":{change},"station":{}}}"#,
+            update.station.get()
+        );
+        conn.send(&Frame::Text(frame));
     }
 
     fn disconnect(_conn: &Connection, _code: u16) {}
