@@ -63,9 +63,21 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Reply {
+    request_at(server.addr, method, path, headers, body).await
+}
+
+/// `method path` on the server at `addr` (e.g. a
+/// [`ServerProcess`](crate::redis_support::ServerProcess)), read in full.
+pub async fn request_at(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
     let request = build(
         method,
-        &format!("http://{}{path}", server.addr),
+        &format!("http://{addr}{path}"),
         headers,
         body.to_vec(),
     );

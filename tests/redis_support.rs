@@ -411,13 +411,27 @@ impl ServerProcess {
     /// Starts the binary on port 0 and waits for the start-up line that says
     /// which address it bound.
     pub fn start(redis_url: &str) -> Self {
-        Self::start_with_args(redis_url, &[])
+        Self::start_on(redis_url, 0, &[])
     }
 
     /// Starts the binary with more `serve` arguments (e.g. `-c FILE`).
     pub fn start_with_args(redis_url: &str, args: &[&str]) -> Self {
+        Self::start_on(redis_url, 0, args)
+    }
+
+    /// Starts the binary on `port` (0: one the kernel picks), e.g. again on
+    /// the port of a process that was killed, so its clients reconnect,
+    /// with more `serve` arguments.
+    pub fn start_on(redis_url: &str, port: u16, args: &[&str]) -> Self {
         let mut child = Command::new(switchyard_bin())
-            .args(["serve", "-b", "127.0.0.1", "-p", "0", "--plugins"])
+            .args([
+                "serve",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "--plugins",
+            ])
             .arg(crate::test_plugins_dir())
             .args(args)
             .env("REDIS_URL", redis_url)
@@ -471,7 +485,6 @@ fn listening_addr(line: &str) -> Option<SocketAddr> {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }

@@ -389,7 +389,17 @@ async fn static_files_have_etags_conditional_gets_and_ranges() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("index.html"), "<h1>dashboard</h1>").expect("write");
     std::fs::write(dir.path().join("app.js"), "console.log('0123456789');").expect("write");
+    // Plugin routes come first, and the stations example serves `/`
+    // itself: this server has only hello and chat, so `/` is the index.
+    let plugins = PluginDir::new();
+    plugins.install("hello", Build::V1, HELLO_MANIFEST);
+    plugins.install(
+        "chat",
+        Build::V1,
+        "routes = [\"ws/chat/<str:room_name>/\"]\n",
+    );
     let mut config: Config = test_config();
+    config.plugins = plugins.path().to_path_buf();
     config.static_files.dir = Some(dir.path().to_path_buf());
     config.static_files.prefix = "/".into();
     let server = TestServer::start_with(config).await;

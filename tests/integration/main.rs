@@ -2,6 +2,7 @@
 //! client, and the plugins built by `cargo xtask test`.
 
 mod access;
+mod browser;
 mod cancellation;
 mod chat;
 mod echo;
@@ -19,6 +20,7 @@ mod redis_faults;
 mod refusal;
 mod shared;
 mod shutdown;
+mod stations;
 mod versions;
 mod watcher;
 mod wslimits;

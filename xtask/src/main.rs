@@ -2,6 +2,7 @@
 //! `.cargo/config.toml`).
 
 mod plugins;
+mod simulate;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,9 @@ commands:
                    args go to `switchyard serve`
   test [args...]   `plugins`, then fmt, clippy and the tests of both
                    workspaces; args go to `cargo test --workspace`
+  simulate [opts]  drive the stations example of a running server with
+                   random swaps, charges, faults and restocks
+                   (`cargo xtask simulate --help`)
 ";
 
 fn main() -> ExitCode {
@@ -30,6 +34,7 @@ fn main() -> ExitCode {
         Some("plugins") if rest.is_empty() => plugins::install(&repo_root()),
         Some("serve") => serve(&repo_root(), &rest),
         Some("test") => test(&repo_root(), &rest),
+        Some("simulate") => simulate::run(&rest),
         Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -105,6 +110,7 @@ fn exec(mut command: Command) -> Result<()> {
 /// `cargo xtask test`: everything CI checks, stopping at the first failure.
 fn test(root: &Path, args: &[String]) -> Result<()> {
     plugins::install(root)?;
+    browser_packages(root)?;
 
     let mut fmt = cargo();
     fmt.current_dir(root).args(["fmt", "--all", "--check"]);
@@ -149,6 +155,27 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
     // One plain closing line with the totals of every test binary.
     println!("tests: {} passed, {} failed", totals.passed, totals.failed);
     Ok(())
+}
+
+/// `npm ci` in `tests/browser/` (playwright-core, pinned by its
+/// package-lock.json) for the browser test, when `node_modules` is missing
+/// or older than the lock file.
+fn browser_packages(root: &Path) -> Result<()> {
+    let dir = root.join("tests").join("browser");
+    let modified = |path: &Path| path.metadata().and_then(|m| m.modified()).ok();
+    let installed = modified(&dir.join("node_modules").join(".package-lock.json"));
+    let locked = modified(&dir.join("package-lock.json"));
+    if installed.is_some() && installed >= locked {
+        return Ok(());
+    }
+    println!("xtask: npm ci (tests/browser/)");
+    let mut npm = Command::new("npm");
+    npm.current_dir(&dir)
+        .args(["ci", "--no-audit", "--no-fund"]);
+    run(&mut npm).context(
+        "`npm ci` in tests/browser/ failed: the browser test needs node and npm \
+         (Debian: apt-get install nodejs npm) and the npm registry",
+    )
 }
 
 /// Totals over every `test result:` line cargo test printed.

@@ -18,6 +18,8 @@
 //!
 //! * Literal text matches itself only: regex metacharacters in it are
 //!   escaped, so `ws/a.b+c/` matches exactly `ws/a.b+c/`.
+//! * The empty pattern `""` is Django's `path("", view)`: it matches the
+//!   root path `/` only (a dashboard page at the site's root).
 //! * The whole path must match (the regex is anchored at both ends), so a
 //!   trailing `/` in the pattern is required in the path, and absent from
 //!   the pattern it must be absent from the path.
@@ -44,10 +46,6 @@ use regex::Regex;
 /// about one spot in it give the 1-based character column of that spot.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum RouteError {
-    /// The pattern is the empty string.
-    #[error("route pattern \"\" is empty: a route must name the path it serves, e.g. \"ws/echo/\"")]
-    Empty,
-
     /// The pattern starts with `/`, which can never match because the
     /// leading `/` of the request path is stripped before matching.
     #[error(
@@ -315,14 +313,11 @@ impl RoutePattern {
     /// # Errors
     ///
     /// A [`RouteError`], naming the pattern and the problem's column, on:
-    /// an empty pattern; a leading `/`; unbalanced `<`/`>`; an empty `<>`;
+    /// a leading `/`; unbalanced `<`/`>`; an empty `<>`;
     /// whitespace inside `<…>`; a missing converter or name around `:`; a
     /// name that isn't an identifier; an unknown converter; a name used
     /// twice.
     pub(crate) fn parse(pattern: &str) -> Result<Self, RouteError> {
-        if pattern.is_empty() {
-            return Err(RouteError::Empty);
-        }
         if pattern.starts_with('/') {
             return Err(RouteError::LeadingSlash {
                 pattern: pattern.to_owned(),
@@ -863,13 +858,13 @@ mod tests {
     // --- errors -------------------------------------------------------------
 
     #[test]
-    fn error_empty() {
-        let e = err("");
-        assert_eq!(e, RouteError::Empty);
-        assert_eq!(
-            e.to_string(),
-            "route pattern \"\" is empty: a route must name the path it serves, e.g. \"ws/echo/\""
-        );
+    fn empty_pattern_matches_the_root_only() {
+        // Django's `path("", view)`: the site's root, `/` (or nothing).
+        let p = pat("");
+        assert_eq!(p.matches("/"), Some(vec![]));
+        assert_eq!(p.matches(""), Some(vec![]));
+        assert_eq!(p.matches("/ws/"), None);
+        assert_eq!(p.matches("//"), None);
     }
 
     #[test]
