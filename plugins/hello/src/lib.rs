@@ -34,6 +34,9 @@ mod bindings {
     export!(Hello);
 }
 
+// The wasi:http plumbing the HTTP plugins share; it names `crate::bindings`,
+// which each plugin generates for its own world.
+#[path = "../../shared/http.rs"]
 mod http;
 
 use bindings::exports::wasi::http::incoming_handler::Guest;

@@ -43,6 +43,9 @@ mod bindings {
     export!(Stations);
 }
 
+// The wasi:http plumbing the HTTP plugins share; it names `crate::bindings`,
+// which each plugin generates for its own world.
+#[path = "../../shared/http.rs"]
 mod http;
 mod model;
 mod store;

@@ -1,5 +1,8 @@
-//! The `wasi:http` plumbing the handlers share: reading a request body,
-//! answering with a whole body, and streaming one.
+//! The `wasi:http` plumbing the example HTTP plugins share (`hello`,
+//! `stations`, each including this file with `#[path]`): reading a request
+//! body, answering with a whole body, and streaming one. It uses
+//! `crate::bindings`, the plugin's own wit-bindgen output for a world that
+//! exports `wasi:http/incoming-handler`.
 
 use crate::bindings::wasi::http::types::{
     Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
