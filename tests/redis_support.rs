@@ -468,6 +468,25 @@ impl ServerProcess {
 }
 
 impl ServerProcess {
+    /// Stops the process without it knowing (SIGSTOP), until [`thaw`](Self::thaw).
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen process run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// Kills the process with SIGKILL (`kill -9`: no shutdown, no goodbye to
     /// Redis) and reaps it.
     pub fn kill(&mut self) {

@@ -589,6 +589,61 @@ async fn a_group_send_right_after_a_redis_restart_reaches_every_member() {
     assert_eq!(next_type(&mut there).await, "after");
 }
 
+/// Another process slow to come back after a Redis restart (here frozen
+/// through it): once the layer's wait for it has passed, group sends keep
+/// failing as `unavailable`, never reporting success while its members are
+/// missing; once it is back and has re-added them, they reach it again.
+#[tokio::test]
+async fn sends_fail_while_another_process_has_not_re_added_after_a_restart() {
+    let mut redis = RedisServer::start();
+    let remote = ServerProcess::start(&redis.url());
+    let mut member = Client::connect_url(&format!("ws://{}/ws/chat/slow/", remote.addr)).await;
+    // A long heartbeat: the layer gives up on a missing process only this
+    // long after the loss, well after the sends below.
+    let mut config = RedisConfig::single(redis.url());
+    config.heartbeat_ttl = Duration::from_secs(30);
+    let sender = RedisLayer::new(config).expect("layer");
+    wait_for("the sender sees the other process alive", || {
+        let seen = sender.health().shards[0].processes;
+        async move { (seen == 2).then_some(()) }
+    })
+    .await;
+    let chat = |text: &str| {
+        event(&format!(
+            r#"{{"type": "chat.message", "message": "{text}"}}"#
+        ))
+    };
+    let report = sender
+        .group_send("chat_slow", chat("before"))
+        .await
+        .expect("send");
+    assert_eq!(report.delivered, 1, "{report:?}");
+    assert_eq!(member.recv_json().await["message"], "before");
+
+    remote.freeze();
+    redis.restart();
+    // The first send waits for the frozen process, then fails; so do the
+    // next ones, at once, while it is still missing.
+    for attempt in 0..3 {
+        let result = sender.group_send("chat_slow", chat("lost")).await;
+        assert!(
+            matches!(result, Err(LayerError::Unavailable(_))),
+            "send {attempt} while the other process is missing: {result:?}"
+        );
+    }
+    remote.thaw();
+    let report = wait_for("a send that reaches the process again", || async {
+        match sender.group_send("chat_slow", chat("after")).await {
+            Ok(report) => Some(report),
+            Err(LayerError::Unavailable(_)) => None,
+            Err(other) => panic!("{other}"),
+        }
+    })
+    .await;
+    assert_eq!(report.delivered, 1, "{report:?}");
+    assert_eq!(member.recv_json().await["message"], "after");
+}
+
 /// A group key deleted under live members (`DEL`, `FLUSHDB`, an eviction):
 /// the next group send still reaches this process's ten members, puts them
 /// back in Redis, and tells the other processes to put theirs back.

@@ -615,7 +615,9 @@ impl Inner {
     /// likely, everyone's memberships): re-adds this process's memberships
     /// unless another task just did, then waits until every other process
     /// seen alive before has re-added its own (each re-creates its heartbeat
-    /// key only after its memberships), at most `resync_wait`.
+    /// key only after its memberships), at most `resync_wait` after the loss
+    /// was seen. Past that, sends fail at once while a process is missing,
+    /// until it is back or the heartbeat gives up on it.
     ///
     /// # Errors
     /// `Unavailable` when Redis fails, or when some process has not re-added
@@ -652,7 +654,12 @@ impl Inner {
             *lock_unpoisoned(&state.lost_since) = None;
             return Ok(());
         }
-        let deadline = Instant::now() + self.resync_wait;
+        // The wait runs from when the loss was seen, not per send: once it
+        // has passed, each send looks once and fails at once while some
+        // process is still missing, until the heartbeat gives up on those
+        // (`heartbeat_ttl` after the loss: by then they count as dead).
+        let since = *lock_unpoisoned(&state.lost_since).get_or_insert_with(Instant::now);
+        let deadline = since + self.resync_wait;
         loop {
             let back: usize = self
                 .run(
@@ -666,9 +673,7 @@ impl Inner {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                // This send fails; the next ones go ahead (a process this
-                // slow to come back may be dead, and the sweep will tell).
-                *lock_unpoisoned(&state.lost_since) = None;
+                // A send now would miss their members without a word.
                 return Err(LayerError::Unavailable(format!(
                     "Redis at {} lost its data (a restart or a flush) and {} of {} other \
                      Switchyard processes have not re-added their group members yet",
