@@ -189,6 +189,10 @@ def main() -> None:
         cpu_before = fl.cpu_seconds(server.pid)
         t_signal = time.monotonic()
         server.send_signal(signal.SIGTERM)
+        # One probe straight after the signal, from this thread.
+        t = time.monotonic()
+        status = fl.http_status(port, "/readyz", timeout=0.5)
+        probes.append((t, time.monotonic(), "/readyz", status))
         try:
             server.wait(timeout=DEADLINE)
         except Exception:  # noqa: BLE001
