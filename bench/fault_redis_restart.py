@@ -14,7 +14,7 @@ on the same port, empty; the run goes on for AFTER seconds more.
     python3 bench/fault_redis_restart.py target/release/switchyard target/plugins
 
 Knobs (environment): MEMBERS=50 RATE=20 BEFORE=5 OUTAGE=10 AFTER=10.
-Prints a table and writes bench/results/fault-redis-restart.json.
+Prints a table and writes bench/results/fault-redis-restart.json (fault-redis-restart-$TAG.json when TAG is set).
 
 A send failed visibly when the publisher got the chat plugin's error frame
 {"error": "group_send_failed", "detail": ...}; it succeeded when any socket
@@ -244,7 +244,7 @@ def main() -> None:
     binary, plugins = sys.argv[1], sys.argv[2]
     fl.raise_nofile()
     out = asyncio.run(run(binary, plugins))
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "fault-redis-restart.json")
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "fault-redis-restart" + (f"-{os.environ['TAG']}" if os.environ.get("TAG") else "") + ".json")
     with open(path, "w") as f:
         json.dump(out, f, indent=2)
         f.write("\n")

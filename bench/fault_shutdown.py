@@ -14,7 +14,7 @@ before the signal until the process has exited.
     python3 bench/fault_shutdown.py target/release/switchyard target/plugins
 
 Knobs (environment): SOCKETS=1000 ROOMS=10 RATE=200 WARMUP=5 CLIENT_PROCS=2.
-Prints a table and writes bench/results/fault-shutdown.json.
+Prints a table and writes bench/results/fault-shutdown.json (fault-shutdown-$TAG.json when TAG is set).
 
 Accepted messages are the sequence numbers any member (the publisher's echo
 included) received: group sends the server performed. A message is lost when
@@ -320,7 +320,7 @@ def main() -> None:
     }
     del out["server_cpu_s_during_shutdown"]
     os.makedirs(os.path.join(os.path.dirname(__file__), "results"), exist_ok=True)
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "fault-shutdown.json")
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "fault-shutdown" + (f"-{os.environ['TAG']}" if os.environ.get("TAG") else "") + ".json")
     with open(path, "w") as f:
         json.dump(out, f, indent=2)
         f.write("\n")
