@@ -48,6 +48,8 @@
 //! purge of dead processes), `layer` ([`RedisLayer`]).
 
 pub mod config;
+#[cfg(test)]
+mod count_events;
 mod heartbeat;
 mod layer;
 mod retry;

@@ -108,6 +108,7 @@ impl LoopMonitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redis::count_events::CountEvents;
 
     #[test]
     fn delays_grow_with_jitter_within_bounds() {
@@ -123,25 +124,6 @@ mod tests {
         }
         backoff.reset();
         assert!(backoff.next_delay() <= MIN_BACKOFF);
-    }
-
-    /// Counts the events logged while it is the default subscriber.
-    struct CountEvents(std::sync::Arc<std::sync::atomic::AtomicUsize>);
-
-    impl tracing::Subscriber for CountEvents {
-        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-            tracing::span::Id::from_u64(1)
-        }
-        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-        fn event(&self, _: &tracing::Event<'_>) {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        fn enter(&self, _: &tracing::span::Id) {}
-        fn exit(&self, _: &tracing::span::Id) {}
     }
 
     /// A loop failing the same way logs once, not once per attempt; a new
