@@ -597,6 +597,7 @@ impl Meta {
             .host
             .current_connection_id
             .store(self.id, std::sync::atomic::Ordering::Relaxed);
+        crate::guest_output::set_span(&state.host.current_span);
         store.set_epoch_deadline(1);
     }
 

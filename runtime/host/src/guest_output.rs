@@ -2,8 +2,8 @@
 //! and connection, so `println!` and panic messages reach the operator.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use tokio::io::AsyncWrite;
@@ -25,11 +25,29 @@ pub(crate) enum Stream {
 /// for.
 pub(crate) type CurrentConnectionId = Arc<AtomicU64>;
 
+/// The tracing span of the store's current call (the server's span of the
+/// connection it runs for), set before every call like
+/// [`CurrentConnectionId`]: guest output is written from a task of
+/// wasmtime's own, which does not inherit the caller's span, so each line
+/// is logged inside this one instead.
+pub(crate) type CurrentSpan = Arc<Mutex<tracing::Span>>;
+
+/// A [`CurrentSpan`] with no span yet.
+pub(crate) fn no_span() -> CurrentSpan {
+    Arc::new(Mutex::new(tracing::Span::none()))
+}
+
+/// Makes the caller's span the one guest output is logged in.
+pub(crate) fn set_span(current: &CurrentSpan) {
+    *current.lock().unwrap_or_else(PoisonError::into_inner) = tracing::Span::current();
+}
+
 /// One guest stream of one store.
 #[derive(Debug, Clone)]
 pub(crate) struct GuestOutput {
     plugin: Arc<str>,
     connection_id: CurrentConnectionId,
+    span: CurrentSpan,
     stream: Stream,
 }
 
@@ -37,11 +55,13 @@ impl GuestOutput {
     pub(crate) fn new(
         plugin: Arc<str>,
         connection_id: CurrentConnectionId,
+        span: CurrentSpan,
         stream: Stream,
     ) -> Self {
         Self {
             plugin,
             connection_id,
+            span,
             stream,
         }
     }
@@ -83,7 +103,14 @@ impl LineWriter {
         let text = String::from_utf8_lossy(&self.line);
         let text = text.trim_end_matches(['\r', '\n']);
         let connection = self.target.current();
-        let GuestOutput { plugin, stream, .. } = &self.target;
+        let GuestOutput {
+            plugin,
+            stream,
+            span,
+            ..
+        } = &self.target;
+        let span = span.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let _entered = span.enter();
         match stream {
             Stream::Stdout => tracing::info!(plugin = %plugin, connection, "guest stdout: {text}"),
             Stream::Stderr => tracing::warn!(plugin = %plugin, connection, "guest stderr: {text}"),
@@ -133,7 +160,12 @@ mod tests {
         // A shared instance's store is made with no connection (0); each
         // call sets the one it runs for.
         let current = CurrentConnectionId::default();
-        let output = GuestOutput::new("echo".into(), Arc::clone(&current), Stream::Stdout);
+        let output = GuestOutput::new(
+            "echo".into(),
+            Arc::clone(&current),
+            no_span(),
+            Stream::Stdout,
+        );
         assert_eq!(output.current(), 0);
         current.store(7, Ordering::Relaxed);
         assert_eq!(output.current(), 7);

@@ -12,7 +12,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 use crate::engine::{
     CORE_INSTANCES_PER_COMPONENT, MEMORIES_PER_COMPONENT, TABLE_ELEMENTS, TABLES_PER_COMPONENT,
 };
-use crate::guest_output::{CurrentConnectionId, GuestOutput, Stream};
+use crate::guest_output::{CurrentConnectionId, CurrentSpan, GuestOutput, Stream};
 use crate::http_context::RequestCtx;
 use crate::keyvalue::KvCtx;
 
@@ -55,11 +55,13 @@ impl ConsumerState {
             .stdout(GuestOutput::new(
                 Arc::clone(&host.plugin),
                 Arc::clone(&host.current_connection_id),
+                Arc::clone(&host.current_span),
                 Stream::Stdout,
             ))
             .stderr(GuestOutput::new(
                 Arc::clone(&host.plugin),
                 Arc::clone(&host.current_connection_id),
+                Arc::clone(&host.current_span),
                 Stream::Stderr,
             ))
             .build();
@@ -137,6 +139,8 @@ pub(crate) struct HostCtx {
     pub(crate) plugin: Arc<str>,
     /// The connection the current call is about, for log lines.
     pub(crate) current_connection_id: CurrentConnectionId,
+    /// The span of the current call, for guest output's log lines.
+    pub(crate) current_span: CurrentSpan,
 }
 
 impl std::fmt::Debug for HostCtx {

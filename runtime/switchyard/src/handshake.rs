@@ -26,6 +26,7 @@ use hyper::upgrade::OnUpgrade;
 use percent_encoding::percent_decode_str;
 use switchyard_host::{ConnectRequest, Handshake, Outbound, RouteMatch, StartError, Started};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::access;
@@ -42,7 +43,30 @@ fn plain(status: StatusCode, body: &'static str) -> Response {
     (status, body).into_response()
 }
 
+/// Every request not on the admin side, inside a `request` span whose
+/// `plugin`, `route` and `connection` (or `request_id`) fields are filled
+/// in once known, so every log line about the request, its consumer and
+/// its socket names them (see `--log-format json`).
 pub(crate) async fn handle(
+    state: State<AppState>,
+    peer: ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let span = tracing::info_span!(
+        "request",
+        plugin = tracing::field::Empty,
+        route = tracing::field::Empty,
+        connection = tracing::field::Empty,
+        request_id = tracing::field::Empty,
+    );
+    route_request(state, peer, uri, headers, request)
+        .instrument(span)
+        .await
+}
+
+async fn route_request(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
@@ -118,6 +142,8 @@ pub(crate) async fn handle(
     };
     let plugin = matched.plugin.name();
     let route = matched.route.to_string();
+    let span = tracing::Span::current();
+    span.record("plugin", plugin).record("route", &route);
     if let Some(origins) = &app.origins
         && !origins.allows(access::origin_header(&headers))
     {
@@ -193,7 +219,8 @@ pub(crate) async fn handle(
             tracing::info!(route = %matched.route, code, "WSREJECT 403: rejected by consumer");
             // As under Daphne, a rejected consumer still gets its disconnect
             // (1006: the socket never opened), and leaves its groups.
-            app.tasks.spawn(consumer.disconnect(1006));
+            app.tasks
+                .spawn(consumer.disconnect(1006).instrument(span.clone()));
             return plain(StatusCode::FORBIDDEN, "rejected by the consumer\n");
         }
         Handshake::Refused {
@@ -226,7 +253,7 @@ pub(crate) async fn handle(
     let config = socket_config(ws);
     let budget = Arc::clone(&app.unfinished);
     app.tasks
-        .spawn(async move { accepted.run(upgrade.socket(config, budget)).await });
+        .spawn(async move { accepted.run(upgrade.socket(config, budget)).await }.instrument(span));
     response
 }
 
@@ -279,7 +306,8 @@ fn start_consumer(
     let host = Arc::clone(&app.host);
     let counters = Arc::clone(&app.counters);
     let matched = matched.clone();
-    app.tasks.spawn(async move {
+    let span = tracing::Span::current();
+    let task = async move {
         let started = host.start(&matched, request, outbound).await;
         if let Err(Ok(started)) = answer_tx.send(started) {
             let total = Counters::bump(&counters.abandoned_handshakes);
@@ -291,7 +319,8 @@ fn start_consumer(
             );
             started.consumer.disconnect(1006).await;
         }
-    });
+    };
+    app.tasks.spawn(task.instrument(span));
     answer_rx
 }
 

@@ -77,6 +77,10 @@ async fn serve(
     let plugin = matched.plugin.name().to_owned();
     let route = matched.route.to_string();
     let method = request.method().clone();
+    tracing::Span::current()
+        .record("plugin", &plugin)
+        .record("route", &route)
+        .record("request_id", &request_id);
     let query = request.uri().query().unwrap_or_default().to_owned();
     let identity = match app.verifier.authenticate(request.headers(), &query) {
         Ok(identity) => identity,

@@ -173,6 +173,7 @@ impl PluginHost {
             layer: Arc::clone(&self.layer),
             plugin: plugin.artifact().name_arc(),
             current_connection_id: Arc::new(AtomicU64::new(current_connection_id)),
+            current_span: crate::guest_output::no_span(),
         };
         let kv = KvCtx::new(
             plugin.artifact().name_arc(),
@@ -331,6 +332,10 @@ impl PluginHost {
         };
         let inbox = self.layer.new_channel();
         let id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
+        // The server's span for this connection (if it has one, with an
+        // empty `connection` field) names it from here on, so every log
+        // line of the handshake and the socket carries the id.
+        tracing::Span::current().record("connection", id);
         let connection = Connection::new(id, inbox.name().into(), outbound);
         let mut consumer = match permits {
             None => self.attach_shared(plugin, connection).await?,
