@@ -32,6 +32,7 @@ async fn serve(dir: &PluginDir) -> TestServer {
         plugins: dir.path().to_path_buf(),
         admin: switchyard::config::AdminConfig {
             token: Some(ADMIN_TOKEN.into()),
+            ..Default::default()
         },
         ..test_config()
     })

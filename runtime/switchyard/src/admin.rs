@@ -12,24 +12,103 @@
 //! `{"failing", "failures", "total_failures", "last_error"}`, `processes`
 //! the Switchyard processes seen alive on that host (no shards for the
 //! in-memory layer).
+//!
+//! `POST /_switchyard/send` and `POST /_switchyard/group-send`, with the
+//! same token, publish an event (see [`crate::publish`]).
+//!
+//! [`routes`] is every path of the admin side: the API above and health
+//! (`/healthz`, `/readyz`). Without `[admin] bind` they are served on the
+//! public port beside the plugins; with it, only on the admin listener, and
+//! the public port answers them (and anything under `/_switchyard/`) 404
+//! without ever routing them to a plugin ([`hidden`]).
 
 use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
 use serde_json::{Value, json};
 use switchyard_layer::{LayerHealth, LoopHealth};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::cli::PluginsArgs;
-use crate::server::AppState;
+use crate::counters::Counters;
+use crate::health;
+use crate::publish;
+use crate::server::{self, AppState};
 
 /// The path of the plugin listing.
 pub(crate) const PLUGINS_PATH: &str = "/_switchyard/plugins";
 /// The path of the channel layer's health.
 pub(crate) const LAYER_PATH: &str = "/_switchyard/layer";
+/// Where every admin path lives.
+const ADMIN_PREFIX: &str = "/_switchyard";
+
+/// Every route of the admin side: the admin API and health. Served on the
+/// public port, or only on the admin listener when `[admin] bind` is set;
+/// a route added here goes wherever the others go.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route(health::HEALTHZ_PATH, get(health::healthz))
+        .route(health::READYZ_PATH, get(health::readyz))
+        .route(PLUGINS_PATH, get(plugins))
+        .route(LAYER_PATH, get(layer))
+        .route(publish::SEND_PATH, post(publish::send))
+        .route(publish::GROUP_SEND_PATH, post(publish::group_send))
+}
+
+/// The public port's answer to the admin side's paths while an admin
+/// listener serves them: 404, never a plugin.
+pub(crate) fn hidden() -> Router<AppState> {
+    let not_found = || async { (StatusCode::NOT_FOUND, "not found\n") };
+    Router::new()
+        .route(health::HEALTHZ_PATH, any(not_found))
+        .route(health::READYZ_PATH, any(not_found))
+        .route(ADMIN_PREFIX, any(not_found))
+        .route(&format!("{ADMIN_PREFIX}/"), any(not_found))
+        .route(&format!("{ADMIN_PREFIX}/{{*rest}}"), any(not_found))
+}
+
+/// Accepts on the admin listener until `stop` (when the public listener
+/// closes, after the drain): through the drain it keeps answering, so
+/// `/readyz` says 503 rather than refusing the connection.
+///
+/// # Cancel safety
+/// Both branches are cancel safe: `accept` loses no connection.
+pub(crate) async fn serve_listener(
+    listener: TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    stop: CancellationToken,
+    connections: TaskTracker,
+    counters: Arc<Counters>,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    connections.spawn(server::serve_tcp(
+                        stream,
+                        peer,
+                        app.clone(),
+                        header_timeout,
+                        stop.clone(),
+                        Arc::clone(&counters),
+                    ));
+                }
+                Err(error) => server::accept_failed(&error).await,
+            },
+        }
+    }
+}
 
 /// Compare without leaking where the first difference is.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -46,7 +125,7 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
 
 /// The answer to an admin request that may not go on: 404 while the admin
 /// API is off, 401 without the right token.
-fn refusal(app: &AppState, headers: &HeaderMap) -> Option<Response> {
+pub(crate) fn refusal(app: &AppState, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = app.config.admin.token.as_deref() else {
         return Some(StatusCode::NOT_FOUND.into_response());
     };

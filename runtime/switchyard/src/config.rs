@@ -13,6 +13,7 @@
 //!
 //! [admin]
 //! token = "..."                # enables GET /_switchyard/plugins (Bearer token)
+//! bind = "127.0.0.1:9100"      # admin API and health here only; unset: the public port
 //!
 //! [websocket]
 //! max-message-size = 1048576   # bytes; larger messages close with 1009
@@ -322,6 +323,9 @@ fn default_compile_cache() -> Option<PathBuf> {
 pub struct AdminConfig {
     /// The bearer token; the admin API is off without one.
     pub token: Option<String>,
+    /// Serve the admin API and health on this address only (see
+    /// [`crate::admin`]); unset, they share the public port.
+    pub bind: Option<std::net::SocketAddr>,
 }
 
 /// WebSocket limits, with Daphne's defaults where Daphne has one.
@@ -640,6 +644,18 @@ impl Config {
             return Err(invalid(
                 "admin.token",
                 "must be at least 16 characters (or unset to disable the admin API)",
+            ));
+        }
+        if let Some(admin) = self.admin.bind
+            && admin.port() != 0
+            && admin.port() == self.port
+            && (admin.ip() == self.bind
+                || admin.ip().is_unspecified()
+                || self.bind.is_unspecified())
+        {
+            return Err(invalid(
+                "admin.bind",
+                format!("{admin} is the public address; give the admin listener its own port"),
             ));
         }
         if self.guest.call_timeout_ms == 0 {

@@ -44,7 +44,7 @@ use crate::access::{OriginPolicy, TrustedProxies};
 use crate::auth::Verifier;
 use crate::config::{Config, LayerSettings, Settings};
 use crate::counters::Counters;
-use crate::health::{self, Draining};
+use crate::health::Draining;
 use crate::ratelimit::Admission;
 use crate::statics::StaticFiles;
 use crate::upgrade::UnfinishedBudget;
@@ -109,6 +109,8 @@ pub struct Server {
     trusted_proxies: Arc<TrustedProxies>,
     verifier: Arc<Verifier>,
     counters: Arc<Counters>,
+    /// `[admin] bind`, once [`Server::bind_admin`] has bound it.
+    admin_listener: Option<TcpListener>,
 }
 
 impl Server {
@@ -158,7 +160,28 @@ impl Server {
             trusted_proxies: Arc::new(trusted_proxies),
             verifier: Arc::new(verifier),
             counters: Arc::new(Counters::default()),
+            admin_listener: None,
         })
+    }
+
+    /// Bind `[admin] bind`, if set, and return the address it got (port 0
+    /// picks one). [`Server::serve`] binds it itself when this was not
+    /// called.
+    pub async fn bind_admin(&mut self) -> anyhow::Result<Option<SocketAddr>> {
+        let Some(addr) = self.config.admin.bind else {
+            return Ok(None);
+        };
+        if self.admin_listener.is_none() {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the admin listener (admin.bind) {addr}"))?;
+            self.admin_listener = Some(listener);
+        }
+        Ok(self
+            .admin_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?)
     }
 
     /// The plugin host (for tests and tools).
@@ -179,10 +202,11 @@ impl Server {
     /// Serve `listener` until `shutdown` resolves, then close every socket
     /// with 1001 and wait for them up to the configured deadline.
     pub async fn serve(
-        self,
+        mut self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        self.bind_admin().await?;
         let token = CancellationToken::new();
         let tasks = TaskTracker::new();
         // HTTP connections (not yet upgraded) are tracked apart from the
@@ -222,14 +246,27 @@ impl Server {
         } else {
             None
         };
-        let app = Router::new()
-            .route(health::HEALTHZ_PATH, axum::routing::get(health::healthz))
-            .route(health::READYZ_PATH, axum::routing::get(health::readyz))
-            .route(admin::PLUGINS_PATH, axum::routing::get(admin::plugins))
-            .route(admin::LAYER_PATH, axum::routing::get(admin::layer))
-            .fallback(handshake::handle)
-            .with_state(state);
+        // The admin side lives on the public port unless it has its own.
+        let admin_app = self
+            .admin_listener
+            .is_some()
+            .then(|| admin::routes().with_state(state.clone()));
+        let public = match admin_app {
+            Some(_) => admin::hidden(),
+            None => admin::routes(),
+        };
+        let app = public.fallback(handshake::handle).with_state(state);
         let header_timeout = Duration::from_secs(self.config.websocket.handshake_timeout_secs);
+        if let (Some(admin_listener), Some(admin_app)) = (self.admin_listener.take(), admin_app) {
+            connections.spawn(admin::serve_listener(
+                admin_listener,
+                admin_app,
+                header_timeout,
+                http_stop.clone(),
+                connections.clone(),
+                Arc::clone(&counters),
+            ));
+        }
         let accept = |stream, peer| {
             connections.spawn(serve_tcp(
                 stream,
@@ -295,7 +332,7 @@ impl Server {
 /// # Cancel safety
 /// `select!` polls the pinned connection by reference, so the cancelled
 /// branch goes on to drive the same connection through a graceful shutdown.
-async fn serve_tcp(
+pub(crate) async fn serve_tcp(
     stream: TcpStream,
     peer: SocketAddr,
     app: Router,
@@ -339,7 +376,7 @@ async fn serve_tcp(
 /// After a failed `accept`: a connection reset or aborted before it was
 /// accepted costs nothing; anything else (out of file descriptors, say) is
 /// logged and retried after a second, as `axum::serve` does.
-async fn accept_failed(error: &std::io::Error) {
+pub(crate) async fn accept_failed(error: &std::io::Error) {
     use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
     if matches!(
         error.kind(),
