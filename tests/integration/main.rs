@@ -2,6 +2,7 @@
 //! client, and the plugins built by `cargo xtask test`.
 
 mod access;
+mod admin_listener;
 mod browser;
 mod cancellation;
 mod chat;
@@ -13,8 +14,10 @@ mod http;
 mod isolation;
 mod keyvalue;
 mod layer;
+mod log_format;
 mod migration_load;
 mod protocol;
+mod publish;
 mod redis;
 mod redis_faults;
 mod refusal;

@@ -3,11 +3,14 @@
 //! file, which wins over the defaults. A `.env` file in the working
 //! directory is read first when present (without overriding variables that
 //! are already set).
+//!
+//! `switchyard send` and `switchyard group-send` publish an event from
+//! outside (see [`crate::publish_cli`]).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, ConfigError};
 
@@ -23,6 +26,19 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines as plain text or as one JSON object per line
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SWITCHYARD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (tracing-subscriber's JSON format), with
+    /// the connection's span (plugin, route, connection id) under `span`.
+    Json,
 }
 
 /// The subcommands.
@@ -32,6 +48,53 @@ pub enum Command {
     Serve(ServeArgs),
     /// Show the plugins of a running server (its admin API).
     Plugins(PluginsArgs),
+    /// Send an event to a channel (Channels' `channel_layer.send`).
+    Send(SendArgs),
+    /// Send an event to a group (Channels' `channel_layer.group_send`).
+    GroupSend(GroupSendArgs),
+}
+
+/// `switchyard send CHANNEL EVENT_JSON`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The channel name (as `self.channel_name` in a consumer)
+    pub channel: String,
+    /// The event: a JSON object with a string "type", e.g. '{"type": "chat.message", "message": "hi"}'
+    pub event: String,
+    /// How to reach the layer.
+    #[command(flatten)]
+    pub via: PublishVia,
+}
+
+/// `switchyard group-send GROUP EVENT_JSON`.
+#[derive(Debug, Args)]
+pub struct GroupSendArgs {
+    /// The group name
+    pub group: String,
+    /// The event: a JSON object with a string "type", e.g. '{"type": "chat.message", "message": "hi"}'
+    pub event: String,
+    /// How to reach the layer.
+    #[command(flatten)]
+    pub via: PublishVia,
+}
+
+/// Where `send` and `group-send` publish: through a running server's admin
+/// API (`--url`, `--token`), or straight into Redis (`--redis-url`, or a
+/// config file naming Redis hosts). `--url` wins when both are given.
+#[derive(Debug, Args)]
+pub struct PublishVia {
+    /// A running server's base URL (its admin listener when `[admin] bind` is set)
+    #[arg(long, env = "SWITCHYARD_URL")]
+    pub url: Option<String>,
+    /// The admin token (the server's `admin.token`), with --url
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Publish straight into this Redis (the channels_redis layer), no server needed
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Config file whose `[redis]` and `[layer]` sections say how to reach Redis
+    #[arg(short = 'c', long, env = "SWITCHYARD_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 /// `switchyard plugins`: the admin API's plugin list.
@@ -72,6 +135,9 @@ pub struct ServeArgs {
     /// Token that enables the admin API (GET /_switchyard/plugins)
     #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Serve the admin API and health on this address only (`[admin] bind`)
+    #[arg(long, env = "SWITCHYARD_ADMIN_BIND")]
+    pub admin_bind: Option<SocketAddr>,
     /// Worker threads of the async runtime [default: one per core]. Several
     /// processes sharing a machine (scaled out on one Redis) do best with
     /// their cores split between them.
@@ -100,6 +166,9 @@ impl ServeArgs {
         }
         if let Some(token) = self.admin_token.filter(|token| !token.is_empty()) {
             config.admin.token = Some(token);
+        }
+        if let Some(admin) = self.admin_bind {
+            config.admin.bind = Some(admin);
         }
         config.validate()?;
         Ok(config)
@@ -131,6 +200,57 @@ mod tests {
         let config = args.into_config().expect("valid config");
         assert_eq!(config.port, 9001);
         assert_eq!(config.plugins, PathBuf::from("/tmp"));
+    }
+
+    #[test]
+    fn publish_commands_and_log_format_parse() {
+        let cli = Cli::try_parse_from([
+            "switchyard",
+            "--log-format",
+            "json",
+            "group-send",
+            "chat_lobby",
+            r#"{"type": "chat.message"}"#,
+            "--redis-url",
+            "redis://127.0.0.1:6379",
+        ])
+        .expect("valid flags");
+        assert_eq!(cli.log_format, LogFormat::Json);
+        let Command::GroupSend(args) = cli.command else {
+            panic!("expected group-send");
+        };
+        assert_eq!(args.group, "chat_lobby");
+        assert_eq!(
+            args.via.redis_url.as_deref(),
+            Some("redis://127.0.0.1:6379")
+        );
+        let err = Cli::try_parse_from(["switchyard", "--log-format", "xml", "serve"])
+            .expect_err("unknown format");
+        assert!(err.to_string().contains("xml"), "{err}");
+    }
+
+    #[test]
+    fn admin_bind_flag_sets_the_admin_listener() {
+        let cli = Cli::try_parse_from([
+            "switchyard",
+            "serve",
+            "--plugins",
+            "/tmp",
+            "--admin-bind",
+            "127.0.0.1:9100",
+        ])
+        .expect("valid flags");
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
+        let config = args.into_config().expect("valid config");
+        assert_eq!(
+            config.admin.bind,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9100)))
+        );
+        let err = Cli::try_parse_from(["switchyard", "serve", "--admin-bind", "nowhere"])
+            .expect_err("not an address");
+        assert!(err.to_string().contains("nowhere"), "{err}");
     }
 
     #[test]

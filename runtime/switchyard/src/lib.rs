@@ -7,7 +7,9 @@
 //! layer; dependencies run one way, server → host → layer.
 //!
 //! Modules:
-//! - [`admin`]: the admin API (`/_switchyard/plugins`) and its client.
+//! - [`admin`]: the admin API (`/_switchyard/plugins`) and its client;
+//!   every admin and health route, on the public port or the admin
+//!   listener (`[admin] bind`).
 //! - `access` (private): allowed origins and the client address behind
 //!   trusted proxies.
 //! - `auth` (private): JWT verification and which routes require it.
@@ -21,6 +23,8 @@
 //! - `health` (private): `/healthz` and `/readyz` for load balancers.
 //! - `http_consumer` (private): the `http` side of the protocol router,
 //!   plain HTTP requests served by plugins' `wasi:http` handlers.
+//! - `publish` (private): `POST /_switchyard/send` and `/group-send`.
+//! - [`publish_cli`]: `switchyard send` and `switchyard group-send`.
 //! - `statics` (private): `[static]` files.
 //! - `socket` (private): the task that owns one socket.
 //! - `upgrade` (private): the WebSocket handshake's checks and answer, and
@@ -36,6 +40,8 @@ pub mod counters;
 mod handshake;
 mod health;
 mod http_consumer;
+mod publish;
+pub mod publish_cli;
 mod ratelimit;
 pub mod server;
 pub mod shutdown;
