@@ -98,6 +98,16 @@ async fn admin_and_health_answer_on_the_admin_port_only() {
     )
     .await;
     assert_eq!(reply.status, 404, "{}", reply.body);
+    // Publishing works on the admin port.
+    let reply = request_at(
+        server.admin,
+        "POST",
+        "/_switchyard/group-send",
+        &[("authorization", &auth)],
+        publish.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(reply.status, 202, "{}", reply.body);
     // The admin token still guards the admin API on its own port.
     let reply = request_at(server.admin, "GET", "/_switchyard/plugins", &[], b"").await;
     assert_eq!(reply.status, 401, "{}", reply.body);

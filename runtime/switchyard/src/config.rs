@@ -1011,6 +1011,24 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_listener_is_read_and_may_not_be_the_public_port() {
+        let mut config = Config {
+            plugins: std::env::temp_dir(),
+            ..parse("port = 8000\n[admin]\nbind = \"127.0.0.1:9100\"\n").expect("valid")
+        };
+        assert_eq!(
+            config.admin.bind,
+            Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9100)))
+        );
+        config.validate().expect("its own port is valid");
+        config.admin.bind = Some(std::net::SocketAddr::from(([0, 0, 0, 0], 8000)));
+        let err = config.validate().expect_err("the public port").to_string();
+        assert!(err.contains("admin.bind"), "{err}");
+        let err = parse("[admin]\nbind = \"localhost\"\n").expect_err("not an address");
+        assert!(err.to_string().contains("bind"), "{err}");
+    }
+
+    #[test]
     fn a_bad_redis_url_is_refused_with_password_redacted() {
         let config = Config {
             plugins: std::env::temp_dir(),

@@ -1,5 +1,6 @@
 //! Liveness and readiness for load balancers and orchestrators, on the
-//! public port, without a token:
+//! public port (or only on the admin listener, `[admin] bind`), without a
+//! token:
 //!
 //! - `GET /healthz`: 200 while the process serves at all (liveness).
 //! - `GET /readyz`: 200 when the server should be sent traffic: it is not
