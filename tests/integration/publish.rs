@@ -343,3 +343,56 @@ async fn the_cli_publishes_straight_into_redis_with_no_server() {
     );
     drop(server);
 }
+
+#[tokio::test]
+async fn a_full_channel_is_429_and_its_own_exit_code() {
+    let mut config = test_config();
+    config.admin.token = Some(TOKEN.to_owned());
+    config.layer.capacity = 1;
+    // The consumer below sleeps in a call for as long as the test needs.
+    config.guest.call_timeout_ms = 60_000;
+    let server = TestServer::start_with(config).await;
+    let mut watcher = Client::connect(&server, "/probe/layer/").await;
+    watcher.recv_json().await;
+    watcher
+        .send_json(&json!({"cmd": "group_add", "group": "sleepers"}))
+        .await;
+    assert_eq!(watcher.recv_json().await, json!({"ok": true}));
+    let mut sleeper = Client::connect(&server, "/probe/layer/").await;
+    let scope = sleeper.recv_json().await;
+    let channel = scope["channel_name"]
+        .as_str()
+        .expect("a channel name")
+        .to_owned();
+    // Busy in one call, it takes no event from its channel meanwhile.
+    sleeper
+        .send_json(&json!({"cmd": "sleep", "ms": 30_000, "announce": "sleepers"}))
+        .await;
+    assert_eq!(
+        watcher.recv_json().await,
+        json!({"event": {"type": "probe.sleeping"}})
+    );
+
+    let body = json!({"channel": channel, "event": {"type": "probe.hello"}});
+    let first = post(&server, "/_switchyard/send", TOKEN, &body).await;
+    assert_eq!(first.status, 202, "{}", first.body);
+    let full = post(&server, "/_switchyard/send", TOKEN, &body).await;
+    assert_eq!(full.status, 429, "{}", full.body);
+    assert_eq!(full.json()["error"], "channel_full", "{}", full.body);
+    assert_eq!(full.header("retry-after"), Some("1"));
+
+    let url = format!("http://{}", server.addr);
+    let cli = switchyard(&[
+        "send",
+        &channel,
+        r#"{"type": "probe.hello"}"#,
+        "--url",
+        &url,
+        "--token",
+        TOKEN,
+    ])
+    .await;
+    assert_eq!(cli.status.code(), Some(5), "{}", stderr(&cli));
+    // Not shut down: the sleeping call would hold the drain.
+    drop(server);
+}
