@@ -32,7 +32,9 @@ impl JsonServer {
                 "--plugins",
             ])
             .arg(test_plugins_dir())
-            .env("RUST_LOG", "info")
+            // Warnings and errors only: the connection's fields must survive
+            // a level filter that leaves out the span's own level.
+            .env("RUST_LOG", "warn")
             .env_remove("REDIS_URL")
             .env_remove("SWITCHYARD_ADMIN_BIND")
             .stdout(Stdio::piped())
@@ -135,16 +137,19 @@ async fn json_lines_name_the_plugin_route_and_connection() {
     assert_eq!(span["route"], "probe/any/<path:rest>", "{line}");
     assert_eq!(span["connection"], id, "{line}");
 
-    // A refused handshake: logged by the request, before any socket.
-    let refused = tokio_tungstenite::connect_async(format!("ws://{addr}/probe/reject/")).await;
-    assert!(refused.is_err(), "the probe rejects /probe/reject/");
-    let (server, line) = wait_for(server, "the refused handshake", |line| {
-        message_contains(line, "rejected by consumer")
+    // A failed handshake: logged by the request, before any socket.
+    let refused = tokio_tungstenite::connect_async(format!("ws://{addr}/probe/trap/")).await;
+    assert!(
+        refused.is_err(),
+        "the probe traps in connect on /probe/trap/"
+    );
+    let (server, line) = wait_for(server, "the failed handshake", |line| {
+        message_contains(line, "WSREJECT 500")
     })
     .await;
     let span = &line["span"];
     assert_eq!(span["plugin"], "probe", "{line}");
-    assert_eq!(span["route"], "probe/reject/", "{line}");
+    assert_eq!(span["route"], "probe/trap/", "{line}");
     assert!(
         span["connection"].as_u64().is_some_and(|other| other > id),
         "{line}"

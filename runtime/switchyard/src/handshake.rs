@@ -54,7 +54,10 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let span = tracing::info_span!(
+    // At error level so that no level filter (`RUST_LOG=warn`) disables
+    // it: a disabled span would drop these fields from the warnings and
+    // errors logged inside it.
+    let span = tracing::error_span!(
         "request",
         plugin = tracing::field::Empty,
         route = tracing::field::Empty,
