@@ -154,3 +154,18 @@ async fn readiness_on_the_admin_port_turns_503_when_shutdown_starts() {
         "the admin listener outlived the server"
     );
 }
+
+#[tokio::test]
+async fn an_admin_address_in_use_is_an_error_naming_it() {
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a free loopback port");
+    let addr = taken.local_addr().expect("local address");
+    let mut config: Config = test_config();
+    config.admin.bind = Some(addr);
+    let mut server = Server::build(config).await.expect("server builds");
+    let err = server.bind_admin().await.expect_err("the port is taken");
+    let message = format!("{err:#}");
+    assert!(message.contains(&addr.to_string()), "{message}");
+    assert!(message.contains("admin.bind"), "{message}");
+}

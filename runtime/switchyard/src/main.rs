@@ -113,12 +113,13 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
+    let admin = server.bind_admin().await?;
     let layer = if redis { "Redis" } else { "in-memory" };
     announce(
         format,
         &format!("Switchyard listening on http://{local} ({layer} channel layer)"),
     );
-    if let Some(admin) = server.bind_admin().await? {
+    if let Some(admin) = admin {
         announce(
             format,
             &format!("  admin API and health on http://{admin} (not on the public port)"),
