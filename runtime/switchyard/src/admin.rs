@@ -14,13 +14,13 @@
 //! in-memory layer).
 //!
 //! `POST /_switchyard/send` and `POST /_switchyard/group-send`, with the
-//! same token, publish an event (see [`crate::publish`]).
+//! same token, publish an event (see the `publish` module).
 //!
-//! [`routes`] is every path of the admin side: the API above and health
+//! `routes()` is every path of the admin side: the API above and health
 //! (`/healthz`, `/readyz`). Without `[admin] bind` they are served on the
 //! public port beside the plugins; with it, only on the admin listener, and
 //! the public port answers them (and anything under `/_switchyard/`) 404
-//! without ever routing them to a plugin ([`hidden`]).
+//! without ever routing them to a plugin (`hidden()`).
 
 use std::fmt::Write as _;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! shell, a cron job or a deploy script.
 //!
 //! With `--url` (and `--token`) the command calls a running server's
-//! publish API ([`crate::publish`]); that is the only way into the
+//! publish API (`POST /_switchyard/send`, `/group-send`); that is the only way into the
 //! in-memory layer, which lives inside the server. With `--redis-url`, or
 //! a config file naming Redis hosts, it writes straight into Redis through
 //! the channels_redis-compatible layer, as Django's shell can, with no
