@@ -231,12 +231,14 @@ async fn route_request(
             retry_after_secs,
         } => {
             tracing::info!(route = %matched.route, status, retry_after_secs, "WSREJECT {status}: refused by consumer");
-            app.tasks.spawn(consumer.disconnect(1006));
+            app.tasks
+                .spawn(consumer.disconnect(1006).instrument(span.clone()));
             return refused(status, retry_after_secs);
         }
         Handshake::Pending => {
             // `start` never returns a pending handshake; treat it as a reject.
-            app.tasks.spawn(consumer.disconnect(1006));
+            app.tasks
+                .spawn(consumer.disconnect(1006).instrument(span.clone()));
             return plain(StatusCode::FORBIDDEN, "rejected by the consumer\n");
         }
     };
