@@ -16,6 +16,7 @@ mod layer;
 mod migration_load;
 mod protocol;
 mod redis;
+mod redis_cluster;
 mod redis_faults;
 mod refusal;
 mod shared;

@@ -264,8 +264,8 @@ impl Inner {
 
     /// A group's members and whether this process's heartbeat key exists,
     /// in two reads (two slots). When the heartbeat's master cannot be
-    /// reached, the key counts as present: that master failing says nothing
-    /// about the group's.
+    /// reached (or the heartbeat loop is failing), the key counts as
+    /// present: that master failing says nothing about the group's.
     pub(super) async fn read_group_cluster(
         &self,
         group: &str,
@@ -281,9 +281,18 @@ impl Inner {
                 invocation.invoke_async(&mut conn),
             )
             .await?;
-        let alive: RedisResult<i64> = redis::cmd("EXISTS")
-            .arg(&self.keys.alive)
-            .query_async(&mut conn)
+        if self.shards[SHARD].heartbeat_health.snapshot().failing {
+            // Its master is away: do not wait for it on every send.
+            return Ok((true, members));
+        }
+        let alive: Result<i64, LayerError> = self
+            .run(
+                SHARD,
+                "checking the heartbeat",
+                redis::cmd("EXISTS")
+                    .arg(&self.keys.alive)
+                    .query_async(&mut conn),
+            )
             .await;
         Ok((alive.map_or(true, |alive| alive == 1), members))
     }
