@@ -517,6 +517,8 @@ impl Drop for ServerProcess {
 pub struct RedisCluster {
     /// The masters, in the order `redis-cli` gave them slots.
     pub nodes: Vec<RedisServer>,
+    /// Each master's slot ranges, read once the cluster is up.
+    slots: Vec<Vec<(u16, u16)>>,
 }
 
 impl RedisCluster {
@@ -542,7 +544,10 @@ impl RedisCluster {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        let cluster = Self { nodes };
+        let mut cluster = Self {
+            nodes,
+            slots: Vec::new(),
+        };
         let deadline = Instant::now() + STARTUP_PATIENCE;
         for index in 0..cluster.nodes.len() {
             while !cluster
@@ -556,7 +561,26 @@ impl RedisCluster {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+        cluster.slots = (0..cluster.nodes.len())
+            .map(|index| cluster.own_slots(index))
+            .collect();
         cluster
+    }
+
+    /// The slot ranges node `index` serves, from its `CLUSTER NODES` line.
+    fn own_slots(&self, index: usize) -> Vec<(u16, u16)> {
+        let nodes = self.cli(index, &["CLUSTER", "NODES"]);
+        let me = nodes
+            .lines()
+            .find(|line| line.contains("myself"))
+            .expect("a myself line");
+        me.split_whitespace()
+            .skip(8)
+            .filter_map(|range| {
+                let (low, high) = range.split_once('-').unwrap_or((range, range));
+                Some((low.parse().ok()?, high.parse().ok()?))
+            })
+            .collect()
     }
 
     /// One cluster node on a free client port and a free bus port; started
@@ -609,37 +633,37 @@ impl RedisCluster {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
-    /// The slot of `key` (`CLUSTER KEYSLOT`, asked of a live node).
-    pub fn keyslot(&self, key: &str) -> u16 {
+    /// The slot of `key` (`CLUSTER KEYSLOT`, asked of a live node by an
+    /// async `redis-cli`, so a server on the test's runtime keeps running).
+    pub async fn keyslot(&self, key: &str) -> u16 {
         let index = (0..self.nodes.len())
             .find(|&i| self.nodes[i].child.is_some())
             .expect("a live node");
-        self.cli(index, &["CLUSTER", "KEYSLOT", key])
+        let output = AsyncCommand::new("redis-cli")
+            .arg("-s")
+            .arg(self.nodes[index].socket())
+            .args(["CLUSTER", "KEYSLOT", key])
+            .output()
+            .await
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&output.stdout)
             .trim()
             .parse()
             .expect("a slot number")
     }
 
-    /// The index of the master that serves `key`.
-    pub fn master_of(&self, key: &str) -> usize {
-        let slot = self.keyslot(key);
-        (0..self.nodes.len())
-            .find(|&i| {
-                let nodes = self.cli(i, &["CLUSTER", "NODES"]);
-                let me = nodes
-                    .lines()
-                    .find(|line| line.contains("myself"))
-                    .unwrap_or_default()
-                    .to_owned();
-                me.split_whitespace().skip(8).any(|range| {
-                    let (low, high) = range.split_once('-').unwrap_or((range, range));
-                    match (low.parse::<u16>(), high.parse::<u16>()) {
-                        (Ok(low), Ok(high)) => (low..=high).contains(&slot),
-                        _ => false,
-                    }
-                })
+    /// The index of the master that serves `key` (by the slot map read at
+    /// start: no resharding happens in the tests).
+    pub async fn master_of(&self, key: &str) -> usize {
+        let slot = self.keyslot(key).await;
+        self.slots
+            .iter()
+            .position(|ranges| {
+                ranges
+                    .iter()
+                    .any(|&(low, high)| (low..=high).contains(&slot))
             })
-            .unwrap_or_else(|| panic!("no live master serves slot {slot} ({key})"))
+            .unwrap_or_else(|| panic!("no master serves slot {slot} ({key})"))
     }
 
     /// Kills master `index` (SIGKILL).
