@@ -253,7 +253,7 @@ async fn a_dead_processs_members_are_purged_on_every_master() {
             (!left.iter().any(|m| m == doomed_inbox.name())).then_some(left)
         })
         .await;
-        assert_eq!(left, [live_channel.clone()], "{group}");
+        assert_eq!(left, std::slice::from_ref(&live_channel), "{group}");
         let reply = command(
             &mut live,
             json!({"cmd": "group_send", "group": group, "event": {"type": "probe.after"}}),
