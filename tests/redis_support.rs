@@ -525,7 +525,24 @@ impl RedisCluster {
     /// Starts `masters` nodes, joins them and waits until every node says
     /// `cluster_state:ok`.
     pub fn start(masters: usize) -> Self {
-        let nodes: Vec<RedisServer> = (0..masters).map(|_| Self::start_node()).collect();
+        let mut cluster = Self::start_unjoined(masters);
+        cluster.join();
+        cluster
+    }
+
+    /// Starts `masters` cluster-enabled nodes that are not a cluster yet
+    /// (they serve no slot) until [`join`](Self::join).
+    pub fn start_unjoined(masters: usize) -> Self {
+        Self {
+            nodes: (0..masters).map(|_| Self::start_node()).collect(),
+            slots: Vec::new(),
+        }
+    }
+
+    /// Joins the nodes (`redis-cli --cluster create`, no replicas) and
+    /// waits until every node says `cluster_state:ok`.
+    pub fn join(&mut self) {
+        let nodes = &self.nodes;
         let addresses: Vec<String> = nodes
             .iter()
             .map(|node| format!("127.0.0.1:{}", node.tcp_port()))
@@ -544,13 +561,9 @@ impl RedisCluster {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        let mut cluster = Self {
-            nodes,
-            slots: Vec::new(),
-        };
         let deadline = Instant::now() + STARTUP_PATIENCE;
-        for index in 0..cluster.nodes.len() {
-            while !cluster
+        for index in 0..self.nodes.len() {
+            while !self
                 .cli(index, &["CLUSTER", "INFO"])
                 .contains("cluster_state:ok")
             {
@@ -561,10 +574,9 @@ impl RedisCluster {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        cluster.slots = (0..cluster.nodes.len())
-            .map(|index| cluster.own_slots(index))
+        self.slots = (0..self.nodes.len())
+            .map(|index| self.own_slots(index))
             .collect();
-        cluster
     }
 
     /// The slot ranges node `index` serves, from its `CLUSTER NODES` line.

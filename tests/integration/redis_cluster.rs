@@ -338,3 +338,52 @@ async fn a_killed_master_fails_its_slots_as_unavailable_and_the_others_serve() {
     a.shutdown().await.expect("clean shutdown");
     b.shutdown().await.expect("clean shutdown");
 }
+
+/// Nodes that are not a cluster yet when the server starts: the server
+/// serves, layer calls fail as `unavailable` and the admin API reports the
+/// cluster failing; once the nodes are joined, the same server's sockets
+/// join groups and hear group sends, without a restart.
+#[tokio::test]
+async fn a_cluster_formed_after_the_server_started_is_used_once_up() {
+    let mut cluster = RedisCluster::start_unjoined(3);
+    let server = TestServer::start_with(cluster_config(&cluster)).await;
+    let (mut client, _) = probe(&server).await;
+    let reply = command(&mut client, json!({"cmd": "group_add", "group": "late"})).await;
+    assert_eq!(reply["kind"], "unavailable", "{reply}");
+    let health = wait_for("the receive loop to report failing", || async {
+        let health = layer_health(&server).await;
+        (health["shards"][0]["receive"]["failing"] == true).then_some(health)
+    })
+    .await;
+    assert_eq!(health["healthy"], false, "{health}");
+
+    cluster.join();
+    // A group served by a master other than the first seed.
+    let group = group_per_master(&cluster, |i| format!("late{i}")).await[1].clone();
+    // Each try is one round trip (at most the layer's 5 s timeout).
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let reply = command(&mut client, json!({"cmd": "group_add", "group": group})).await;
+        if reply == json!({"ok": true}) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the joined cluster is still unavailable: {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let event = json!({"type": "probe.late"});
+    let reply = command(
+        &mut client,
+        json!({"cmd": "group_send", "group": group, "event": event}),
+    )
+    .await;
+    assert_eq!(reply, json!({"ok": true}));
+    assert_eq!(client.recv_json().await, json!({"event": event}));
+    wait_for("the layer to report healthy", || async {
+        (layer_health(&server).await["healthy"] == true).then_some(())
+    })
+    .await;
+    server.shutdown().await.expect("clean shutdown");
+}
