@@ -507,3 +507,188 @@ impl Drop for ServerProcess {
         self.kill();
     }
 }
+
+/// A Redis Cluster of masters with no replicas, each a `redis-server
+/// --cluster-enabled yes` on loopback TCP ports (client and cluster bus)
+/// in a directory of its own, joined with `redis-cli --cluster create`.
+/// The nodes run with `cluster-require-full-coverage no`, so the live
+/// masters keep serving their slots when one dies. Killed on drop.
+#[derive(Debug)]
+pub struct RedisCluster {
+    /// The masters, in the order `redis-cli` gave them slots.
+    pub nodes: Vec<RedisServer>,
+    /// Each master's slot ranges, read once the cluster is up.
+    slots: Vec<Vec<(u16, u16)>>,
+}
+
+impl RedisCluster {
+    /// Starts `masters` nodes, joins them and waits until every node says
+    /// `cluster_state:ok`.
+    pub fn start(masters: usize) -> Self {
+        let mut cluster = Self::start_unjoined(masters);
+        cluster.join();
+        cluster
+    }
+
+    /// Starts `masters` cluster-enabled nodes that are not a cluster yet
+    /// (they serve no slot) until [`join`](Self::join).
+    pub fn start_unjoined(masters: usize) -> Self {
+        Self {
+            nodes: (0..masters).map(|_| Self::start_node()).collect(),
+            slots: Vec::new(),
+        }
+    }
+
+    /// Joins the nodes (`redis-cli --cluster create`, no replicas) and
+    /// waits until every node says `cluster_state:ok`.
+    pub fn join(&mut self) {
+        let nodes = &self.nodes;
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.tcp_port()))
+            .collect();
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|err| {
+                panic!("cannot run redis-cli ({err}): install redis-tools (.ci/run does)")
+            });
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let deadline = Instant::now() + STARTUP_PATIENCE;
+        for index in 0..self.nodes.len() {
+            while !self
+                .cli(index, &["CLUSTER", "INFO"])
+                .contains("cluster_state:ok")
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster did not reach cluster_state:ok within {STARTUP_PATIENCE:?}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.slots = (0..self.nodes.len())
+            .map(|index| self.own_slots(index))
+            .collect();
+    }
+
+    /// The slot ranges node `index` serves, from its `CLUSTER NODES` line.
+    fn own_slots(&self, index: usize) -> Vec<(u16, u16)> {
+        let nodes = self.cli(index, &["CLUSTER", "NODES"]);
+        let me = nodes
+            .lines()
+            .find(|line| line.contains("myself"))
+            .expect("a myself line");
+        me.split_whitespace()
+            .skip(8)
+            .filter_map(|range| {
+                let (low, high) = range.split_once('-').unwrap_or((range, range));
+                Some((low.parse().ok()?, high.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// One cluster node on a free client port and a free bus port; started
+    /// again on others should another process take one first.
+    fn start_node() -> RedisServer {
+        let free_port = || {
+            TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free loopback port")
+                .port()
+        };
+        for _ in 0..20 {
+            let mut server = RedisServer::new(Some(free_port()));
+            let nodes_file = server.dir.path().join("nodes.conf");
+            server.extra_args = vec![
+                "--cluster-enabled".into(),
+                "yes".into(),
+                "--cluster-config-file".into(),
+                nodes_file.display().to_string(),
+                "--cluster-port".into(),
+                free_port().to_string(),
+                "--cluster-node-timeout".into(),
+                "2000".into(),
+                "--cluster-require-full-coverage".into(),
+                "no".into(),
+            ];
+            if let Started::Ready = server.spawn() {
+                return server;
+            }
+        }
+        panic!("redis-server found 20 free ports taken in turn");
+    }
+
+    /// The seed URLs for `[redis] cluster`.
+    pub fn seeds(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|node| format!("redis://127.0.0.1:{}", node.tcp_port()))
+            .collect()
+    }
+
+    /// `redis-cli` on node `index`'s unix socket; its output.
+    pub fn cli(&self, index: usize, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .arg("-s")
+            .arg(self.nodes[index].socket())
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The slot of `key` (`CLUSTER KEYSLOT`, asked of a live node by an
+    /// async `redis-cli`, so a server on the test's runtime keeps running).
+    pub async fn keyslot(&self, key: &str) -> u16 {
+        let index = (0..self.nodes.len())
+            .find(|&i| self.nodes[i].child.is_some())
+            .expect("a live node");
+        let output = AsyncCommand::new("redis-cli")
+            .arg("-s")
+            .arg(self.nodes[index].socket())
+            .args(["CLUSTER", "KEYSLOT", key])
+            .output()
+            .await
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .expect("a slot number")
+    }
+
+    /// The index of the master that serves `key` (by the slot map read at
+    /// start: no resharding happens in the tests).
+    pub async fn master_of(&self, key: &str) -> usize {
+        let slot = self.keyslot(key).await;
+        self.slots
+            .iter()
+            .position(|ranges| {
+                ranges
+                    .iter()
+                    .any(|&(low, high)| (low..=high).contains(&slot))
+            })
+            .unwrap_or_else(|| panic!("no master serves slot {slot} ({key})"))
+    }
+
+    /// Kills master `index` (SIGKILL).
+    pub fn kill(&mut self, index: usize) {
+        self.nodes[index].kill();
+    }
+
+    /// An async cluster connection, for looking at the data.
+    pub async fn connection(&self) -> redis::cluster_async::ClusterConnection {
+        redis::cluster::ClusterClient::new(self.seeds())
+            .expect("valid seeds")
+            .get_async_connection()
+            .await
+            .expect("connect to the test cluster")
+    }
+}

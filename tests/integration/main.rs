@@ -19,6 +19,7 @@ mod migration_load;
 mod protocol;
 mod publish;
 mod redis;
+mod redis_cluster;
 mod redis_faults;
 mod refusal;
 mod shared;

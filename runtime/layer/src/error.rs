@@ -50,6 +50,10 @@ pub enum LayerConfigError {
     /// The Redis layer was given no host.
     #[error("invalid Redis layer configuration: no hosts")]
     NoHosts,
+    /// Both `hosts` and `cluster` were given: a layer is either sharded by
+    /// channels_redis's hash or a Redis Cluster, not both.
+    #[error("invalid Redis layer configuration: `hosts` and `cluster` are mutually exclusive")]
+    HostsAndCluster,
     /// redis-rs cannot use a host's URL.
     #[error("invalid Redis URL {url}")]
     RedisUrl {

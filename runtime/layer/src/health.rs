@@ -5,7 +5,8 @@
 /// always healthy; the Redis layer reports each shard.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LayerHealth {
-    /// One entry per Redis host, in shard order; empty for the memory layer.
+    /// One entry per Redis host, in shard order (one for a whole Redis
+    /// Cluster); empty for the memory layer.
     pub shards: Vec<ShardHealth>,
 }
 

@@ -46,6 +46,8 @@
 //! symmetric-encryption-keys = []
 //! random-prefix-length = 12
 //! heartbeat-ttl-secs = 10          # a killed process's members go this long after
+//! # cluster = ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]  # Redis Cluster
+//! #   seed nodes instead of hosts: Switchyard processes only (no Django peers)
 //!
 //! [keyvalue]                   # wasi:keyvalue for plugins with `keyvalue = true`
 //! max-key-bytes = 512          # longer keys: error, nothing stored
@@ -213,6 +215,9 @@ pub struct RedisSection {
     /// `redis://`, `rediss://` or `unix://` URLs; a host's position is its
     /// shard index, so list them in the Django processes' order.
     pub hosts: Vec<String>,
+    /// Seed nodes (`redis://`/`rediss://`) of a Redis Cluster, instead of
+    /// `hosts`: a layer that only Switchyard processes can share.
+    pub cluster: Vec<String>,
     /// Key prefix (channels_redis's `prefix`, default `asgi`).
     pub prefix: String,
     /// Fernet keys (channels_redis's `symmetric_encryption_keys`); the
@@ -231,6 +236,7 @@ impl Default for RedisSection {
     fn default() -> Self {
         Self {
             hosts: Vec::new(),
+            cluster: Vec::new(),
             prefix: RedisConfig::DEFAULT_PREFIX.to_owned(),
             symmetric_encryption_keys: Vec::new(),
             random_prefix_length: RedisConfig::DEFAULT_RANDOM_PREFIX_LENGTH,
@@ -772,7 +778,8 @@ impl Config {
             Some(url) => vec![url.clone()],
             None => self.redis.hosts.clone(),
         };
-        if hosts.is_empty() {
+        let cluster = self.cluster_seeds(&hosts)?;
+        if hosts.is_empty() && cluster.is_empty() {
             return Ok(None);
         }
         for host in &hosts {
@@ -807,11 +814,46 @@ impl Config {
         Ok(Some(RedisConfig {
             layer: self.layer_config()?,
             hosts,
+            cluster,
             prefix: self.redis.prefix.clone(),
             symmetric_encryption_keys: self.redis.symmetric_encryption_keys.clone(),
             random_prefix_length: self.redis.random_prefix_length,
             heartbeat_ttl: Duration::from_secs(self.redis.heartbeat_ttl_secs),
         }))
+    }
+
+    /// `[redis] cluster`, checked: not beside `hosts` (or `redis-url` /
+    /// `REDIS_URL`, which replace them), and only `redis://`/`rediss://` URLs.
+    fn cluster_seeds(&self, hosts: &[String]) -> Result<Vec<String>, ConfigError> {
+        let seeds = &self.redis.cluster;
+        if seeds.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !hosts.is_empty() {
+            let other = if self.redis_url.is_some() {
+                "redis-url (REDIS_URL)"
+            } else {
+                "redis.hosts"
+            };
+            return Err(invalid(
+                "redis.cluster",
+                format!(
+                    "cannot be combined with {other}: a layer is one Redis Cluster or a list of hosts"
+                ),
+            ));
+        }
+        for seed in seeds {
+            if !(seed.starts_with("redis://") || seed.starts_with("rediss://")) {
+                return Err(invalid(
+                    "redis.cluster",
+                    format!(
+                        "{} is not a redis:// or rediss:// URL (cluster nodes are reached over TCP)",
+                        redact_url(seed)
+                    ),
+                ));
+            }
+        }
+        Ok(seeds.clone())
     }
 
     /// `[access] trusted-proxies`, parsed.
@@ -978,6 +1020,31 @@ mod tests {
         let redis = config.redis_config().expect("valid").expect("redis");
         assert_eq!(redis.hosts, vec!["redis://u:pw@c:6379/1".to_owned()]);
         assert!(Config::default().redis_config().expect("valid").is_none());
+    }
+
+    #[test]
+    fn a_redis_cluster_is_read_and_refused_beside_hosts() {
+        let mut config =
+            parse("[redis]\ncluster = [\"redis://a:7000\", \"rediss://b:7001\"]\n").expect("valid");
+        let redis = config.redis_config().expect("valid").expect("redis");
+        assert_eq!(redis.cluster.len(), 2);
+        assert!(redis.hosts.is_empty());
+        config.redis_url = Some("redis://c:6379".into());
+        let err = config.redis_config().expect_err("both").to_string();
+        assert!(
+            err.contains("redis.cluster") && err.contains("REDIS_URL"),
+            "{err}"
+        );
+        let config = parse("[redis]\nhosts = [\"redis://a\"]\ncluster = [\"redis://b:7000\"]\n")
+            .expect("parses");
+        let err = config.redis_config().expect_err("both").to_string();
+        assert!(
+            err.contains("redis.cluster") && err.contains("redis.hosts"),
+            "{err}"
+        );
+        let config = parse("[redis]\ncluster = [\"unix:///tmp/r.sock\"]\n").expect("parses");
+        let err = config.redis_config().expect_err("unix").to_string();
+        assert!(err.contains("unix:///tmp/r.sock"), "{err}");
     }
 
     #[test]

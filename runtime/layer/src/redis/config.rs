@@ -14,6 +14,11 @@ pub struct RedisConfig {
     /// Redis URLs (`redis://`, `rediss://`, `unix://`), one per shard; a host's
     /// position is its shard index, as in channels_redis's `hosts`.
     pub hosts: Vec<String>,
+    /// Seed nodes of a Redis Cluster (`redis://` or `rediss://` URLs), instead
+    /// of `hosts`: Switchyard's own cluster mode, for deployments where only
+    /// Switchyard processes share the layer (channels_redis has no cluster
+    /// support; see `cluster`). Empty: `hosts` is used.
+    pub cluster: Vec<String>,
     /// Put before every key with no separator (channels_redis's `prefix`).
     pub prefix: String,
     /// Fernet keys (channels_redis's `symmetric_encryption_keys`): messages are
@@ -38,11 +43,22 @@ impl RedisConfig {
     /// stops costing the others within about 13 s.
     pub const DEFAULT_HEARTBEAT_TTL: Duration = Duration::from_secs(10);
 
+    /// A Redis Cluster reached through these seed nodes, with channels_redis's
+    /// defaults for everything else.
+    pub fn cluster(seeds: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            hosts: Vec::new(),
+            cluster: seeds.into_iter().map(Into::into).collect(),
+            ..Self::single("")
+        }
+    }
+
     /// One host with channels_redis's defaults for everything else.
     pub fn single(url: impl Into<String>) -> Self {
         Self {
             layer: LayerConfig::default(),
             hosts: vec![url.into()],
+            cluster: Vec::new(),
             prefix: Self::DEFAULT_PREFIX.to_owned(),
             symmetric_encryption_keys: Vec::new(),
             random_prefix_length: Self::DEFAULT_RANDOM_PREFIX_LENGTH,
@@ -58,6 +74,14 @@ impl std::fmt::Debug for RedisConfig {
             .field(
                 "hosts",
                 &self.hosts.iter().map(|h| redact_url(h)).collect::<Vec<_>>(),
+            )
+            .field(
+                "cluster",
+                &self
+                    .cluster
+                    .iter()
+                    .map(|h| redact_url(h))
+                    .collect::<Vec<_>>(),
             )
             .field("prefix", &self.prefix)
             .field(

@@ -50,7 +50,9 @@ use crate::{LayerError, lock_unpoisoned};
 /// The names of one process's liveness keys (the same on every host).
 #[derive(Debug)]
 pub(super) struct ProcessKeys {
-    prefix: String,
+    pub(super) prefix: String,
+    /// `P:switchyard`, or `{P:switchyard}` in a Redis Cluster.
+    pub(super) base: String,
     /// `P:switchyard:alive:I`.
     pub(super) alive: String,
     /// `P:switchyard:processes`.
@@ -62,19 +64,28 @@ pub(super) struct ProcessKeys {
 }
 
 impl ProcessKeys {
-    pub(super) fn new(prefix: &str, inbox_name: &str) -> Self {
+    /// The keys under `P:switchyard:`; in a Redis Cluster under the hash tag
+    /// `{P:switchyard}:`, so that they share one slot and the heartbeat and
+    /// purge scripts can touch several of them (see `cluster`).
+    pub(super) fn new(prefix: &str, inbox_name: &str, cluster: bool) -> Self {
+        let base = if cluster {
+            format!("{{{prefix}:switchyard}}")
+        } else {
+            format!("{prefix}:switchyard")
+        };
         Self {
             prefix: prefix.to_owned(),
-            alive: format!("{prefix}:switchyard:alive:{inbox_name}"),
-            registry: format!("{prefix}:switchyard:processes"),
-            groups: format!("{prefix}:switchyard:groups:{inbox_name}"),
-            resync: format!("{prefix}:switchyard:resync"),
+            alive: format!("{base}:alive:{inbox_name}"),
+            registry: format!("{base}:processes"),
+            groups: format!("{base}:groups:{inbox_name}"),
+            resync: format!("{base}:resync"),
+            base,
         }
     }
 
     /// Another process's heartbeat key.
     pub(super) fn alive_of(&self, inbox_name: &str) -> String {
-        format!("{}:switchyard:alive:{inbox_name}", self.prefix)
+        format!("{}:alive:{inbox_name}", self.base)
     }
 }
 
@@ -142,14 +153,19 @@ async fn beat(
         )
         .await?;
     let asked = resync_seen.as_ref().is_some_and(|seen| *seen != resync);
-    if alive == 0 || asked {
+    // A cluster `group_add` whose group record could not be written.
+    let owed = inner.record_owed.swap(false, Ordering::Relaxed);
+    if alive == 0 || asked || owed {
         let shard_state = &inner.shards[shard];
         let first = !shard_state.beaten.load(Ordering::Relaxed);
-        let count = {
+        let synced = {
             let _recovering = shard_state.recovering.lock().await;
-            inner.sync_shard(shard, &mut conn, true, true).await?
+            inner.sync_shard(shard, &mut conn, true, true).await
+        };
+        if synced.is_err() && owed {
+            inner.record_owed.store(true, Ordering::Relaxed);
         }
-        .map_or(0, |(count, _)| count);
+        let count = synced?.map_or(0, |(count, _)| count);
         if !first {
             let reason = if alive == 0 {
                 "Redis lost this process's heartbeat (a restart, a flush, an eviction, \
@@ -163,6 +179,9 @@ async fn beat(
     }
     *resync_seen = Some(resync);
 
+    if inner.cluster {
+        return inner.sweep_cluster(&mut conn).await;
+    }
     let mut invocation = inner.purge_script.key(&keys.registry);
     invocation.arg(&keys.prefix).arg(&inner.inbox_name);
     let (purged, removed, live): (Vec<String>, Vec<i64>, Vec<String>) = inner
@@ -177,6 +196,13 @@ async fn beat(
             "removed the group members of a Switchyard process whose heartbeat expired \
              (it stopped without leaving its groups)");
     }
+    record_live(inner, shard, live);
+    Ok(())
+}
+
+/// Records the processes a sweep found alive on `shard`: its process count
+/// for the health report, and the peers a send waits for after a loss.
+pub(super) fn record_live(inner: &Inner, shard: usize, live: Vec<String>) {
     let shard_state = &inner.shards[shard];
     shard_state.processes.store(live.len(), Ordering::Relaxed);
     let others = live
@@ -200,5 +226,4 @@ async fn beat(
     } else {
         *peers = others.collect();
     }
-    Ok(())
 }

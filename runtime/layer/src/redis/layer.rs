@@ -9,11 +9,12 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, Script, Value as RedisValue};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Script, Value as RedisValue};
 use serde_json::Value;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::cluster::{Backend, Conn};
 use super::config::{RedisConfig, redact_url};
 use super::heartbeat::{ProcessKeys, beat_period, heartbeat_loop};
 use super::retry::{Backoff, LoopMonitor};
@@ -35,10 +36,10 @@ use crate::{
 const POP_TIMEOUT_SECS: u64 = 5;
 /// The receiver's read timeout: above the pop timeout, so an idle pop never
 /// looks like a dead connection (the channels_redis#422 trap).
-const RECEIVER_READ_TIMEOUT: Duration = Duration::from_secs(POP_TIMEOUT_SECS + 5);
+pub(super) const RECEIVER_READ_TIMEOUT: Duration = Duration::from_secs(POP_TIMEOUT_SECS + 5);
 /// How long one layer operation may take before it fails as `Unavailable`.
-const OP_TIMEOUT: Duration = Duration::from_secs(5);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const OP_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Entries taken per `ZPOPMIN` while the inbox has a backlog.
 const POP_BATCH: usize = 256;
 /// The most group removals kept for Redis while it cannot take them. Beyond
@@ -64,8 +65,8 @@ pub struct RedisLayer {
 pub(super) struct Shard {
     /// The URL with its password redacted, for logs and errors.
     pub(super) url: String,
-    client: Client,
-    commands: ConnectionManager,
+    /// A host, or the whole Redis Cluster.
+    pub(super) backend: Backend,
     receive_health: LoopMonitor,
     refresh_health: LoopMonitor,
     pub(super) heartbeat_health: LoopMonitor,
@@ -104,11 +105,11 @@ pub(super) struct Shard {
 /// groups (the hook cannot hold the layer itself: the layer owns the inboxes'
 /// registry).
 #[derive(Default)]
-struct Book {
+pub(super) struct Book {
     /// Group → local member channels; re-added after a reconnect and refreshed
     /// before the group expiry. A std mutex: map work only, never across
     /// `.await`.
-    memberships: Mutex<Memberships<()>>,
+    pub(super) memberships: Mutex<Memberships<()>>,
     /// `ZREM`s not yet done: `group_discard`s that failed while Redis was down,
     /// and the memberships of dropped inboxes; at most
     /// [`MAX_PENDING_DISCARDS`].
@@ -127,7 +128,7 @@ struct PendingDiscards {
 impl Book {
     /// Queues `ZREM group channel` for the refresh loop (or the next
     /// reconnect); drops it when the queue is full.
-    fn queue_discard(&self, group: &str, channel: &str) {
+    pub(super) fn queue_discard(&self, group: &str, channel: &str) {
         {
             let mut pending = lock_unpoisoned(&self.pending_discards);
             let entry = (group.to_owned(), Arc::from(channel));
@@ -169,8 +170,14 @@ impl Book {
 
 pub(super) struct Inner {
     local: LocalChannels,
+    /// Whether `shards` is one Redis Cluster (see `cluster`): multi-key
+    /// writes are then split by slot.
+    pub(super) cluster: bool,
+    /// A cluster `group_add` could not write this process's group record:
+    /// the next heartbeat re-adds the memberships (and the record).
+    pub(super) record_owed: AtomicBool,
     pub(super) shards: Vec<Shard>,
-    prefix: String,
+    pub(super) prefix: String,
     /// `specific.<client prefix>!`: the non-local name of every local channel.
     pub(super) inbox_name: String,
     /// This process's heartbeat, registry, groups-record and resync keys.
@@ -184,19 +191,19 @@ pub(super) struct Inner {
     /// Group members skipped because their name is not UTF-8.
     pub(super) bad_members: Summary,
     /// `prefix + inbox_name`: this process's inbox key on every shard.
-    inbox_key: String,
-    codec: Codec,
-    capacity: CapacityRules,
-    expiry_secs: u64,
-    group_expiry_secs: u64,
-    book: Arc<Book>,
+    pub(super) inbox_key: String,
+    pub(super) codec: Codec,
+    pub(super) capacity: CapacityRules,
+    pub(super) expiry_secs: u64,
+    pub(super) group_expiry_secs: u64,
+    pub(super) book: Arc<Book>,
     /// The last score written; scores only grow, so one sender's messages keep
     /// their order in a zset even within one clock tick.
     last_score: Mutex<f64>,
     round_robin: AtomicUsize,
-    stats: Arc<StatCounters>,
+    pub(super) stats: Arc<StatCounters>,
     send_script: Script,
-    group_send_script: Script,
+    pub(super) group_send_script: Script,
     members_script: Script,
     pub(super) heartbeat_script: Script,
     pub(super) purge_script: Script,
@@ -216,39 +223,55 @@ impl RedisLayer {
         let RedisConfig {
             layer,
             hosts,
+            cluster: seeds,
             prefix,
             symmetric_encryption_keys,
             random_prefix_length,
             heartbeat_ttl,
         } = config;
-        if hosts.is_empty() {
+        if !hosts.is_empty() && !seeds.is_empty() {
+            return Err(LayerConfigError::HostsAndCluster);
+        }
+        if hosts.is_empty() && seeds.is_empty() {
             return Err(LayerConfigError::NoHosts);
         }
+        let cluster = !seeds.is_empty();
         let capacity = CapacityRules::new(layer.capacity, &layer.channel_capacity)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(OP_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let shards = hosts
-            .iter()
-            .map(|host| {
-                let url = redact_url(host);
-                let invalid = |source: redis::RedisError| LayerConfigError::RedisUrl {
-                    url: url.clone(),
-                    source,
-                };
-                let client = Client::open(host.as_str()).map_err(invalid)?;
-                let commands =
-                    ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
-                        .map_err(invalid)?;
+        let backends = if cluster {
+            vec![Backend::cluster(&seeds)?]
+        } else {
+            hosts
+                .iter()
+                .map(|host| {
+                    let url = redact_url(host);
+                    let invalid = |source: redis::RedisError| LayerConfigError::RedisUrl {
+                        url: url.clone(),
+                        source,
+                    };
+                    let client = Client::open(host.as_str()).map_err(invalid)?;
+                    let commands = ConnectionManager::new_lazy_with_config(
+                        client.clone(),
+                        manager_config.clone(),
+                    )
+                    .map_err(invalid)?;
+                    Ok((url, Backend::Host { client, commands }))
+                })
+                .collect::<Result<Vec<_>, LayerConfigError>>()?
+        };
+        let shards = backends
+            .into_iter()
+            .map(|(url, backend)| {
                 Ok(Shard {
                     receive_health: LoopMonitor::new(url.clone(), "receive"),
                     refresh_health: LoopMonitor::new(url.clone(), "refresh"),
                     heartbeat_health: LoopMonitor::new(url.clone(), "heartbeat"),
                     url,
-                    client,
-                    commands,
+                    backend,
                     down: AtomicBool::new(false),
                     wake_receive: Notify::new(),
                     wake_heartbeat: Notify::new(),
@@ -272,7 +295,9 @@ impl RedisLayer {
         let heartbeat_ttl = heartbeat_ttl.max(Duration::from_millis(1));
         let inner = Arc::new(Inner {
             inbox_key: format!("{prefix}{inbox_name}"),
-            keys: ProcessKeys::new(&prefix, &inbox_name),
+            keys: ProcessKeys::new(&prefix, &inbox_name, cluster),
+            cluster,
+            record_owed: AtomicBool::new(false),
             inbox_name,
             heartbeat_ttl,
             resync_wait: (beat_period(heartbeat_ttl) * 3 / 2)
@@ -331,7 +356,7 @@ impl RedisLayer {
 }
 
 impl Inner {
-    fn group_key(&self, group: &str) -> String {
+    pub(super) fn group_key(&self, group: &str) -> String {
         format!("{}:group:{group}", self.prefix)
     }
 
@@ -340,7 +365,7 @@ impl Inner {
     }
 
     /// A score above every score this process wrote before.
-    fn next_score(&self) -> f64 {
+    pub(super) fn next_score(&self) -> f64 {
         let now = unix_now();
         let mut last = lock_unpoisoned(&self.last_score);
         let score = if now > *last { now } else { last.next_up() };
@@ -348,7 +373,7 @@ impl Inner {
         score
     }
 
-    fn now_secs() -> u64 {
+    pub(super) fn now_secs() -> u64 {
         // Truncation is Python's `int(time.time())`.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let secs = unix_now() as u64;
@@ -402,8 +427,8 @@ impl Inner {
         }
     }
 
-    pub(super) fn conn(&self, shard: usize) -> ConnectionManager {
-        self.shards[shard].commands.clone()
+    pub(super) fn conn(&self, shard: usize) -> Conn {
+        self.shards[shard].backend.commands()
     }
 
     /// The event's msgpack map entries and their count, refusing a
@@ -467,77 +492,31 @@ impl Inner {
         if discards.is_empty() && !mark_alive && (!readd || snapshot.is_empty()) {
             return Ok(None);
         }
-        let mut pipe = ::redis::pipe();
-        pipe.atomic();
-        pipe.cmd("EXISTS").arg(&self.keys.alive);
-        let mut count = 0;
-        for (group, members) in &snapshot {
-            let key = self.group_key(group);
-            let score = self.next_score().to_string();
-            let mut zadd = ::redis::cmd("ZADD");
-            zadd.arg(&key);
-            for member in members {
-                zadd.arg(&score).arg(&**member);
-            }
-            count += members.len();
-            pipe.add_command(zadd).ignore();
-            pipe.cmd("EXPIRE")
-                .arg(&key)
-                .arg(self.group_expiry_secs)
-                .ignore();
-            pipe.cmd("SADD").arg(&self.keys.groups).arg(group).ignore();
-        }
-        if !snapshot.is_empty() {
-            pipe.cmd("EXPIRE")
-                .arg(&self.keys.groups)
-                .arg(self.group_expiry_secs)
-                .ignore();
-        }
-        if mark_alive {
-            let ttl_ms = u64::try_from(self.heartbeat_ttl.as_millis()).unwrap_or(u64::MAX);
-            pipe.cmd("SET")
-                .arg(&self.keys.alive)
-                .arg(std::process::id())
-                .arg("PX")
-                .arg(ttl_ms)
-                .ignore();
-            pipe.cmd("ZADD")
-                .arg(&self.keys.registry)
-                .arg(unix_now())
-                .arg(&self.inbox_name)
-                .ignore();
-        }
-        for (group, channel) in &discards {
-            pipe.cmd("ZREM")
-                .arg(self.group_key(group))
-                .arg(&**channel)
-                .ignore();
-        }
         // Groups this process no longer has members in leave its record.
-        let left: HashSet<&str> = {
+        let left: Vec<&str> = {
             let memberships = lock_unpoisoned(&self.book.memberships);
-            discards
+            let mut left: Vec<&str> = discards
                 .iter()
                 .map(|(group, _)| group.as_str())
                 .filter(|group| !memberships.has_group(group))
-                .collect()
+                .collect();
+            left.sort_unstable();
+            left.dedup();
+            left
         };
-        for group in left {
-            pipe.cmd("SREM").arg(&self.keys.groups).arg(group).ignore();
-        }
-        let (alive_before,): (i64,) = self
-            .run(shard, "re-adding group memberships", pipe.query_async(conn))
-            .await?;
-        let state = &self.shards[shard];
-        if readd && alive_before == 0 && state.beaten.load(Ordering::Relaxed) {
-            lock_unpoisoned(&state.lost_since).get_or_insert_with(Instant::now);
-        }
-        if mark_alive {
-            state.beaten.store(true, Ordering::Relaxed);
-        }
+        let count = snapshot.iter().map(|(_, members)| members.len()).sum();
+        let mut done: Vec<(String, Arc<str>)> = Vec::new();
+        let written = if self.cluster {
+            self.sync_writes_cluster(conn, &snapshot, &discards, &left, mark_alive, &mut done)
+                .await
+        } else {
+            self.sync_writes(conn, shard, &snapshot, &discards, &left, mark_alive)
+                .await
+                .inspect(|_| done.clone_from(&discards))
+        };
         {
             let mut pending = lock_unpoisoned(&self.book.pending_discards);
-            for discard in &discards {
+            for discard in &done {
                 pending.set.remove(discard);
             }
             if pending.set.is_empty() && pending.dropped > 0 {
@@ -547,6 +526,14 @@ impl Inner {
                 );
                 pending.dropped = 0;
             }
+        }
+        let alive_before = written?;
+        let state = &self.shards[shard];
+        if readd && alive_before == 0 && state.beaten.load(Ordering::Relaxed) {
+            lock_unpoisoned(&state.lost_since).get_or_insert_with(Instant::now);
+        }
+        if mark_alive {
+            state.beaten.store(true, Ordering::Relaxed);
         }
         // A member discarded (or closed) while the pipeline ran was just
         // re-added: remove it.
@@ -574,6 +561,81 @@ impl Inner {
         Ok(Some((count, discards.len())))
     }
 
+    /// The writes of [`sync_shard`](Self::sync_shard) on one host, in one
+    /// transaction: whether the heartbeat key existed, the memberships and
+    /// the record, the heartbeat key, the discards. Returns whether the
+    /// heartbeat key existed before.
+    async fn sync_writes<C>(
+        &self,
+        conn: &mut C,
+        shard: usize,
+        snapshot: &[(String, Vec<Arc<str>>)],
+        discards: &[(String, Arc<str>)],
+        left: &[&str],
+        mark_alive: bool,
+    ) -> Result<i64, LayerError>
+    where
+        C: ::redis::aio::ConnectionLike + Send,
+    {
+        let mut pipe = ::redis::pipe();
+        pipe.atomic();
+        pipe.cmd("EXISTS").arg(&self.keys.alive);
+        for (group, members) in snapshot {
+            let key = self.group_key(group);
+            let score = self.next_score().to_string();
+            let mut zadd = ::redis::cmd("ZADD");
+            zadd.arg(&key);
+            for member in members {
+                zadd.arg(&score).arg(&**member);
+            }
+            pipe.add_command(zadd).ignore();
+            pipe.cmd("EXPIRE")
+                .arg(&key)
+                .arg(self.group_expiry_secs)
+                .ignore();
+            pipe.cmd("SADD").arg(&self.keys.groups).arg(group).ignore();
+        }
+        if !snapshot.is_empty() {
+            pipe.cmd("EXPIRE")
+                .arg(&self.keys.groups)
+                .arg(self.group_expiry_secs)
+                .ignore();
+        }
+        if mark_alive {
+            self.mark_alive(&mut pipe);
+        }
+        for (group, channel) in discards {
+            pipe.cmd("ZREM")
+                .arg(self.group_key(group))
+                .arg(&**channel)
+                .ignore();
+        }
+        for group in left {
+            pipe.cmd("SREM").arg(&self.keys.groups).arg(group).ignore();
+        }
+        let (alive_before,): (i64,) = self
+            .run(shard, "re-adding group memberships", pipe.query_async(conn))
+            .await?;
+        Ok(alive_before)
+    }
+
+    /// Adds to `pipe` the writes that say this process's memberships are
+    /// in: its heartbeat key and its registry entry.
+    pub(super) fn mark_alive(&self, pipe: &mut ::redis::Pipeline) {
+        let ttl_ms = u64::try_from(self.heartbeat_ttl.as_millis()).unwrap_or(u64::MAX);
+        pipe.cmd("SET")
+            .arg(&self.keys.alive)
+            .arg(std::process::id())
+            .arg("PX")
+            .arg(ttl_ms)
+            .ignore();
+        pipe.cmd("ZADD")
+            .arg(&self.keys.registry)
+            .arg(unix_now())
+            .arg(&self.inbox_name)
+            .ignore();
+    }
+
     /// The members of `group` (after the expiry prune) and whether this
     /// process's heartbeat key exists on that host. Reading is idempotent:
     /// one retry covers a connection that died since its last use (the
@@ -583,6 +645,9 @@ impl Inner {
         shard: usize,
         group: &str,
     ) -> Result<(bool, Vec<Vec<u8>>), LayerError> {
+        if self.cluster {
+            return self.read_group_cluster(group).await;
+        }
         let prune = Self::now_secs().saturating_sub(self.group_expiry_secs);
         let mut invocation = self.members_script.key(self.group_key(group));
         invocation.key(&self.keys.alive).arg(prune);
@@ -705,7 +770,16 @@ impl Inner {
             .cmd("EXPIRE")
             .arg(&key)
             .arg(self.group_expiry_secs)
-            .ignore()
+            .ignore();
+        // In a cluster the record and the counter live in another slot.
+        let mut bookkeeping = ::redis::pipe();
+        bookkeeping.atomic();
+        let target = if self.cluster {
+            &mut bookkeeping
+        } else {
+            &mut pipe
+        };
+        target
             .cmd("SADD")
             .arg(&self.keys.groups)
             .arg(group)
@@ -714,14 +788,23 @@ impl Inner {
             .arg(&self.keys.resync)
             .ignore();
         let mut conn = self.conn(shard);
-        match self
+        let mut result = self
             .run(
                 shard,
                 "re-adding lost members",
                 pipe.query_async::<()>(&mut conn),
             )
-            .await
-        {
+            .await;
+        if self.cluster && result.is_ok() {
+            result = self
+                .run(
+                    shard,
+                    "asking the other processes to re-add",
+                    bookkeeping.query_async::<()>(&mut conn),
+                )
+                .await;
+        }
+        match result {
             Ok(()) => {
                 tracing::warn!(redis = %self.shards[shard].url, group, count = members.len(),
                     "the group in Redis lacked members of this process (deleted, flushed or \
@@ -869,14 +952,7 @@ async fn receive_loop(inner: Arc<Inner>, shard: usize, stop: CancellationToken) 
 /// One connection's life in the receive loop: connect, re-add memberships,
 /// pop until something fails; returns what failed.
 async fn receive_session(inner: &Inner, shard: usize, backoff: &mut Backoff) -> (String, bool) {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RECEIVER_READ_TIMEOUT));
-    let mut conn = match inner.shards[shard]
-        .client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-    {
+    let mut conn = match inner.shards[shard].backend.receive_connection().await {
         Ok(conn) => conn,
         Err(error) => {
             return (
@@ -940,7 +1016,7 @@ fn disconnected(error: &redis::RedisError) -> bool {
 /// random prefix, so nothing but a mistake (or malice) puts anything else
 /// there, and without this the receive loop would fail on it until the key
 /// expires, if it ever does.
-async fn remove_foreign_inbox(inner: &Inner, conn: &mut MultiplexedConnection) -> Option<String> {
+async fn remove_foreign_inbox(inner: &Inner, conn: &mut Conn) -> Option<String> {
     let kind: String = redis::cmd("TYPE")
         .arg(&inner.inbox_key)
         .query_async(conn)
@@ -969,7 +1045,7 @@ async fn remove_foreign_inbox(inner: &Inner, conn: &mut MultiplexedConnection) -
 async fn pop_until_error(
     inner: &Inner,
     shard: usize,
-    conn: &mut MultiplexedConnection,
+    conn: &mut Conn,
     backoff: &mut Backoff,
 ) -> redis::RedisError {
     let health = &inner.shards[shard].receive_health;
@@ -1131,10 +1207,19 @@ impl ChannelLayer for RedisLayer {
             .arg(&key)
             .arg(inner.group_expiry_secs)
             .ignore();
+        // In a cluster the record lives in another slot: its own transaction.
+        let mut record = redis::pipe();
+        record.atomic();
         if inner.is_local(channel) {
             // The record that lets the other processes remove this
             // membership should this process die without leaving.
-            pipe.cmd("SADD")
+            let target = if inner.cluster {
+                &mut record
+            } else {
+                &mut pipe
+            };
+            target
+                .cmd("SADD")
                 .arg(&inner.keys.groups)
                 .arg(group)
                 .ignore()
@@ -1147,6 +1232,9 @@ impl ChannelLayer for RedisLayer {
         inner
             .run(shard, "group_add", pipe.query_async::<()>(&mut conn))
             .await?;
+        if inner.cluster && inner.is_local(channel) {
+            inner.write_record(&mut conn, &record).await;
+        }
         if inner.is_local(channel) {
             let mut memberships = lock_unpoisoned(&inner.book.memberships);
             // Under the memberships lock, so an inbox dropped meanwhile either
@@ -1186,12 +1274,23 @@ impl ChannelLayer for RedisLayer {
             .arg(inner.group_key(group))
             .arg(channel)
             .ignore();
-        if left {
+        if left && !inner.cluster {
             pipe.cmd("SREM").arg(&inner.keys.groups).arg(group).ignore();
         }
         let result = inner
             .run(shard, "group_discard", pipe.query_async::<()>(&mut conn))
             .await;
+        if left && inner.cluster && result.is_ok() {
+            // Another slot; a stale record entry only costs a purge a
+            // look at a group without this process's members.
+            let srem = redis::cmd("SREM")
+                .arg(&inner.keys.groups)
+                .arg(group)
+                .to_owned();
+            let _ = inner
+                .run(shard, "group_discard", srem.query_async::<()>(&mut conn))
+                .await;
+        }
         if result.is_err() && inner.is_local(channel) {
             inner.book.queue_discard(group, channel);
         }
@@ -1286,14 +1385,23 @@ impl ChannelLayer for RedisLayer {
             }
         }
 
+        let mut failed: Option<LayerError> = None;
         if !buckets.is_empty() {
             let score = inner.next_score().to_string();
             let now = Inner::now_secs();
-            let mut per_shard: Vec<Vec<usize>> = vec![Vec::new(); shards];
-            for (i, (non_local, _)) in buckets.iter().enumerate() {
-                per_shard[consistent_hash(non_local, shards)].push(i);
-            }
-            for (shard, indexes) in per_shard.iter().enumerate() {
+            // One script per host; in a cluster one per inbox key (each
+            // its own slot), and a master that fails costs only its keys.
+            let batches: Vec<(usize, Vec<usize>)> = if inner.cluster {
+                (0..buckets.len()).map(|i| (0, vec![i])).collect()
+            } else {
+                let mut per_shard: Vec<Vec<usize>> = vec![Vec::new(); shards];
+                for (i, (non_local, _)) in buckets.iter().enumerate() {
+                    per_shard[consistent_hash(non_local, shards)].push(i);
+                }
+                per_shard.into_iter().enumerate().collect()
+            };
+            for (shard, indexes) in &batches {
+                let (shard, indexes) = (*shard, indexes.as_slice());
                 if indexes.is_empty() {
                     continue;
                 }
@@ -1317,9 +1425,17 @@ impl ChannelLayer for RedisLayer {
                     .arg(inner.expiry_secs)
                     .arg(now.saturating_sub(inner.expiry_secs));
                 let mut conn = inner.conn(shard);
-                let added: Vec<i64> = inner
+                let added: Vec<i64> = match inner
                     .run(shard, "group_send", invocation.invoke_async(&mut conn))
-                    .await?;
+                    .await
+                {
+                    Ok(added) => added,
+                    Err(error) if inner.cluster => {
+                        failed.get_or_insert(error);
+                        continue;
+                    }
+                    Err(error) => return Err(error),
+                };
                 for (&i, added) in indexes.iter().zip(added) {
                     let names = buckets[i].1.len();
                     if added == 1 {
@@ -1338,7 +1454,12 @@ impl ChannelLayer for RedisLayer {
             report.over_capacity as u64,
         );
         stats::add(&inner.stats.undeliverable, undeliverable);
-        Ok(report)
+        match failed {
+            // Some processes' inboxes are on a master that failed: the
+            // others got the event, and the sender learns of the loss.
+            Some(error) => Err(error),
+            None => Ok(report),
+        }
     }
 
     fn stats(&self) -> LayerStats {

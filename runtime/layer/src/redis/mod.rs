@@ -42,11 +42,17 @@
 //!   waits until every live process has re-added its members, or fails as
 //!   `Unavailable`.
 //!
-//! Modules: [`config`] ([`RedisConfig`]), [`wire`] (entry encoding), `shard`
+//! - Redis Cluster (`cluster` seeds instead of `hosts`): Switchyard's own
+//!   mode, which channels_redis cannot share; operations split by slot
+//!   where the single-host layer runs one script (see `cluster`).
+//!
+//! Modules: [`config`] ([`RedisConfig`]), [`wire`] (entry encoding), `cluster`
+//! (the connection to a host or a cluster, and the cluster's split writes), `shard`
 //! (the consistent hash), `scripts` (Lua), `retry` (backoff and loop health),
 //! `summary` (counted, rate-limited log lines), `heartbeat` (liveness and the
 //! purge of dead processes), `layer` ([`RedisLayer`]).
 
+mod cluster;
 pub mod config;
 #[cfg(test)]
 mod count_events;
