@@ -9,12 +9,13 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, Script, Value as RedisValue};
+use redis::aio::{ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Script, Value as RedisValue};
 use serde_json::Value;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::config::{RedisConfig, redact_url};
+use super::config::RedisConfig;
+use super::endpoint::{Endpoint, ShardConnection};
 use super::heartbeat::{ProcessKeys, beat_period, heartbeat_loop};
 use super::retry::{Backoff, LoopMonitor};
 use super::scripts;
@@ -62,10 +63,11 @@ pub struct RedisLayer {
 }
 
 pub(super) struct Shard {
-    /// The URL with its password redacted, for logs and errors.
+    /// The entry's label (URL or Sentinel master) with its password
+    /// redacted, for logs and errors.
     pub(super) url: String,
-    client: Client,
-    commands: ConnectionManager,
+    /// The server: fixed, or the master the sentinels name.
+    endpoint: Endpoint,
     receive_health: LoopMonitor,
     refresh_health: LoopMonitor,
     pub(super) heartbeat_health: LoopMonitor,
@@ -200,6 +202,10 @@ pub(super) struct Inner {
     members_script: Script,
     pub(super) heartbeat_script: Script,
     pub(super) purge_script: Script,
+    /// `WAIT` after writes: how many replicas, and for how long (see
+    /// [`RedisConfig::wait_for_replicas`]).
+    wait_for_replicas: usize,
+    wait_timeout: Duration,
 }
 
 impl RedisLayer {
@@ -220,6 +226,8 @@ impl RedisLayer {
             symmetric_encryption_keys,
             random_prefix_length,
             heartbeat_ttl,
+            wait_for_replicas,
+            wait_timeout,
         } = config;
         if hosts.is_empty() {
             return Err(LayerConfigError::NoHosts);
@@ -233,22 +241,19 @@ impl RedisLayer {
         let shards = hosts
             .iter()
             .map(|host| {
-                let url = redact_url(host);
-                let invalid = |source: redis::RedisError| LayerConfigError::RedisUrl {
-                    url: url.clone(),
-                    source,
-                };
-                let client = Client::open(host.as_str()).map_err(invalid)?;
-                let commands =
-                    ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
-                        .map_err(invalid)?;
+                let url = host.label();
+                let endpoint = Endpoint::new(host, manager_config.clone()).map_err(|source| {
+                    LayerConfigError::RedisUrl {
+                        url: url.clone(),
+                        source,
+                    }
+                })?;
                 Ok(Shard {
                     receive_health: LoopMonitor::new(url.clone(), "receive"),
                     refresh_health: LoopMonitor::new(url.clone(), "refresh"),
                     heartbeat_health: LoopMonitor::new(url.clone(), "heartbeat"),
                     url,
-                    client,
-                    commands,
+                    endpoint,
                     down: AtomicBool::new(false),
                     wake_receive: Notify::new(),
                     wake_heartbeat: Notify::new(),
@@ -306,6 +311,8 @@ impl RedisLayer {
             members_script: Script::new(scripts::GROUP_MEMBERS_AND_ALIVE),
             heartbeat_script: Script::new(scripts::HEARTBEAT),
             purge_script: Script::new(scripts::PURGE_DEAD),
+            wait_for_replicas,
+            wait_timeout,
         });
         let stop = CancellationToken::new();
         for index in 0..inner.shards.len() {
@@ -402,8 +409,42 @@ impl Inner {
         }
     }
 
-    pub(super) fn conn(&self, shard: usize) -> ConnectionManager {
-        self.shards[shard].commands.clone()
+    pub(super) fn conn(&self, shard: usize) -> ShardConnection {
+        self.shards[shard].endpoint.commands()
+    }
+
+    /// With [`wait_for_replicas`](RedisConfig::wait_for_replicas) set: waits
+    /// until that many replicas have every write made so far on `conn` (so
+    /// the one just made), or fails as `Unavailable` saying the write may
+    /// be lost in a failover. `WAIT` covers the connection, not one command:
+    /// on the shared connection it also waits for other tasks' writes.
+    async fn confirm_replicated(
+        &self,
+        shard: usize,
+        conn: &mut ShardConnection,
+        what: &str,
+    ) -> Result<(), LayerError> {
+        if self.wait_for_replicas == 0 {
+            return Ok(());
+        }
+        let timeout_ms = u64::try_from(self.wait_timeout.as_millis()).unwrap_or(u64::MAX);
+        let confirmed: usize = self
+            .run(
+                shard,
+                "WAIT",
+                ::redis::cmd("WAIT")
+                    .arg(self.wait_for_replicas)
+                    .arg(timeout_ms)
+                    .query_async(conn),
+            )
+            .await?;
+        if confirmed < self.wait_for_replicas {
+            return Err(LayerError::Unavailable(format!(
+                "Redis at {} took the {what} but only {confirmed} of {} replicas confirmed it                  within {:?}: it may be lost in a failover",
+                self.shards[shard].url, self.wait_for_replicas, self.wait_timeout
+            )));
+        }
+        Ok(())
     }
 
     /// The event's msgpack map entries and their count, refusing a
@@ -872,8 +913,19 @@ async fn receive_session(inner: &Inner, shard: usize, backoff: &mut Backoff) -> 
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(RECEIVER_READ_TIMEOUT));
-    let mut conn = match inner.shards[shard]
-        .client
+    let endpoint = &inner.shards[shard].endpoint;
+    // For a Sentinel entry: which server is master now (after a failover,
+    // another one: the shard switches to it here).
+    if let Err(error) = endpoint.refresh_master().await {
+        return (
+            format!("cannot find the master (sends fail as unavailable meanwhile): {error}"),
+            true,
+        );
+    }
+    let Some(client) = endpoint.client() else {
+        return ("no master known yet".to_owned(), true);
+    };
+    let mut conn = match client
         .get_multiplexed_async_connection_with_config(&config)
         .await
     {
@@ -1111,7 +1163,7 @@ impl ChannelLayer for RedisLayer {
                 channel: channel.to_owned(),
             });
         }
-        Ok(())
+        inner.confirm_replicated(shard, &mut conn, "send").await
     }
 
     async fn group_add(&self, group: &str, channel: &str) -> Result<(), LayerError> {
@@ -1319,6 +1371,9 @@ impl ChannelLayer for RedisLayer {
                 let mut conn = inner.conn(shard);
                 let added: Vec<i64> = inner
                     .run(shard, "group_send", invocation.invoke_async(&mut conn))
+                    .await?;
+                inner
+                    .confirm_replicated(shard, &mut conn, "group_send")
                     .await?;
                 for (&i, added) in indexes.iter().zip(added) {
                     let names = buckets[i].1.len();

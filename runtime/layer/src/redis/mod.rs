@@ -42,7 +42,15 @@
 //!   waits until every live process has re-added its members, or fails as
 //!   `Unavailable`.
 //!
-//! Modules: [`config`] ([`RedisConfig`]), [`wire`] (entry encoding), `shard`
+//! - Sentinel: a host entry may name a master through Redis Sentinel
+//!   (`endpoint`); the receive loop asks the sentinels again at every
+//!   reconnect, so a failover is a reconnect to the new master followed by
+//!   the usual re-add of memberships. With `wait_for_replicas`, a write
+//!   returns `Ok` only once replicas confirmed it (`WAIT`).
+//!
+//! Modules: [`config`] ([`RedisConfig`]), [`hosts`] ([`HostEntry`], the
+//! forms of `hosts`), `endpoint` (a shard's server, direct or via Sentinel),
+//! [`wire`] (entry encoding), `shard`
 //! (the consistent hash), `scripts` (Lua), `retry` (backoff and loop health),
 //! `summary` (counted, rate-limited log lines), `heartbeat` (liveness and the
 //! purge of dead processes), `layer` ([`RedisLayer`]).
@@ -50,7 +58,9 @@
 pub mod config;
 #[cfg(test)]
 mod count_events;
+mod endpoint;
 mod heartbeat;
+pub mod hosts;
 mod layer;
 mod retry;
 mod scripts;
@@ -59,4 +69,5 @@ mod summary;
 pub mod wire;
 
 pub use config::RedisConfig;
+pub use hosts::HostEntry;
 pub use layer::RedisLayer;
