@@ -217,7 +217,11 @@ async fn a_sentinel_failover_keeps_every_acknowledged_send_and_chat_resumes() {
         }
         other => panic!("a send no replica confirmed returned {other:?}"),
     }
-    wait_for("the sentinel sees the replicas healthy again", replicas_healthy).await;
+    wait_for(
+        "the sentinel sees the replicas healthy again",
+        replicas_healthy,
+    )
+    .await;
 
     master.kill();
     let new_master = wait_for("the sentinel naming a replica as master", || async {
@@ -259,7 +263,10 @@ async fn a_sentinel_failover_keeps_every_acknowledged_send_and_chat_resumes() {
             .query_async(&mut conn)
             .await
             .expect("ZCARD");
-        assert_eq!(count, 1, "{channel} was acknowledged and lost in the failover");
+        assert_eq!(
+            count, 1,
+            "{channel} was acknowledged and lost in the failover"
+        );
     }
     server.shutdown().await.expect("clean shutdown");
 }

@@ -1032,8 +1032,9 @@ mod tests {
             .expect("parses");
         let err = config.redis_config().expect_err("bad scheme").to_string();
         assert!(err.contains("entry 1") && !err.contains("pw@"), "{err}");
-        let config = parse("[redis]\nhosts = [\"redis://a\"]\nwait-for-replicas = 1\nwait-timeout-ms = 0\n")
-            .expect("parses");
+        let config =
+            parse("[redis]\nhosts = [\"redis://a\"]\nwait-for-replicas = 1\nwait-timeout-ms = 0\n")
+                .expect("parses");
         let err = config.redis_config().expect_err("0 ms").to_string();
         assert!(err.contains("redis.wait-timeout-ms"), "{err}");
     }

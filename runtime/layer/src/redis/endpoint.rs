@@ -57,9 +57,7 @@ impl Endpoint {
                 let source = SentinelSource {
                     master_name: sentinel.master_name.clone(),
                     node: sentinel.node_info(),
-                    sentinel: tokio::sync::Mutex::new(Sentinel::build(
-                        sentinel.sentinel_infos()?,
-                    )?),
+                    sentinel: tokio::sync::Mutex::new(Sentinel::build(sentinel.sentinel_infos()?)?),
                 };
                 (Some(source), None)
             }

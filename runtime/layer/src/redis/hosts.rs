@@ -17,8 +17,8 @@ use std::fmt;
 
 use redis::sentinel::SentinelNodeConnectionInfo;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo, TlsMode};
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::config::redact_url;
 
@@ -215,7 +215,8 @@ impl SentinelEntry {
         self.sentinels
             .iter()
             .map(|(host, port)| {
-                let info = tcp_addr(host, *port, self.sentinel_kwargs.ssl).into_connection_info()?;
+                let info =
+                    tcp_addr(host, *port, self.sentinel_kwargs.ssl).into_connection_info()?;
                 let settings = self.sentinel_kwargs.apply(RedisConnectionInfo::default());
                 Ok(info.set_redis_settings(settings))
             })
@@ -505,7 +506,10 @@ mod tests {
         assert_eq!(info.redis_settings().db(), 2);
         assert_eq!(info.redis_settings().password(), Some("secret"));
         let info = hosts[3].connection_info().expect("ok").expect("direct");
-        assert!(matches!(info.addr(), ConnectionAddr::TcpTls { port: 6379, .. }));
+        assert!(matches!(
+            info.addr(),
+            ConnectionAddr::TcpTls { port: 6379, .. }
+        ));
         assert_eq!(info.redis_settings().username(), Some("u"));
         let HostEntry::Sentinel(sentinel) = &hosts[4] else {
             panic!("{:?}", hosts[4]);
@@ -550,14 +554,23 @@ mod tests {
     #[test]
     fn bad_entries_are_refused_naming_the_entry_and_key() {
         let cases = [
-            (r#"{"address": "redis://a", "socket_timeout": 5}"#, "socket_timeout"),
+            (
+                r#"{"address": "redis://a", "socket_timeout": 5}"#,
+                "socket_timeout",
+            ),
             (r#"{"address": "redis://a", "host": "b"}"#, "not both"),
-            (r#"{"address": "redis://a", "port": 1}"#, "`port` goes with `host`"),
+            (
+                r#"{"address": "redis://a", "port": 1}"#,
+                "`port` goes with `host`",
+            ),
             (r#"{"address": "redis://a", "ssl": true}"#, "rediss://"),
             (r#"{"db": 1}"#, "needs `address`, `host`"),
             (r#"{"master-name": "m"}"#, "needs `sentinels`"),
             (r#"{"sentinels": [["s", 1]]}"#, "needs `master-name`"),
-            (r#"{"sentinels": [], "master-name": "m"}"#, "lists no sentinel"),
+            (
+                r#"{"sentinels": [], "master-name": "m"}"#,
+                "lists no sentinel",
+            ),
             (
                 r#"{"sentinels": [["s", 1]], "master-name": "m", "sentinel-kwargs": {"db": 1}}"#,
                 "unknown field `db`",

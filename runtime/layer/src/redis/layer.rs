@@ -915,15 +915,16 @@ async fn receive_session(inner: &Inner, shard: usize, backoff: &mut Backoff) -> 
         .set_response_timeout(Some(RECEIVER_READ_TIMEOUT));
     let endpoint = &inner.shards[shard].endpoint;
     // For a Sentinel entry: which server is master now (after a failover,
-    // another one: the shard switches to it here).
-    if let Err(error) = endpoint.refresh_master().await {
+    // another one: the shard switches to it here). Sentinels that do not
+    // answer leave the shard on the master it knows, if any: it may well
+    // still be the master (a demoted one refuses the pops with READONLY).
+    let sentinel_error = endpoint.refresh_master().await.err();
+    let Some(client) = endpoint.client() else {
+        let error = sentinel_error.unwrap_or_else(|| "no master known yet".to_owned());
         return (
             format!("cannot find the master (sends fail as unavailable meanwhile): {error}"),
             true,
         );
-    }
-    let Some(client) = endpoint.client() else {
-        return ("no master known yet".to_owned(), true);
     };
     let mut conn = match client
         .get_multiplexed_async_connection_with_config(&config)
@@ -931,12 +932,22 @@ async fn receive_session(inner: &Inner, shard: usize, backoff: &mut Backoff) -> 
     {
         Ok(conn) => conn,
         Err(error) => {
+            let sentinels = sentinel_error
+                .map(|error| format!("; asking the sentinels failed too: {error}"))
+                .unwrap_or_default();
             return (
-                format!("cannot connect to Redis (sends fail as unavailable meanwhile): {error}"),
+                format!(
+                    "cannot connect to Redis (sends fail as unavailable meanwhile): \
+                     {error}{sentinels}"
+                ),
                 true,
             );
         }
     };
+    if let Some(error) = sentinel_error {
+        tracing::debug!(redis = %inner.shards[shard].url, %error,
+            "the sentinels did not answer; staying on the master known before");
+    }
     // A restarted Redis may have lost the groups: put ours back before
     // popping; a failure here is a failure like any other. (The heartbeat
     // key is left to the heartbeat loop, which this wakes.)
