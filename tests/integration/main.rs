@@ -17,6 +17,7 @@ mod migration_load;
 mod protocol;
 mod redis;
 mod redis_faults;
+mod redis_hosts;
 mod redis_sentinel;
 mod refusal;
 mod shared;
