@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_layer::redis::hosts::{ConnectionOptions, SentinelEntry};
 use switchyard_layer::{ChannelLayer, Event, HostEntry, LayerError, RedisConfig, RedisLayer};
-use switchyard_tests::redis_support::{RedisServer, SentinelProcess};
+use switchyard_tests::redis_support::{PythonListener, RedisServer, SentinelProcess, python_run};
 use switchyard_tests::{Client, TestServer, test_config};
 
 /// How long a poll may wait before the test fails as hung.
@@ -329,5 +329,51 @@ async fn a_server_started_while_the_sentinels_are_down_serves_and_recovers() {
     .await;
     assert_eq!(report.delivered, 1, "{report:?}");
     assert_eq!(member.recv_json().await["message"], "hello");
+    server.shutdown().await.expect("clean shutdown");
+}
+
+/// channels_redis with its Sentinel `hosts` entry and Switchyard with the
+/// same entry in TOML form share a chat group both ways: the entry means
+/// the same master on both sides.
+#[tokio::test]
+async fn django_and_switchyard_share_a_group_through_the_same_sentinel() {
+    let master = RedisServer::start_with_tcp();
+    let sentinel = SentinelProcess::start(master.tcp_port());
+    let mut config = test_config();
+    config.redis.hosts = vec![sentinel_entry(&sentinel)];
+    let server = TestServer::start_with(config).await;
+    let layer = server.host.layer();
+    wait_for("the server's layer reaching the master", || async {
+        layer
+            .send("probe", event(r#"{"type": "probe"}"#))
+            .await
+            .ok()
+    })
+    .await;
+    // The host dict channels_redis takes (no socket timeout: see
+    // `python_config`).
+    let py = serde_json::json!({"hosts": [{
+        "sentinels": [["127.0.0.1", sentinel.port()]],
+        "master_name": SentinelProcess::MASTER_NAME,
+        "socket_timeout": null,
+    }]});
+    let mut listener = PythonListener::start(&py, "chat_sentinel", 2).await;
+    let mut member = Client::connect(&server, "/ws/chat/sentinel/").await;
+
+    let from_django = serde_json::json!({"type": "chat.message", "message": "from django"});
+    python_run(
+        &py,
+        &["group_send", "chat_sentinel", &from_django.to_string()],
+    )
+    .await;
+    assert_eq!(member.recv_json().await["message"], "from django");
+    assert_eq!(listener.next().await["message"], from_django);
+
+    member
+        .send_json(&serde_json::json!({"message": "from switchyard"}))
+        .await;
+    assert_eq!(member.recv_json().await["message"], "from switchyard");
+    let got = listener.next().await;
+    assert_eq!(got["message"]["message"], "from switchyard", "{got}");
     server.shutdown().await.expect("clean shutdown");
 }
