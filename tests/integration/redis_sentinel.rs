@@ -36,6 +36,17 @@ async fn wait_for<T, F: Future<Output = Option<T>>>(what: &str, mut probe: impl 
     }
 }
 
+/// The next chat message's text, waiting up to [`PATIENCE`]: after a
+/// failover the server's receive loop may still be in its backoff (up to
+/// 5 s a step) when the entry arrives.
+async fn next_chat(member: &mut Client) -> String {
+    let message = member
+        .try_recv_json(PATIENCE)
+        .await
+        .expect("a chat message within the patience");
+    message["message"].as_str().expect("chat text").to_owned()
+}
+
 fn event(json: &str) -> Event {
     Event::from_json(json).expect("event")
 }
@@ -247,9 +258,8 @@ async fn a_sentinel_failover_keeps_every_acknowledged_send_and_chat_resumes() {
     })
     .await;
     loop {
-        let message = member.recv_json().await;
-        let text = message["message"].as_str().expect("chat text").to_owned();
-        assert!(text.starts_with("after"), "{message}");
+        let text = next_chat(&mut member).await;
+        assert!(text.starts_with("after"), "{text}");
         if text == acked {
             break;
         }
@@ -268,6 +278,96 @@ async fn a_sentinel_failover_keeps_every_acknowledged_send_and_chat_resumes() {
             "{channel} was acknowledged and lost in the failover"
         );
     }
+    server.shutdown().await.expect("clean shutdown");
+}
+
+/// A master, two replicas and a sentinel, with every replica in sync and
+/// seen healthy by the sentinel; returns the master, the replicas, their
+/// ports and the sentinel.
+async fn sentinel_setup() -> (RedisServer, Vec<RedisServer>, Vec<u16>, SentinelProcess) {
+    let master = RedisServer::start_with_tcp();
+    let master_port = master.tcp_port();
+    let replicas: Vec<RedisServer> = (0..2)
+        .map(|_| {
+            RedisServer::start_with_tcp_args(&[
+                "--replicaof",
+                "127.0.0.1",
+                &master_port.to_string(),
+            ])
+        })
+        .collect();
+    let ports: Vec<u16> = replicas.iter().map(RedisServer::tcp_port).collect();
+    for &port in &ports {
+        wait_for("the replicas in sync", || async {
+            let info = replication(port).await?;
+            (info.get("master_link_status").map(String::as_str) == Some("up")).then_some(())
+        })
+        .await;
+    }
+    let sentinel = SentinelProcess::start(master_port);
+    for &port in &ports {
+        wait_for("the sentinel sees the replicas", || async {
+            sentinel_sees_healthy_replica(&sentinel, port)
+                .await
+                .then_some(())
+        })
+        .await;
+    }
+    (master, replicas, ports, sentinel)
+}
+
+/// A membership the replicas never got (they were frozen when the socket
+/// joined, and the master died before they thawed) is not lost: the
+/// server re-adds its memberships on the new master, so another process's
+/// group send still reaches the socket.
+#[tokio::test]
+async fn after_a_failover_the_server_re_adds_memberships_the_replicas_never_got() {
+    let (mut master, replicas, replica_ports, sentinel) = sentinel_setup().await;
+    let mut config = test_config();
+    config.redis.hosts = vec![sentinel_entry(&sentinel)];
+    let server = TestServer::start_with(config).await;
+    let layer = server.host.layer();
+    wait_for("the server's layer reaching the master", || async {
+        layer
+            .send("probe", event(r#"{"type": "probe"}"#))
+            .await
+            .ok()
+    })
+    .await;
+
+    for replica in &replicas {
+        replica.freeze();
+    }
+    // The join is written to the master alone.
+    let mut member = Client::connect(&server, "/ws/chat/rejoin/").await;
+    master.kill();
+    for replica in &replicas {
+        replica.thaw();
+    }
+    let new_master = wait_for("the sentinel naming a replica as master", || async {
+        let (host, port) = sentinel.master().await?;
+        (host == "127.0.0.1" && replica_ports.contains(&port)).then_some(port)
+    })
+    .await;
+
+    let other = RedisLayer::new(RedisConfig::with_host(sentinel_entry(&sentinel))).expect("layer");
+    let report = wait_for("a group send that reaches the member", || async {
+        match other.group_send("chat_rejoin", chat("after")).await {
+            Ok(report) if report.delivered == 1 => Some(report),
+            Ok(_) | Err(LayerError::Unavailable(_)) => None,
+            Err(error) => panic!("{error}"),
+        }
+    })
+    .await;
+    assert_eq!(report.delivered, 1, "{report:?}");
+    assert_eq!(next_chat(&mut member).await, "after");
+    let mut conn = connection(new_master).await.expect("the new master");
+    let members: usize = redis::cmd("ZCARD")
+        .arg("asgi:group:chat_rejoin")
+        .query_async(&mut conn)
+        .await
+        .expect("ZCARD");
+    assert_eq!(members, 1);
     server.shutdown().await.expect("clean shutdown");
 }
 
