@@ -325,6 +325,10 @@ async fn after_a_failover_the_server_re_adds_memberships_the_replicas_never_got(
     let (mut master, replicas, replica_ports, sentinel) = sentinel_setup().await;
     let mut config = test_config();
     config.redis.hosts = vec![sentinel_entry(&sentinel)];
+    // A heartbeat that outlives the test: the re-add checked here is the
+    // one made on connecting to the new master, not the heartbeat's (which
+    // re-adds once the heartbeat key, replicated with its expiry, is gone).
+    config.redis.heartbeat_ttl_secs = 300;
     let server = TestServer::start_with(config).await;
     let layer = server.host.layer();
     wait_for("the server's layer reaching the master", || async {
@@ -335,10 +339,20 @@ async fn after_a_failover_the_server_re_adds_memberships_the_replicas_never_got(
     })
     .await;
 
+    // The replicas frozen and cut off (what the master had sent them
+    // before would still sit in their socket buffers), the join is written
+    // to the master alone.
     for replica in &replicas {
         replica.freeze();
     }
-    // The join is written to the master alone.
+    let mut conn = connection(master.tcp_port()).await.expect("the master");
+    let () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("replica")
+        .query_async(&mut conn)
+        .await
+        .expect("CLIENT KILL TYPE replica");
     let mut member = Client::connect(&server, "/ws/chat/rejoin/").await;
     master.kill();
     for replica in &replicas {
