@@ -71,11 +71,20 @@ impl RedisServer {
     /// first, Redis fails to bind it and is started again on another.
     pub fn start_with_tcp() -> Self {
         for _ in 0..20 {
-            let candidate = TcpListener::bind("127.0.0.1:0")
-                .and_then(|listener| listener.local_addr())
-                .expect("a free loopback port")
-                .port();
-            let mut server = Self::new(Some(candidate));
+            let mut server = Self::new(Some(free_port()));
+            if let Started::Ready = server.spawn() {
+                return server;
+            }
+        }
+        panic!("redis-server found 20 free ports taken in turn");
+    }
+
+    /// A server on a loopback TCP port (and its socket) started with more
+    /// options, e.g. `["--replicaof", "127.0.0.1", port]` for a replica.
+    pub fn start_with_tcp_args(args: &[&str]) -> Self {
+        for _ in 0..20 {
+            let mut server = Self::new(Some(free_port()));
+            server.extra_args = args.iter().map(|arg| (*arg).to_owned()).collect();
             if let Started::Ready = server.spawn() {
                 return server;
             }
@@ -121,6 +130,9 @@ impl RedisServer {
             .arg(self.socket())
             .args(["--unixsocketperm", "700"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            // A replica's full sync writes dump.rdb into the working directory.
+            .arg("--dir")
+            .arg(self.dir.path())
             .arg("--logfile")
             .arg(&log)
             .args(&self.extra_args)
@@ -210,6 +222,146 @@ impl RedisServer {
 }
 
 impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port the kernel just had free (a process started on it may still find
+/// it taken, and must then try another).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// A Redis Sentinel (`redis-server sentinel.conf --sentinel`) on a loopback
+/// TCP port, monitoring one master as `mymaster` with quorum 1 and short
+/// timeouts (down after 300 ms, failover timeout 2 s), so that a killed
+/// master is replaced within seconds. Killed on drop.
+#[derive(Debug)]
+pub struct SentinelProcess {
+    dir: tempfile::TempDir,
+    port: u16,
+    master_port: u16,
+    child: Option<Child>,
+}
+
+impl SentinelProcess {
+    /// The name the sentinel monitors the master under.
+    pub const MASTER_NAME: &'static str = "mymaster";
+
+    /// Starts a sentinel for the master on `127.0.0.1:master_port`.
+    pub fn start(master_port: u16) -> Self {
+        for _ in 0..20 {
+            let mut sentinel = Self {
+                dir: tempfile::Builder::new()
+                    .prefix("switchyard-sentinel-")
+                    .tempdir()
+                    .expect("a directory for the sentinel"),
+                port: free_port(),
+                master_port,
+                child: None,
+            };
+            if let Started::Ready = sentinel.spawn() {
+                return sentinel;
+            }
+        }
+        panic!("redis-server --sentinel found 20 free ports taken in turn");
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Writes a fresh config (Sentinel rewrites its file as it learns) and
+    /// starts the sentinel, waiting until its port accepts connections.
+    fn spawn(&mut self) -> Started {
+        let conf = self.dir.path().join("sentinel.conf");
+        let log = self.dir.path().join("sentinel.log");
+        let _ = std::fs::remove_file(&log);
+        let name = Self::MASTER_NAME;
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\nlogfile {log}\n\
+                 sentinel monitor {name} 127.0.0.1 {master} 1\n\
+                 sentinel down-after-milliseconds {name} 300\n\
+                 sentinel failover-timeout {name} 2000\n\
+                 sentinel parallel-syncs {name} 1\n",
+                port = self.port,
+                dir = self.dir.path().display(),
+                log = log.display(),
+                master = self.master_port,
+            ),
+        )
+        .expect("write sentinel.conf");
+        let mut child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| {
+                panic!(
+                    "cannot start redis-server --sentinel ({err}): the Sentinel tests need \
+                     redis-server on PATH (Debian/Ubuntu: apt-get install redis-server)"
+                )
+            });
+        let deadline = Instant::now() + STARTUP_PATIENCE;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = child.try_wait().expect("the sentinel's status") {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                if log.contains("Address already in use") {
+                    return Started::PortTaken;
+                }
+                panic!("redis-server --sentinel exited ({status}) before serving:\n{log}");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the sentinel did not serve within {STARTUP_PATIENCE:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.child = Some(child);
+        Started::Ready
+    }
+
+    /// Kills the sentinel (SIGKILL); its port then refuses connections.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the sentinel again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        if let Started::PortTaken = self.spawn() {
+            panic!("the sentinel's port {} was taken meanwhile", self.port);
+        }
+    }
+
+    /// The master's `(host, port)` as this sentinel names it now.
+    pub async fn master(&self) -> Option<(String, u16)> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.port)).ok()?;
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        let reply: Option<(String, String)> = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(Self::MASTER_NAME)
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        let (host, port) = reply?;
+        Some((host, port.parse().ok()?))
+    }
+}
+
+impl Drop for SentinelProcess {
     fn drop(&mut self) {
         self.kill();
     }

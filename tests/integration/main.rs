@@ -21,6 +21,8 @@ mod publish;
 mod redis;
 mod redis_cluster;
 mod redis_faults;
+mod redis_hosts;
+mod redis_sentinel;
 mod refusal;
 mod shared;
 mod shutdown;

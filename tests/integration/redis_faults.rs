@@ -702,7 +702,7 @@ async fn a_dead_processs_members_are_purged_on_every_shard() {
     let hosts = [RedisServer::start(), RedisServer::start()];
     let config = || {
         let mut config = RedisConfig::single(hosts[0].url());
-        config.hosts.push(hosts[1].url());
+        config.hosts.push(hosts[1].url().into());
         config.heartbeat_ttl = Duration::from_secs(1);
         config
     };

@@ -55,7 +55,7 @@ pub use event::Event;
 pub use health::{LayerHealth, LoopHealth, ShardHealth};
 pub use inbox::Inbox;
 pub use memory::MemoryLayer;
-pub use redis::{RedisConfig, RedisLayer};
+pub use redis::{HostEntry, RedisConfig, RedisLayer};
 pub use stats::LayerStats;
 
 /// Channels' layer options, with Channels' defaults.

@@ -42,10 +42,15 @@
 //!
 //! [redis]                      # channels_redis's RedisChannelLayer CONFIG
 //! hosts = ["redis://127.0.0.1:6379/0"]   # REDIS_URL replaces this with one host
+//! # also ["127.0.0.1", 6379], { address = "redis://h", db = 1, password = "..." },
+//! # { host = "h", port = 6380, ssl = true },
+//! # { sentinels = [["127.0.0.1", 26379]], master-name = "mymaster" }
 //! prefix = "asgi"
 //! symmetric-encryption-keys = []
 //! random-prefix-length = 12
 //! heartbeat-ttl-secs = 10          # a killed process's members go this long after
+//! wait-for-replicas = 0            # >0: a send is Ok once this many replicas have it
+//! wait-timeout-ms = 1000           # ... or fails as unavailable after this long
 //! # cluster = ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]  # Redis Cluster
 //! #   seed nodes instead of hosts: Switchyard processes only (no Django peers)
 //!
@@ -92,7 +97,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use switchyard_host::GuestLimits;
 use switchyard_kv::{KvLimits, RedisKvConfig};
-use switchyard_layer::{CapacityRules, LayerConfig, RedisConfig};
+use switchyard_layer::{CapacityRules, HostEntry, LayerConfig, RedisConfig};
 
 use crate::access::{OriginPolicy, TrustedProxies};
 use crate::auth::Verifier;
@@ -212,9 +217,12 @@ impl Default for Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct RedisSection {
-    /// `redis://`, `rediss://` or `unix://` URLs; a host's position is its
-    /// shard index, so list them in the Django processes' order.
-    pub hosts: Vec<String>,
+    /// Hosts in channels_redis's forms: `redis://`, `rediss://` or
+    /// `unix://` URLs, `[host, port]` pairs, tables with `address` or
+    /// `host`/`port` and options, Sentinel tables (see
+    /// `docs/channel-layer.md`); a host's position is its shard index, so
+    /// list them in the Django processes' order.
+    pub hosts: Vec<HostEntry>,
     /// Seed nodes (`redis://`/`rediss://`) of a Redis Cluster, instead of
     /// `hosts`: a layer that only Switchyard processes can share.
     pub cluster: Vec<String>,
@@ -230,6 +238,11 @@ pub struct RedisSection {
     /// processes remove its group members this long after it stopped
     /// beating (at most a third more). At least 1.
     pub heartbeat_ttl_secs: u64,
+    /// Replicas that must confirm a send (`WAIT`) before it returns Ok;
+    /// 0: none (asynchronous replication, channels_redis's behaviour).
+    pub wait_for_replicas: usize,
+    /// How long a send waits for those confirmations, in milliseconds.
+    pub wait_timeout_ms: u64,
 }
 
 impl Default for RedisSection {
@@ -241,6 +254,8 @@ impl Default for RedisSection {
             symmetric_encryption_keys: Vec::new(),
             random_prefix_length: RedisConfig::DEFAULT_RANDOM_PREFIX_LENGTH,
             heartbeat_ttl_secs: RedisConfig::DEFAULT_HEARTBEAT_TTL.as_secs(),
+            wait_for_replicas: 0,
+            wait_timeout_ms: 1000,
         }
     }
 }
@@ -775,24 +790,38 @@ impl Config {
     /// The Redis layer's options, or `None` for the in-memory layer.
     pub fn redis_config(&self) -> Result<Option<RedisConfig>, ConfigError> {
         let hosts = match &self.redis_url {
-            Some(url) => vec![url.clone()],
+            Some(url) => vec![HostEntry::from(url.as_str())],
             None => self.redis.hosts.clone(),
         };
         let cluster = self.cluster_seeds(&hosts)?;
         if hosts.is_empty() && cluster.is_empty() {
             return Ok(None);
         }
-        for host in &hosts {
+        for (index, host) in hosts.iter().enumerate() {
             let known = ["redis://", "rediss://", "unix://", "redis+unix://"];
-            if !known.iter().any(|scheme| host.starts_with(scheme)) {
+            if let HostEntry::Address { url, .. } = host
+                && !known.iter().any(|scheme| url.starts_with(scheme))
+            {
                 return Err(invalid(
                     "redis.hosts",
                     format!(
-                        "{} is not a redis://, rediss:// or unix:// URL",
-                        redact_url(host)
+                        "entry {index}: {} is not a redis://, rediss:// or unix:// URL",
+                        redact_url(url)
                     ),
                 ));
             }
+            host.validate().map_err(|error| {
+                invalid(
+                    "redis.hosts",
+                    format!("entry {index} ({}): {error}", host.label()),
+                )
+            })?;
+        }
+        if self.redis.wait_for_replicas > 0 && self.redis.wait_timeout_ms == 0 {
+            return Err(invalid(
+                "redis.wait-timeout-ms",
+                "must be at least 1 when wait-for-replicas is set (0 would make WAIT block forever)",
+            ));
         }
         if self
             .redis
@@ -819,12 +848,14 @@ impl Config {
             symmetric_encryption_keys: self.redis.symmetric_encryption_keys.clone(),
             random_prefix_length: self.redis.random_prefix_length,
             heartbeat_ttl: Duration::from_secs(self.redis.heartbeat_ttl_secs),
+            wait_for_replicas: self.redis.wait_for_replicas,
+            wait_timeout: Duration::from_millis(self.redis.wait_timeout_ms),
         }))
     }
 
     /// `[redis] cluster`, checked: not beside `hosts` (or `redis-url` /
     /// `REDIS_URL`, which replace them), and only `redis://`/`rediss://` URLs.
-    fn cluster_seeds(&self, hosts: &[String]) -> Result<Vec<String>, ConfigError> {
+    fn cluster_seeds(&self, hosts: &[HostEntry]) -> Result<Vec<String>, ConfigError> {
         let seeds = &self.redis.cluster;
         if seeds.is_empty() {
             return Ok(Vec::new());
@@ -1018,7 +1049,7 @@ mod tests {
         assert_eq!(redis.layer.capacity, 7);
         config.redis_url = Some("redis://u:pw@c:6379/1".into());
         let redis = config.redis_config().expect("valid").expect("redis");
-        assert_eq!(redis.hosts, vec!["redis://u:pw@c:6379/1".to_owned()]);
+        assert_eq!(redis.hosts, vec![HostEntry::from("redis://u:pw@c:6379/1")]);
         assert!(Config::default().redis_config().expect("valid").is_none());
     }
 
@@ -1045,6 +1076,50 @@ mod tests {
         let config = parse("[redis]\ncluster = [\"unix:///tmp/r.sock\"]\n").expect("parses");
         let err = config.redis_config().expect_err("unix").to_string();
         assert!(err.contains("unix:///tmp/r.sock"), "{err}");
+    }
+
+    #[test]
+    fn host_entries_of_every_form_parse_from_toml() {
+        let config = parse(
+            "[redis]\nhosts = [\n  \"redis://a:6379\",\n  [\"b\", 6380],\n  \
+             { address = \"redis://c\", db = 2, password = \"pw\" },\n  \
+             { sentinels = [[\"127.0.0.1\", 26379]], master-name = \"mymaster\", \
+             sentinel-kwargs = { password = \"spw\" } },\n]\n\
+             wait-for-replicas = 1\nwait-timeout-ms = 250\n",
+        )
+        .expect("valid");
+        let redis = config.redis_config().expect("valid").expect("redis");
+        assert_eq!(redis.hosts.len(), 4);
+        assert!(matches!(redis.hosts[1], HostEntry::Tcp { port: 6380, .. }));
+        assert!(matches!(redis.hosts[3], HostEntry::Sentinel(_)));
+        assert_eq!(redis.wait_for_replicas, 1);
+        assert_eq!(redis.wait_timeout, Duration::from_millis(250));
+        let shown = format!("{redis:?}");
+        assert!(!shown.contains("pw\"") && !shown.contains("spw"), "{shown}");
+    }
+
+    #[test]
+    fn a_bad_host_entry_is_refused_naming_it() {
+        let err = parse(
+            "[redis]\nhosts = [{ sentinels = [[\"s\", 1]], master-name = \"m\", socket-timeout = 5 }]\n",
+        )
+        .expect_err("unknown key")
+        .to_string();
+        assert!(err.contains("socket-timeout"), "{err}");
+        assert!(err.contains("switchyard.toml"), "{err}");
+        let err = parse("[redis]\nhosts = [{ master-name = \"m\" }]\n")
+            .expect_err("no sentinels")
+            .to_string();
+        assert!(err.contains("the Sentinel entry for m"), "{err}");
+        let config = parse("[redis]\nhosts = [\"redis://a\", { address = \"http://u:pw@b\" }]\n")
+            .expect("parses");
+        let err = config.redis_config().expect_err("bad scheme").to_string();
+        assert!(err.contains("entry 1") && !err.contains("pw@"), "{err}");
+        let config =
+            parse("[redis]\nhosts = [\"redis://a\"]\nwait-for-replicas = 1\nwait-timeout-ms = 0\n")
+                .expect("parses");
+        let err = config.redis_config().expect_err("0 ms").to_string();
+        assert!(err.contains("redis.wait-timeout-ms"), "{err}");
     }
 
     #[test]

@@ -129,7 +129,18 @@ impl Server {
             verifier,
         } = config.settings()?;
         let redis_url = match &layer {
-            LayerSettings::Redis(redis) => redis.hosts.first().cloned(),
+            LayerSettings::Redis(redis) => {
+                let first = redis.hosts.first();
+                let url = first.and_then(switchyard_layer::HostEntry::plain_url);
+                if url.is_none()
+                    && let Some(first) = first
+                {
+                    tracing::warn!(host = %first.label(),
+                        "plugin key-value state stays in memory: it takes the first Redis \
+                         host as a plain URL or [host, port] pair, and this one is not");
+                }
+                url
+            }
             LayerSettings::Memory(_) => None,
         };
         let layer: Arc<dyn ChannelLayer> = match layer {

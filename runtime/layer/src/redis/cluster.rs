@@ -35,15 +35,16 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
 
-use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{
-    AsyncConnectionConfig, Client, Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult,
-    Script, Value,
+    AsyncConnectionConfig, Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Script,
+    Value,
 };
 
 use super::config::redact_url;
+use super::endpoint::{Endpoint, ShardConnection, no_master};
 use super::heartbeat::record_live;
 use super::layer::{CONNECT_TIMEOUT, Inner, OP_TIMEOUT, RECEIVER_READ_TIMEOUT};
 use crate::{LayerConfigError, LayerError};
@@ -116,11 +117,9 @@ static PURGE_FORGET_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PURG
 // difference between the variants costs nothing worth a box.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Backend {
-    /// One host (channels_redis's `hosts` entry).
-    Host {
-        client: Client,
-        commands: ConnectionManager,
-    },
+    /// One host (channels_redis's `hosts` entry): fixed, or the master the
+    /// sentinels name.
+    Host(Endpoint),
     /// A Redis Cluster: the client (for the receive loop's own connection,
     /// whose blocking pops must not hold up commands) and the shared command
     /// connection.
@@ -168,8 +167,27 @@ impl Backend {
     /// The shared connection for commands (cheap to clone).
     pub(super) fn commands(&self) -> Conn {
         match self {
-            Self::Host { commands, .. } => Conn::Host(commands.clone()),
+            Self::Host(endpoint) => Conn::Host(endpoint.commands()),
             Self::Cluster { commands, .. } => Conn::Cluster(commands.clone()),
+        }
+    }
+
+    /// For a Sentinel entry, asks the sentinels which server is master now
+    /// and switches to it ([`Endpoint::refresh_master`]); nothing to do for
+    /// a fixed host or a cluster.
+    pub(super) async fn refresh_master(&self) -> Result<Option<String>, String> {
+        match self {
+            Self::Host(endpoint) => endpoint.refresh_master().await,
+            Self::Cluster { .. } => Ok(None),
+        }
+    }
+
+    /// Whether there is a server to connect to: false only for a Sentinel
+    /// entry whose master no sentinel has named yet.
+    pub(super) fn has_server(&self) -> bool {
+        match self {
+            Self::Host(endpoint) => endpoint.client().is_some(),
+            Self::Cluster { .. } => true,
         }
     }
 
@@ -177,7 +195,8 @@ impl Backend {
     /// above the blocking-pop timeout.
     pub(super) async fn receive_connection(&self) -> RedisResult<Conn> {
         match self {
-            Self::Host { client, .. } => {
+            Self::Host(endpoint) => {
+                let client = endpoint.client().ok_or_else(no_master)?;
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
                     .set_response_timeout(Some(RECEIVER_READ_TIMEOUT));
@@ -203,8 +222,9 @@ impl Backend {
 /// command by its first key.
 #[derive(Clone)]
 pub(super) enum Conn {
-    /// The shared, reconnecting command connection to one host.
-    Host(ConnectionManager),
+    /// The shared, reconnecting command connection to one host (none while
+    /// a Sentinel entry has no master).
+    Host(ShardConnection),
     /// The receive loop's own connection to one host.
     Multiplexed(MultiplexedConnection),
     /// A connection to a Redis Cluster.

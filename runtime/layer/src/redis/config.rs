@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::hosts::HostEntry;
 use crate::LayerConfig;
 
 /// The Redis layer's options: Channels' shared options in [`LayerConfig`], plus
@@ -11,9 +12,10 @@ use crate::LayerConfig;
 pub struct RedisConfig {
     /// `expiry`, `group_expiry`, `capacity`, `channel_capacity`.
     pub layer: LayerConfig,
-    /// Redis URLs (`redis://`, `rediss://`, `unix://`), one per shard; a host's
-    /// position is its shard index, as in channels_redis's `hosts`.
-    pub hosts: Vec<String>,
+    /// One entry per shard, in any form channels_redis's `hosts` takes
+    /// ([`HostEntry`]: a URL, a host/port pair, a table with options, a
+    /// Sentinel master); an entry's position is its shard index.
+    pub hosts: Vec<HostEntry>,
     /// Seed nodes of a Redis Cluster (`redis://` or `rediss://` URLs), instead
     /// of `hosts`: Switchyard's own cluster mode, for deployments where only
     /// Switchyard processes share the layer (channels_redis has no cluster
@@ -32,6 +34,18 @@ pub struct RedisConfig {
     /// processes remove its group members once it has expired (see
     /// `heartbeat`). Whole seconds or milliseconds; at least 1 ms.
     pub heartbeat_ttl: Duration,
+    /// When above 0, every write that carries a message (`send`,
+    /// `group_send`) is followed by
+    /// `WAIT <wait_for_replicas> <wait_timeout>`, and succeeds only when that
+    /// many replicas confirmed it: what returned `Ok` survives a Sentinel
+    /// failover to one of them. (Memberships need no wait: the process
+    /// re-adds its own after a failover.) 0 (the default, channels_redis's
+    /// behaviour):
+    /// replication is asynchronous, and a failover may lose the last writes.
+    pub wait_for_replicas: usize,
+    /// How long a write waits for [`wait_for_replicas`](Self::wait_for_replicas)
+    /// confirmations before it fails as `Unavailable`.
+    pub wait_timeout: Duration,
 }
 
 impl RedisConfig {
@@ -42,6 +56,8 @@ impl RedisConfig {
     /// The default [`heartbeat_ttl`](Self::heartbeat_ttl): a killed process
     /// stops costing the others within about 13 s.
     pub const DEFAULT_HEARTBEAT_TTL: Duration = Duration::from_secs(10);
+    /// The default [`wait_timeout`](Self::wait_timeout).
+    pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(1);
 
     /// A Redis Cluster reached through these seed nodes, with channels_redis's
     /// defaults for everything else.
@@ -55,14 +71,22 @@ impl RedisConfig {
 
     /// One host with channels_redis's defaults for everything else.
     pub fn single(url: impl Into<String>) -> Self {
+        Self::with_host(HostEntry::from(url.into()))
+    }
+
+    /// One host entry of any form, with channels_redis's defaults for
+    /// everything else.
+    pub fn with_host(host: HostEntry) -> Self {
         Self {
             layer: LayerConfig::default(),
-            hosts: vec![url.into()],
+            hosts: vec![host],
             cluster: Vec::new(),
             prefix: Self::DEFAULT_PREFIX.to_owned(),
             symmetric_encryption_keys: Vec::new(),
             random_prefix_length: Self::DEFAULT_RANDOM_PREFIX_LENGTH,
             heartbeat_ttl: Self::DEFAULT_HEARTBEAT_TTL,
+            wait_for_replicas: 0,
+            wait_timeout: Self::DEFAULT_WAIT_TIMEOUT,
         }
     }
 }
@@ -71,10 +95,7 @@ impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConfig")
             .field("layer", &self.layer)
-            .field(
-                "hosts",
-                &self.hosts.iter().map(|h| redact_url(h)).collect::<Vec<_>>(),
-            )
+            .field("hosts", &self.hosts)
             .field(
                 "cluster",
                 &self
@@ -90,6 +111,8 @@ impl std::fmt::Debug for RedisConfig {
             )
             .field("random_prefix_length", &self.random_prefix_length)
             .field("heartbeat_ttl", &self.heartbeat_ttl)
+            .field("wait_for_replicas", &self.wait_for_replicas)
+            .field("wait_timeout", &self.wait_timeout)
             .finish()
     }
 }

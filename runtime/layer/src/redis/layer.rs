@@ -9,13 +9,14 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Script, Value as RedisValue};
+use redis::aio::ConnectionManagerConfig;
+use redis::{Script, Value as RedisValue};
 use serde_json::Value;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::cluster::{Backend, Conn};
-use super::config::{RedisConfig, redact_url};
+use super::config::RedisConfig;
+use super::endpoint::Endpoint;
 use super::heartbeat::{ProcessKeys, beat_period, heartbeat_loop};
 use super::retry::{Backoff, LoopMonitor};
 use super::scripts;
@@ -63,9 +64,10 @@ pub struct RedisLayer {
 }
 
 pub(super) struct Shard {
-    /// The URL with its password redacted, for logs and errors.
+    /// The entry's label (URL or Sentinel master) with its password
+    /// redacted, for logs and errors.
     pub(super) url: String,
-    /// A host, or the whole Redis Cluster.
+    /// A host (fixed or found through Sentinel), or the whole Redis Cluster.
     pub(super) backend: Backend,
     receive_health: LoopMonitor,
     refresh_health: LoopMonitor,
@@ -207,6 +209,10 @@ pub(super) struct Inner {
     members_script: Script,
     pub(super) heartbeat_script: Script,
     pub(super) purge_script: Script,
+    /// `WAIT` after writes: how many replicas, and for how long (see
+    /// [`RedisConfig::wait_for_replicas`]).
+    wait_for_replicas: usize,
+    wait_timeout: Duration,
 }
 
 impl RedisLayer {
@@ -228,6 +234,8 @@ impl RedisLayer {
             symmetric_encryption_keys,
             random_prefix_length,
             heartbeat_ttl,
+            wait_for_replicas,
+            wait_timeout,
         } = config;
         if !hosts.is_empty() && !seeds.is_empty() {
             return Err(LayerConfigError::HostsAndCluster);
@@ -248,18 +256,15 @@ impl RedisLayer {
             hosts
                 .iter()
                 .map(|host| {
-                    let url = redact_url(host);
-                    let invalid = |source: redis::RedisError| LayerConfigError::RedisUrl {
-                        url: url.clone(),
-                        source,
-                    };
-                    let client = Client::open(host.as_str()).map_err(invalid)?;
-                    let commands = ConnectionManager::new_lazy_with_config(
-                        client.clone(),
-                        manager_config.clone(),
-                    )
-                    .map_err(invalid)?;
-                    Ok((url, Backend::Host { client, commands }))
+                    let url = host.label();
+                    let endpoint =
+                        Endpoint::new(host, manager_config.clone()).map_err(|source| {
+                            LayerConfigError::RedisUrl {
+                                url: url.clone(),
+                                source,
+                            }
+                        })?;
+                    Ok((url, Backend::Host(endpoint)))
                 })
                 .collect::<Result<Vec<_>, LayerConfigError>>()?
         };
@@ -331,6 +336,8 @@ impl RedisLayer {
             members_script: Script::new(scripts::GROUP_MEMBERS_AND_ALIVE),
             heartbeat_script: Script::new(scripts::HEARTBEAT),
             purge_script: Script::new(scripts::PURGE_DEAD),
+            wait_for_replicas,
+            wait_timeout,
         });
         let stop = CancellationToken::new();
         for index in 0..inner.shards.len() {
@@ -429,6 +436,40 @@ impl Inner {
 
     pub(super) fn conn(&self, shard: usize) -> Conn {
         self.shards[shard].backend.commands()
+    }
+
+    /// With [`wait_for_replicas`](RedisConfig::wait_for_replicas) set: waits
+    /// until that many replicas have every write made so far on `conn` (so
+    /// the one just made), or fails as `Unavailable` saying the write may
+    /// be lost in a failover. `WAIT` covers the connection, not one command:
+    /// on the shared connection it also waits for other tasks' writes.
+    async fn confirm_replicated(
+        &self,
+        shard: usize,
+        conn: &mut Conn,
+        what: &str,
+    ) -> Result<(), LayerError> {
+        if self.wait_for_replicas == 0 {
+            return Ok(());
+        }
+        let timeout_ms = u64::try_from(self.wait_timeout.as_millis()).unwrap_or(u64::MAX);
+        let confirmed: usize = self
+            .run(
+                shard,
+                "WAIT",
+                ::redis::cmd("WAIT")
+                    .arg(self.wait_for_replicas)
+                    .arg(timeout_ms)
+                    .query_async(conn),
+            )
+            .await?;
+        if confirmed < self.wait_for_replicas {
+            return Err(LayerError::Unavailable(format!(
+                "Redis at {} took the {what} but only {confirmed} of {} replicas confirmed it within {:?}: it may be lost in a failover",
+                self.shards[shard].url, self.wait_for_replicas, self.wait_timeout
+            )));
+        }
+        Ok(())
     }
 
     /// The event's msgpack map entries and their count, refusing a
@@ -952,15 +993,38 @@ async fn receive_loop(inner: Arc<Inner>, shard: usize, stop: CancellationToken) 
 /// One connection's life in the receive loop: connect, re-add memberships,
 /// pop until something fails; returns what failed.
 async fn receive_session(inner: &Inner, shard: usize, backoff: &mut Backoff) -> (String, bool) {
-    let mut conn = match inner.shards[shard].backend.receive_connection().await {
+    let backend = &inner.shards[shard].backend;
+    // For a Sentinel entry: which server is master now (after a failover,
+    // another one: the shard switches to it here). Sentinels that do not
+    // answer leave the shard on the master it knows, if any: it may well
+    // still be the master (a demoted one refuses the pops with READONLY).
+    let sentinel_error = backend.refresh_master().await.err();
+    if !backend.has_server() {
+        let error = sentinel_error.unwrap_or_else(|| "no master known yet".to_owned());
+        return (
+            format!("cannot find the master (sends fail as unavailable meanwhile): {error}"),
+            true,
+        );
+    }
+    let mut conn = match backend.receive_connection().await {
         Ok(conn) => conn,
         Err(error) => {
+            let sentinels = sentinel_error
+                .map(|error| format!("; asking the sentinels failed too: {error}"))
+                .unwrap_or_default();
             return (
-                format!("cannot connect to Redis (sends fail as unavailable meanwhile): {error}"),
+                format!(
+                    "cannot connect to Redis (sends fail as unavailable meanwhile): \
+                     {error}{sentinels}"
+                ),
                 true,
             );
         }
     };
+    if let Some(error) = sentinel_error {
+        tracing::debug!(redis = %inner.shards[shard].url, %error,
+            "the sentinels did not answer; staying on the master known before");
+    }
     // A restarted Redis may have lost the groups: put ours back before
     // popping; a failure here is a failure like any other. (The heartbeat
     // key is left to the heartbeat loop, which this wakes.)
@@ -1187,7 +1251,7 @@ impl ChannelLayer for RedisLayer {
                 channel: channel.to_owned(),
             });
         }
-        Ok(())
+        inner.confirm_replicated(shard, &mut conn, "send").await
     }
 
     async fn group_add(&self, group: &str, channel: &str) -> Result<(), LayerError> {
@@ -1436,6 +1500,9 @@ impl ChannelLayer for RedisLayer {
                     }
                     Err(error) => return Err(error),
                 };
+                inner
+                    .confirm_replicated(shard, &mut conn, "group_send")
+                    .await?;
                 for (&i, added) in indexes.iter().zip(added) {
                     let names = buckets[i].1.len();
                     if added == 1 {

@@ -42,12 +42,20 @@
 //!   waits until every live process has re-added its members, or fails as
 //!   `Unavailable`.
 //!
+//! - Sentinel: a host entry may name a master through Redis Sentinel
+//!   (`endpoint`); the receive loop asks the sentinels again at every
+//!   reconnect, so a failover is a reconnect to the new master followed by
+//!   the usual re-add of memberships. With `wait_for_replicas`, a write
+//!   returns `Ok` only once replicas confirmed it (`WAIT`).
+//!
 //! - Redis Cluster (`cluster` seeds instead of `hosts`): Switchyard's own
 //!   mode, which channels_redis cannot share; operations split by slot
 //!   where the single-host layer runs one script (see `cluster`).
 //!
-//! Modules: [`config`] ([`RedisConfig`]), [`wire`] (entry encoding), `cluster`
-//! (the connection to a host or a cluster, and the cluster's split writes), `shard`
+//! Modules: [`config`] ([`RedisConfig`]), [`hosts`] ([`HostEntry`], the
+//! forms of `hosts`), `endpoint` (a shard's server, direct or via Sentinel),
+//! `cluster` (the connection to a host or a cluster, and the cluster's split
+//! writes), [`wire`] (entry encoding), `shard`
 //! (the consistent hash), `scripts` (Lua), `retry` (backoff and loop health),
 //! `summary` (counted, rate-limited log lines), `heartbeat` (liveness and the
 //! purge of dead processes), `layer` ([`RedisLayer`]).
@@ -56,7 +64,9 @@ mod cluster;
 pub mod config;
 #[cfg(test)]
 mod count_events;
+mod endpoint;
 mod heartbeat;
+pub mod hosts;
 mod layer;
 mod retry;
 mod scripts;
@@ -65,4 +75,5 @@ mod summary;
 pub mod wire;
 
 pub use config::RedisConfig;
+pub use hosts::HostEntry;
 pub use layer::RedisLayer;
