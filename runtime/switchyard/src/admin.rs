@@ -46,7 +46,7 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
 
 /// The answer to an admin request that may not go on: 404 while the admin
 /// API is off, 401 without the right token.
-fn refusal(app: &AppState, headers: &HeaderMap) -> Option<Response> {
+pub(crate) fn refusal(app: &AppState, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = app.config.admin.token.as_deref() else {
         return Some(StatusCode::NOT_FOUND.into_response());
     };

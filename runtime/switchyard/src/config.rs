@@ -80,6 +80,9 @@
 //! concurrent-connections-per-ip = 200   # 429 on the handshake past it
 //! messages-per-second = 50              # per connection; close 1008 past it
 //! message-burst = 100
+//!
+//! [metrics]                    # GET /_switchyard/metrics, admin token
+//! enabled = true               # false: 404, and nothing counted for it
 //! ```
 
 use std::net::IpAddr;
@@ -175,6 +178,8 @@ pub struct Config {
     pub auth: AuthSection,
     /// `[rate-limit]`: per-IP and per-connection rates.
     pub rate_limit: RateLimitSection,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: MetricsSection,
 }
 
 impl Default for Config {
@@ -198,7 +203,23 @@ impl Default for Config {
             access: AccessSection::default(),
             auth: AuthSection::default(),
             rate_limit: RateLimitSection::default(),
+            metrics: MetricsSection::default(),
         }
+    }
+}
+
+/// `[metrics]`: `GET /_switchyard/metrics` (with the admin token).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct MetricsSection {
+    /// Count and serve metrics; when false the endpoint answers 404 and
+    /// nothing is counted for it on the hot paths.
+    pub enabled: bool,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self { enabled: true }
     }
 }
 

@@ -47,6 +47,25 @@ pub(crate) async fn handle(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let metrics = app
+        .metrics
+        .clone()
+        .filter(|_| upgrade::wants_websocket(&headers));
+    let response = answer(app, peer, uri, headers, request).await;
+    if let Some(metrics) = metrics {
+        metrics.handshake_answered(response.status());
+    }
+    response
+}
+
+/// The answer to any request: a WebSocket handshake's, or the `http` side's.
+async fn answer(
+    app: AppState,
+    peer: SocketAddr,
+    uri: Uri,
+    headers: HeaderMap,
     mut request: Request,
 ) -> Response {
     let ws = &app.config.websocket;
@@ -118,6 +137,9 @@ pub(crate) async fn handle(
     };
     let plugin = matched.plugin.name();
     let route = matched.route.to_string();
+    if let Some(metrics) = &app.metrics {
+        metrics.handshake(plugin, &route);
+    }
     if let Some(origins) = &app.origins
         && !origins.allows(access::origin_header(&headers))
     {
@@ -211,7 +233,12 @@ pub(crate) async fn handle(
         }
     };
     let response = upgrade.response(subprotocol.as_deref());
+    let metrics = app
+        .metrics
+        .as_ref()
+        .map(|metrics| metrics.connection(plugin, &route));
     let accepted = socket::Accepted {
+        metrics,
         consumer,
         inbox,
         outbound_tx,

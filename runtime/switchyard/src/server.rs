@@ -32,7 +32,9 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use switchyard_host::{HostOptions, PluginHost, PluginWatcher, RouteInfo, WatchOptions};
+use switchyard_host::{
+    GuestMetrics, HostOptions, PluginHost, PluginWatcher, RouteInfo, WatchOptions,
+};
 use switchyard_kv::{KeyValue, KvBackend, MemoryBackend, RedisBackend, RedisKvConfig};
 use switchyard_layer::{ChannelLayer, MemoryLayer, RedisLayer};
 use tokio::net::{TcpListener, TcpStream};
@@ -45,10 +47,11 @@ use crate::auth::Verifier;
 use crate::config::{Config, LayerSettings, Settings};
 use crate::counters::Counters;
 use crate::health::{self, Draining};
+use crate::metrics::{GuestCalls, Metrics};
 use crate::ratelimit::Admission;
 use crate::statics::StaticFiles;
 use crate::upgrade::UnfinishedBudget;
-use crate::{admin, handshake};
+use crate::{admin, handshake, metrics};
 
 /// How long open HTTP connections get to finish their request once the
 /// sockets have drained.
@@ -78,6 +81,8 @@ pub(crate) struct AppState {
     pub(crate) unfinished: Arc<UnfinishedBudget>,
     /// `[static]`, when a directory is configured.
     pub(crate) statics: Option<Arc<StaticFiles>>,
+    /// `None` with `[metrics] enabled = false`.
+    pub(crate) metrics: Option<Arc<Metrics>>,
 }
 
 /// The store behind `wasi:keyvalue`: in Redis (the layer's first host)
@@ -109,6 +114,7 @@ pub struct Server {
     trusted_proxies: Arc<TrustedProxies>,
     verifier: Arc<Verifier>,
     counters: Arc<Counters>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Server {
@@ -138,12 +144,25 @@ impl Server {
                 Arc::new(MemoryLayer::new(options).context("configuring the in-memory layer")?)
             }
         };
+        let calls = config
+            .metrics
+            .enabled
+            .then(|| Arc::new(GuestCalls::default()));
         let options = HostOptions {
             limits: config.guest_limits(),
             compile_cache: config.compile_cache_dir().map(Into::into),
             keyvalue: keyvalue_store(&config.keyvalue, redis_url.as_deref())?,
+            metrics: calls.clone().map(|calls| calls as Arc<dyn GuestMetrics>),
         };
         let host = Arc::new(PluginHost::with_options(layer, options)?);
+        let counters = Arc::new(Counters::default());
+        let metrics = calls.map(|calls| {
+            Arc::new(Metrics::new(
+                Arc::clone(&host),
+                Arc::clone(&counters),
+                calls,
+            ))
+        });
         let report = host.load_dir(&config.plugins).await?;
         tracing::info!(
             dir = %config.plugins.display(),
@@ -157,7 +176,8 @@ impl Server {
             origins: origins.map(Arc::new),
             trusted_proxies: Arc::new(trusted_proxies),
             verifier: Arc::new(verifier),
-            counters: Arc::new(Counters::default()),
+            counters,
+            metrics,
         })
     }
 
@@ -211,6 +231,7 @@ impl Server {
                 .dir
                 .as_ref()
                 .map(|dir| Arc::new(StaticFiles::new(dir, &self.config.static_files.prefix))),
+            metrics: self.metrics,
         };
         // Dropping the watcher (when serving ends) stops hot swap.
         let _watcher = if self.config.watch_plugins {
@@ -227,6 +248,7 @@ impl Server {
             .route(health::READYZ_PATH, axum::routing::get(health::readyz))
             .route(admin::PLUGINS_PATH, axum::routing::get(admin::plugins))
             .route(admin::LAYER_PATH, axum::routing::get(admin::layer))
+            .route(metrics::METRICS_PATH, axum::routing::get(metrics::scrape))
             .fallback(handshake::handle)
             .with_state(state);
         let header_timeout = Duration::from_secs(self.config.websocket.handshake_timeout_secs);
