@@ -13,6 +13,7 @@ mod http;
 mod isolation;
 mod keyvalue;
 mod layer;
+mod metrics;
 mod migration_load;
 mod protocol;
 mod redis;
