@@ -1,7 +1,8 @@
 //! `GET /_switchyard/metrics`: real traffic (echo and chat sockets, a
 //! rejected handshake, a trapping guest, a group send, HTTP requests),
 //! then a scrape parsed line by line and checked for exact values; the
-//! admin token's 401/404, and `[metrics] enabled = false`.
+//! admin token's 401/404, and `[metrics] enabled = false`; plugin loads,
+//! load errors, a hot swap and a migration.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 use switchyard::config::{AdminConfig, MetricsSection};
 use switchyard_tests::http_client::{Reply, request};
+use switchyard_tests::plugin_dir::{Build, PluginDir};
 use switchyard_tests::{Client, PATIENCE, TestServer, handshake_status, test_config};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -343,5 +345,50 @@ async fn metrics_disabled_answer_404_and_the_server_serves() {
     echo.send_message(Message::text("still echoing")).await;
     assert_eq!(echo.recv_text().await, "still echoing");
     echo.close().await;
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn loads_load_errors_swaps_and_migrations_are_counted() {
+    let dir = PluginDir::new();
+    let manifest = "routes = [\"test/counter/\"]\non-replace = \"migrate\"\n";
+    dir.install("counter", Build::V1, manifest);
+    let server = TestServer::start_with(switchyard::Config {
+        plugins: dir.path().to_path_buf(),
+        // Reconciled by hand below: no waiting on the watcher.
+        watch_plugins: false,
+        admin: AdminConfig {
+            token: Some(TOKEN.to_owned()),
+        },
+        ..test_config()
+    })
+    .await;
+    let mut client = Client::connect(&server, "/test/counter/").await;
+    client.send_text("a").await;
+    assert_eq!(client.recv_json().await["version"], "v1");
+
+    dir.write("broken.wasm", b"not a component");
+    dir.install("counter", Build::V2, manifest);
+    let report = server.host.load_dir(dir.path()).await.expect("reconcile");
+    assert_eq!((report.loaded.len(), report.failed.len()), (1, 1));
+    // The open socket moves to v2 on its next turn.
+    let m = scrape_until(&server, "the migration", |m| {
+        value(m, "switchyard_plugin_migrations_total", &[("result", "ok")]) == 1.0
+    })
+    .await;
+    assert_eq!(value(&m, "switchyard_plugin_loads_total", &[]), 2.0);
+    assert_eq!(value(&m, "switchyard_plugin_swaps_total", &[]), 1.0);
+    assert_eq!(value(&m, "switchyard_plugin_load_errors_total", &[]), 1.0);
+    assert_eq!(
+        value(
+            &m,
+            "switchyard_plugin_migrations_total",
+            &[("result", "failed")]
+        ),
+        0.0
+    );
+    client.send_text("b").await;
+    assert_eq!(client.recv_json().await["version"], "v2");
+    client.close().await;
     server.shutdown().await.expect("clean shutdown");
 }
