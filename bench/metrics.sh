@@ -7,16 +7,23 @@
 #              SCRAPES requests in a row) with no socket open, then with
 #              CONNS idle sockets open on the echo plugin (loadgen idle)
 # (b) echo     the echo scenario of bench/run.sh (loadgen echo, ECHO_CONNS
-#              connections, closed loop, ECHO_SECS seconds) against the same
-#              binary with `[metrics] enabled = true` and `= false`, ROUNDS
-#              times each, alternating on/off so drift hits both sides;
-#              the median messages/s of each side and their difference
+#              connections, closed loop, ECHO_SECS seconds) against two
+#              servers of the same binary running side by side, one with
+#              `[metrics] enabled = true`, one with `= false`: ROUNDS rounds,
+#              each one run against each server back to back (the order
+#              swapped every round), so a busy machine's drift hits both
+#              sides; the median messages/s of each side, and the median of
+#              the per-round ratios on/off. Also the server's CPU time per
+#              message (utime + stime from /proc/PID/stat over the run,
+#              warm-up included, / messages): on a machine shared with other
+#              work, throughput swings with the neighbours, CPU per message
+#              much less
 #
 # Writes bench/results/metrics-<UTC date>.json and prints a table.
 # Benchmarks are not tests: nothing here asserts a timing.
 #
 # Knobs (environment): CONNS=10000, SCRAPES=200, ECHO_CONNS=50,
-# ECHO_SECS=10, ROUNDS=3, PROFILE=release (PROFILE=debug checks the script
+# ECHO_SECS=5, ROUNDS=8, PROFILE=release (PROFILE=debug checks the script
 # quickly with a debug build; its figures mean nothing), SKIP_BUILD=1.
 set -uo pipefail
 
@@ -25,8 +32,8 @@ cd "$ROOT"
 CONNS=${CONNS:-10000}
 SCRAPES=${SCRAPES:-200}
 ECHO_CONNS=${ECHO_CONNS:-50}
-ECHO_SECS=${ECHO_SECS:-10}
-ROUNDS=${ROUNDS:-3}
+ECHO_SECS=${ECHO_SECS:-5}
+ROUNDS=${ROUNDS:-8}
 PROFILE=${PROFILE:-release}
 PER_CLIENT=4000
 TOKEN=bench-metrics-token
@@ -91,7 +98,10 @@ stop() {
     kill -9 "$1" 2>/dev/null
 }
 
-URL() { echo "ws://127.0.0.1:$SRV_PORT/ws/echo/"; }
+# CPU time (user + system) of PID so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+URL() { echo "ws://127.0.0.1:${1:-$SRV_PORT}/ws/echo/"; }
 
 # scrape LABEL: SCRAPES timed scrapes; one JSON line.
 scrape() {
@@ -160,15 +170,25 @@ sleep 1
 stop "$SRV_PID"
 
 # ---------------------------------------------------------------- (b) echo
+start on
+ON_PID=$SRV_PID ON_PORT=$SRV_PORT
+start off
+OFF_PID=$SRV_PID OFF_PORT=$SRV_PORT
 for ((r = 1; r <= ROUNDS; r++)); do
-    for side in on off; do
+    order="on off"
+    [ $((r % 2)) -eq 0 ] && order="off on"
+    for side in $order; do
+        port=$ON_PORT pid=$ON_PID
+        [ $side = off ] && port=$OFF_PORT pid=$OFF_PID
         say "echo round $r/$ROUNDS, metrics $side: $ECHO_CONNS connections, ${ECHO_SECS}s"
-        start $side
-        timeout $((ECHO_SECS + 60)) "$BIN/loadgen" echo --url "$(URL)" --conns "$ECHO_CONNS" \
-            --secs "$ECHO_SECS" | tail -1 >"$WORK/echo-$side-$r.json" || die "loadgen echo failed"
-        stop "$SRV_PID"
+        ticks_before=$(cpu_ticks "$pid")
+        timeout $((ECHO_SECS + 60)) "$BIN/loadgen" echo --url "$(URL "$port")" --conns "$ECHO_CONNS" \
+            --secs "$ECHO_SECS" | tail -1 >"$WORK/echo-$side-$(printf %03d $r).json" || die "loadgen echo failed"
+        echo $(($(cpu_ticks "$pid") - ticks_before)) >"$WORK/ticks-$side-$(printf %03d $r)"
     done
 done
+stop "$ON_PID"
+stop "$OFF_PID"
 
 mkdir -p "$ROOT/bench/results"
 OUT=$ROOT/bench/results/metrics-$(date -u +%Y-%m-%dT%H:%M:%SZ).json
@@ -179,23 +199,38 @@ load = lambda p: json.load(open(p))
 scrapes = [load(os.path.join(work, "scrape-0.json")), load(os.path.join(work, "scrape-n.json"))]
 echo = {side: [load(p) for p in sorted(glob.glob(os.path.join(work, f"echo-{side}-*.json")))]
         for side in ("on", "off")}
+hz = os.sysconf("SC_CLK_TCK")
+for side, runs in echo.items():
+    ticks = [int(open(p).read()) for p in sorted(glob.glob(os.path.join(work, f"ticks-{side}-*")))]
+    for run, t in zip(runs, ticks):
+        # Over the whole run (warm-up included): an estimate of the
+        # server's CPU per message, not a profile.
+        run["server_cpu_secs"] = t / hz
+        run["server_cpu_us_per_message"] = t / hz * 1e6 / max(run["messages"], 1)
+cpu = {side: statistics.median(r["server_cpu_us_per_message"] for r in runs) for side, runs in echo.items()}
+cpu_diff = (cpu["on"] - cpu["off"]) / cpu["off"] * 100
 median = {side: statistics.median(r["messages_per_s"] for r in runs) for side, runs in echo.items()}
 p99 = {side: statistics.median(r["rtt"]["p99_us"] for r in runs) for side, runs in echo.items()}
-diff = (median["on"] - median["off"]) / median["off"] * 100
+ratios = [on["messages_per_s"] / off["messages_per_s"] for on, off in zip(echo["on"], echo["off"])]
+diff = (statistics.median(ratios) - 1) * 100
 result = {
     "benchmark": "metrics", "profile": profile, "idle_sockets_wanted": conns,
     "cores": os.cpu_count(), "load_avg": open("/proc/loadavg").read().split()[:3],
     "scrape": scrapes, "echo": echo, "echo_rounds": rounds,
     "echo_median_messages_per_s": median, "echo_median_rtt_p99_us": p99,
+    "echo_round_ratios_on_over_off": [round(x, 4) for x in ratios],
     "echo_on_vs_off_percent": round(diff, 2),
+    "echo_median_server_cpu_us_per_message": cpu,
+    "echo_cpu_per_message_on_vs_off_percent": round(cpu_diff, 2),
 }
 json.dump(result, open(out, "w"), indent=1)
 print(f"\nmetrics benchmark ({profile} build), written to {out}")
 print(f"{'scrape':<24}{'p50 ms':>10}{'p99 ms':>10}{'mean ms':>10}{'bytes':>10}")
 for s in scrapes:
     print(f"{s['label']:<24}{s['p50_ms']:>10}{s['p99_ms']:>10}{s['mean_ms']:>10}{s['body_bytes']:>10}")
-print(f"\n{'echo (median of ' + str(rounds) + ')':<24}{'msgs/s':>12}{'rtt p99 us':>12}")
+print(f"\n{'echo (median of ' + str(rounds) + ')':<24}{'msgs/s':>12}{'rtt p99 us':>12}{'cpu us/msg':>12}")
 for side in ("on", "off"):
-    print(f"{'metrics ' + side:<24}{median[side]:>12.0f}{p99[side]:>12}")
-print(f"{'on vs off':<24}{diff:>+11.2f}%")
+    print(f"{'metrics ' + side:<24}{median[side]:>12.0f}{p99[side]:>12}{cpu[side]:>12.2f}")
+print(f"{'cpu per message on vs off':<24}{cpu_diff:>+11.2f}%")
+print(f"{'on vs off (median ratio)':<24}{diff:>+11.2f}%   rounds: {', '.join(f'{x:.3f}' for x in ratios)}")
 EOF

@@ -913,6 +913,19 @@ mod tests {
     }
 
     #[test]
+    fn metrics_are_on_by_default_and_can_be_turned_off() {
+        assert!(Config::default().metrics.enabled);
+        assert!(
+            !parse("[metrics]\nenabled = false\n")
+                .expect("valid")
+                .metrics
+                .enabled
+        );
+        let err = parse("[metrics]\nenable = false\n").expect_err("typo");
+        assert!(err.to_string().contains("enable"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_are_errors_naming_the_key() {
         let err = parse("prot = 9000\n").expect_err("typo");
         assert!(err.to_string().contains("prot"), "{err}");
