@@ -15,6 +15,7 @@ mod isolation;
 mod keyvalue;
 mod layer;
 mod log_format;
+mod metrics;
 mod migration_load;
 mod protocol;
 mod publish;

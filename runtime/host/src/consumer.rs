@@ -17,6 +17,7 @@ use crate::connection::{Connection, Handshake, OutboundOverflow};
 use crate::engine::{EpochClock, epoch_ticks};
 use crate::failures::FailureCounter;
 use crate::instance::{Instance, SharedInstance};
+use crate::metrics::CallObserver;
 use crate::version::{Retired, Retirement, Version};
 
 /// A frame received from the client.
@@ -90,6 +91,8 @@ pub enum ConnectionStatus {
 pub(crate) struct CallBook {
     pub(crate) failures: Arc<FailureCounter>,
     pub(crate) clock: EpochClock,
+    /// Told each call's duration, when the server collects metrics.
+    pub(crate) observer: Option<Arc<dyn CallObserver>>,
 }
 
 /// Where a consumer's instance lives.
@@ -223,6 +226,8 @@ struct Meta {
     failures: Arc<FailureCounter>,
     /// Ticks while any guest call runs.
     clock: EpochClock,
+    /// Told each call's duration, when the server collects metrics.
+    observer: Option<Arc<dyn CallObserver>>,
     /// Set once a call failed; the instance is never called again.
     failed: bool,
     /// Whether the connection's entry was deleted from a shared instance.
@@ -511,7 +516,11 @@ impl Meta {
         channel_name: Arc<str>,
         layer: Arc<dyn ChannelLayer>,
         version: Arc<Version>,
-        CallBook { failures, clock }: CallBook,
+        CallBook {
+            failures,
+            clock,
+            observer,
+        }: CallBook,
     ) -> Self {
         let call_timeout = version.limits().call_timeout;
         let plugin = version.artifact().name_arc();
@@ -531,6 +540,7 @@ impl Meta {
             call_ticks: epoch_ticks(call_timeout),
             failures,
             clock,
+            observer,
             failed: false,
             detached: false,
         }
@@ -610,8 +620,12 @@ impl Meta {
         let plugin = &self.plugin;
         let timeout = self.call_timeout;
         let running = self.clock.running();
+        let started = self.observer.is_some().then(std::time::Instant::now);
         let finished = tokio::time::timeout(timeout, future).await;
         drop(running);
+        if let (Some(observer), Some(started)) = (&self.observer, started) {
+            observer.observe(started.elapsed());
+        }
         let outcome = match finished {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(err)) => {

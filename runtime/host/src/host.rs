@@ -34,6 +34,7 @@ use wasmtime::component::{HasSelf, Linker};
 use crate::bindings::{add_host_to_linker, add_http_context_to_linker, add_types_to_linker};
 use crate::engine::{EpochTicker, GuestLimits, build_engine};
 use crate::failures::{FailureBook, PluginFailures};
+use crate::metrics::{EventCounters, GuestMetrics, HostEvents};
 use crate::registry::{Protocol, RouteInfo, RouteMatch, RouteTable};
 use crate::state::{ConsumerState, HostCtx};
 use crate::version::Version;
@@ -65,6 +66,8 @@ pub struct HostOptions {
     /// The key-value store behind `wasi:keyvalue` (for plugins whose
     /// manifest says `keyvalue = true`); in memory by default.
     pub keyvalue: KeyValue,
+    /// Where guest call timings go; `None` times nothing.
+    pub metrics: Option<Arc<dyn GuestMetrics>>,
 }
 
 /// Loads plugins and starts consumers. Shared by every connection task.
@@ -91,6 +94,10 @@ pub struct PluginHost {
     files_read: AtomicU64,
     instances: Arc<Semaphore>,
     failures: FailureBook,
+    /// Told the duration of every guest call, when set.
+    metrics: Option<Arc<dyn GuestMetrics>>,
+    /// Loads, load errors, swaps and migrations since start.
+    events: EventCounters,
     next_connection_id: AtomicU64,
     cache: Option<wasmtime::Cache>,
     ticker: EpochTicker,
@@ -114,6 +121,7 @@ impl PluginHost {
                 limits,
                 compile_cache: None,
                 keyvalue: KeyValue::default(),
+                metrics: None,
             },
         )
     }
@@ -130,6 +138,7 @@ impl PluginHost {
             limits,
             compile_cache,
             keyvalue,
+            metrics,
         } = options;
         let (engine, cache) = build_engine(&limits, compile_cache.as_deref())?;
         let mut linker: Linker<ConsumerState> = Linker::new(&engine);
@@ -164,6 +173,8 @@ impl PluginHost {
             update: Mutex::new(()),
             retired: Mutex::new(Vec::new()),
             failures: FailureBook::default(),
+            metrics,
+            events: EventCounters::default(),
             load_failures: Mutex::new(BTreeMap::new()),
             stamps: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
@@ -192,6 +203,18 @@ impl PluginHost {
     /// every plugin that has failed at least once.
     pub fn failures(&self) -> Vec<PluginFailures> {
         self.failures.report()
+    }
+
+    /// Plugin loads, load errors, hot swaps and migrations since start.
+    pub fn events(&self) -> HostEvents {
+        self.events.snapshot()
+    }
+
+    /// Instance slots in use now, and the cap (`guest.max-instances`).
+    pub fn instance_slots(&self) -> (u64, u64) {
+        let cap = u64::from(self.limits.max_instances);
+        let free = self.instances.available_permits() as u64;
+        (cap.saturating_sub(free), cap)
     }
 
     /// The channel layer every consumer of this host reaches.

@@ -26,6 +26,8 @@
 //! - `watch`: watching the plugin directory for hot swap
 //!   ([`PluginWatcher`]).
 //! - `failures`: guest traps and deadlines counted per plugin.
+//! - `metrics`: the hook that times guest calls ([`GuestMetrics`]) and
+//!   the plugin lifecycle counts ([`HostEvents`]).
 //! - `keyvalue`: `wasi:keyvalue` for the plugins that opt in, over the
 //!   server's [`switchyard_kv::KeyValue`].
 //! - `bindings`, `state`, `host_api`, `http_context`, `guest_output`: the
@@ -44,6 +46,7 @@ mod http_context;
 mod instance;
 mod keyvalue;
 mod manifest;
+mod metrics;
 mod plugin;
 mod registry;
 mod route;
@@ -61,6 +64,7 @@ pub use host::{
     VersionStatus,
 };
 pub use manifest::{InstanceMode, Manifest, ManifestError, PluginLimits, ReplacePolicy};
+pub use metrics::{CallObserver, GuestMetrics, HostEvents};
 pub use plugin::{Artifact, PluginError};
 pub use registry::{Protocol, RouteInfo, RouteMatch};
 pub use route::{RouteError, RoutePattern};

@@ -147,6 +147,7 @@ impl ChannelLayer for MemoryLayer {
     async fn group_send(&self, group: &str, event: Event) -> Result<GroupSendReport, LayerError> {
         validate_group_name(group)?;
         stats::add(&self.stats.sent, 1);
+        stats::add(&self.stats.group_sends, 1);
         let members = self.current_members(group);
         let outcomes = self.local.deliver_each(&members, &event);
 

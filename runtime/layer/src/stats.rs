@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct LayerStats {
     /// `send` and `group_send` calls that passed validation (one per call).
     pub sent: u64,
+    /// `group_send` calls that passed validation (also counted in `sent`).
+    pub group_sends: u64,
     /// Events put into a local inbox (one per receiving channel).
     pub delivered: u64,
     /// `send` calls refused with `ChannelFull`.
@@ -35,6 +37,7 @@ pub struct LayerStats {
 #[derive(Debug, Default)]
 pub(crate) struct StatCounters {
     pub(crate) sent: AtomicU64,
+    pub(crate) group_sends: AtomicU64,
     pub(crate) delivered: AtomicU64,
     pub(crate) channel_full: AtomicU64,
     pub(crate) group_over_capacity: AtomicU64,
@@ -47,6 +50,7 @@ impl StatCounters {
     pub(crate) fn snapshot(&self) -> LayerStats {
         LayerStats {
             sent: self.sent.load(Ordering::Relaxed),
+            group_sends: self.group_sends.load(Ordering::Relaxed),
             delivered: self.delivered.load(Ordering::Relaxed),
             channel_full: self.channel_full.load(Ordering::Relaxed),
             group_over_capacity: self.group_over_capacity.load(Ordering::Relaxed),

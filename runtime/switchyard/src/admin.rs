@@ -41,6 +41,7 @@ use tokio_util::task::TaskTracker;
 use crate::cli::PluginsArgs;
 use crate::counters::Counters;
 use crate::health;
+use crate::metrics;
 use crate::publish;
 use crate::server::{self, AppState};
 
@@ -62,6 +63,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(LAYER_PATH, get(layer))
         .route(publish::SEND_PATH, post(publish::send))
         .route(publish::GROUP_SEND_PATH, post(publish::group_send))
+        .route(metrics::METRICS_PATH, get(metrics::scrape))
 }
 
 /// The public port's answer to the admin side's paths while an admin

@@ -88,6 +88,9 @@
 //! concurrent-connections-per-ip = 200   # 429 on the handshake past it
 //! messages-per-second = 50              # per connection; close 1008 past it
 //! message-burst = 100
+//!
+//! [metrics]                    # GET /_switchyard/metrics, admin token
+//! enabled = true               # false: 404, and nothing counted for it
 //! ```
 
 use std::net::IpAddr;
@@ -183,6 +186,8 @@ pub struct Config {
     pub auth: AuthSection,
     /// `[rate-limit]`: per-IP and per-connection rates.
     pub rate_limit: RateLimitSection,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: MetricsSection,
 }
 
 impl Default for Config {
@@ -206,7 +211,23 @@ impl Default for Config {
             access: AccessSection::default(),
             auth: AuthSection::default(),
             rate_limit: RateLimitSection::default(),
+            metrics: MetricsSection::default(),
         }
+    }
+}
+
+/// `[metrics]`: `GET /_switchyard/metrics` (with the admin token).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct MetricsSection {
+    /// Count and serve metrics; when false the endpoint answers 404 and
+    /// nothing is counted for it on the hot paths.
+    pub enabled: bool,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self { enabled: true }
     }
 }
 
@@ -978,6 +999,19 @@ mod tests {
         assert_eq!(config.layer.capacity, 5);
         let layer = config.layer_config().expect("valid layer");
         assert_eq!(layer.channel_capacity, vec![("specific.*".to_owned(), 7)]);
+    }
+
+    #[test]
+    fn metrics_are_on_by_default_and_can_be_turned_off() {
+        assert!(Config::default().metrics.enabled);
+        assert!(
+            !parse("[metrics]\nenabled = false\n")
+                .expect("valid")
+                .metrics
+                .enabled
+        );
+        let err = parse("[metrics]\nenable = false\n").expect_err("typo");
+        assert!(err.to_string().contains("enable"), "{err}");
     }
 
     #[test]

@@ -74,6 +74,25 @@ async fn route_request(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let metrics = app
+        .metrics
+        .clone()
+        .filter(|_| upgrade::wants_websocket(&headers));
+    let response = answer(app, peer, uri, headers, request).await;
+    if let Some(metrics) = metrics {
+        metrics.handshake_answered(response.status());
+    }
+    response
+}
+
+/// The answer to any request: a WebSocket handshake's, or the `http` side's.
+async fn answer(
+    app: AppState,
+    peer: SocketAddr,
+    uri: Uri,
+    headers: HeaderMap,
     mut request: Request,
 ) -> Response {
     let ws = &app.config.websocket;
@@ -147,6 +166,9 @@ async fn route_request(
     let route = matched.route.to_string();
     let span = tracing::Span::current();
     span.record("plugin", plugin).record("route", &route);
+    if let Some(metrics) = &app.metrics {
+        metrics.handshake(plugin, &route);
+    }
     if let Some(origins) = &app.origins
         && !origins.allows(access::origin_header(&headers))
     {
@@ -243,7 +265,12 @@ async fn route_request(
         }
     };
     let response = upgrade.response(subprotocol.as_deref());
+    let metrics = app
+        .metrics
+        .as_ref()
+        .map(|metrics| metrics.connection(plugin, &route));
     let accepted = socket::Accepted {
+        metrics,
         consumer,
         inbox,
         outbound_tx,

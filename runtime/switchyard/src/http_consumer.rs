@@ -49,7 +49,15 @@ pub(crate) async fn route(
     request: Request,
 ) -> Response {
     if let Some(matched) = app.host.resolve_http(path) {
-        return serve(app, peer, matched, request).await;
+        let plugin = app
+            .metrics
+            .as_ref()
+            .map(|_| matched.plugin.name().to_owned());
+        let response = serve(app, peer, matched, request).await;
+        if let (Some(metrics), Some(plugin)) = (&app.metrics, plugin) {
+            metrics.http_answered(&plugin, response.status());
+        }
+        return response;
     }
     if let Some(statics) = &app.statics
         && let Some(response) = statics.serve(path, request).await

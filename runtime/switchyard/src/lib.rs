@@ -16,6 +16,8 @@
 //! - [`cli`]: the `switchyard` command line.
 //! - [`config`]: the one strict configuration.
 //! - [`counters`]: refusals and forced closes, counted.
+//! - `metrics` (private): `/_switchyard/metrics`, the Prometheus
+//!   text format.
 //! - `ratelimit` (private): connection caps and rate limits.
 //! - [`server`]: [`Server`] and [`run`]: build, serve, shut down.
 //! - `handshake` (private): every request lands here; routing a WebSocket
@@ -40,6 +42,7 @@ pub mod counters;
 mod handshake;
 mod health;
 mod http_consumer;
+mod metrics;
 mod publish;
 pub mod publish_cli;
 mod ratelimit;

@@ -32,7 +32,9 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use switchyard_host::{HostOptions, PluginHost, PluginWatcher, RouteInfo, WatchOptions};
+use switchyard_host::{
+    GuestMetrics, HostOptions, PluginHost, PluginWatcher, RouteInfo, WatchOptions,
+};
 use switchyard_kv::{KeyValue, KvBackend, MemoryBackend, RedisBackend, RedisKvConfig};
 use switchyard_layer::{ChannelLayer, MemoryLayer, RedisLayer};
 use tokio::net::{TcpListener, TcpStream};
@@ -45,6 +47,7 @@ use crate::auth::Verifier;
 use crate::config::{Config, LayerSettings, Settings};
 use crate::counters::Counters;
 use crate::health::Draining;
+use crate::metrics::{GuestCalls, Metrics};
 use crate::ratelimit::Admission;
 use crate::statics::StaticFiles;
 use crate::upgrade::UnfinishedBudget;
@@ -78,6 +81,8 @@ pub(crate) struct AppState {
     pub(crate) unfinished: Arc<UnfinishedBudget>,
     /// `[static]`, when a directory is configured.
     pub(crate) statics: Option<Arc<StaticFiles>>,
+    /// `None` with `[metrics] enabled = false`.
+    pub(crate) metrics: Option<Arc<Metrics>>,
 }
 
 /// The store behind `wasi:keyvalue`: in Redis (the layer's first host)
@@ -111,6 +116,7 @@ pub struct Server {
     counters: Arc<Counters>,
     /// `[admin] bind`, once [`Server::bind_admin`] has bound it.
     admin_listener: Option<TcpListener>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Server {
@@ -151,12 +157,25 @@ impl Server {
                 Arc::new(MemoryLayer::new(options).context("configuring the in-memory layer")?)
             }
         };
+        let calls = config
+            .metrics
+            .enabled
+            .then(|| Arc::new(GuestCalls::default()));
         let options = HostOptions {
             limits: config.guest_limits(),
             compile_cache: config.compile_cache_dir().map(Into::into),
             keyvalue: keyvalue_store(&config.keyvalue, redis_url.as_deref())?,
+            metrics: calls.clone().map(|calls| calls as Arc<dyn GuestMetrics>),
         };
         let host = Arc::new(PluginHost::with_options(layer, options)?);
+        let counters = Arc::new(Counters::default());
+        let metrics = calls.map(|calls| {
+            Arc::new(Metrics::new(
+                Arc::clone(&host),
+                Arc::clone(&counters),
+                calls,
+            ))
+        });
         let report = host.load_dir(&config.plugins).await?;
         tracing::info!(
             dir = %config.plugins.display(),
@@ -170,7 +189,8 @@ impl Server {
             origins: origins.map(Arc::new),
             trusted_proxies: Arc::new(trusted_proxies),
             verifier: Arc::new(verifier),
-            counters: Arc::new(Counters::default()),
+            counters,
+            metrics,
             admin_listener: None,
         })
     }
@@ -246,6 +266,7 @@ impl Server {
                 .dir
                 .as_ref()
                 .map(|dir| Arc::new(StaticFiles::new(dir, &self.config.static_files.prefix))),
+            metrics: self.metrics,
         };
         // Dropping the watcher (when serving ends) stops hot swap.
         let _watcher = if self.config.watch_plugins {

@@ -62,6 +62,7 @@ use tungstenite::{Message, Utf8Bytes};
 
 use crate::config::Config;
 use crate::counters::Counters;
+use crate::metrics::ConnectionMetrics;
 use crate::ratelimit::{MessageLimit, Ticket};
 use crate::upgrade::{self, Meter, OverBudget, Socket};
 
@@ -100,6 +101,8 @@ const TRY_AGAIN_LATER: u16 = 1013;
 /// will own the socket needs.
 #[derive(Debug)]
 pub(crate) struct Accepted {
+    /// This connection's metric handles; `None` with metrics off.
+    pub(crate) metrics: Option<ConnectionMetrics>,
     pub(crate) consumer: Consumer,
     pub(crate) inbox: Inbox,
     /// The host's own handle on the outbound queue (the guest's is in the
@@ -275,6 +278,7 @@ impl Accepted {
         socket: impl Future<Output = Result<(Socket, Arc<Meter>), hyper::Error>>,
     ) {
         let Self {
+            metrics,
             mut consumer,
             mut inbox,
             outbound_tx,
@@ -297,8 +301,11 @@ impl Accepted {
         };
         let connection = consumer.connection_id();
         tracing::debug!(plugin = consumer.plugin(), connection, "WSCONNECT");
+        if let Some(metrics) = &metrics {
+            metrics.opened();
+        }
         let (sink, mut stream) = socket.split();
-        let mut out = Outgoing::new(sink, outbound_rx);
+        let mut out = Outgoing::new(sink, outbound_rx, metrics);
         // This connection's own token: polling it touches no lock shared
         // with the other connections.
         let shutdown = shutdown.child_token();
@@ -324,6 +331,9 @@ impl Accepted {
             code = ending.disconnect_code,
             "WSDISCONNECT"
         );
+        if let Some(metrics) = &out.metrics {
+            metrics.closed(ending.disconnect_code);
+        }
         // The guest's sender lives in the connection's entry in the
         // instance's table: once `disconnect` has returned, that entry is
         // gone (with the store, or deleted from a shared one), ours is
@@ -428,9 +438,17 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
             },
             message = poll_fn(|cx| read_gate.poll_next(stream, cx)) => {
                 keepalive.heard();
-                let is_data = matches!(message, Some(Ok(Message::Text(_) | Message::Binary(_))));
-                if is_data {
+                let data_len = match &message {
+                    Some(Ok(Message::Text(text))) => Some(text.len()),
+                    Some(Ok(Message::Binary(bytes))) => Some(bytes.len()),
+                    _ => None,
+                };
+                let is_data = data_len.is_some();
+                if let Some(len) = data_len {
                     meter.message_done();
+                    if let Some(metrics) = &out.metrics {
+                        metrics.received(len);
+                    }
                 }
                 if is_data && limits.messages.as_ref().is_some_and(|limit| !limit.allow()) {
                     let total = Counters::bump(&counters.message_rate);
@@ -769,10 +787,16 @@ struct Outgoing {
     ping: bool,
     /// A close frame went out: nothing more is written.
     closed: bool,
+    /// The connection's metric handles; `None` with metrics off.
+    metrics: Option<ConnectionMetrics>,
 }
 
 impl Outgoing {
-    fn new(sink: SplitSink<Socket, Message>, queue: mpsc::Receiver<Outbound>) -> Self {
+    fn new(
+        sink: SplitSink<Socket, Message>,
+        queue: mpsc::Receiver<Outbound>,
+        metrics: Option<ConnectionMetrics>,
+    ) -> Self {
         Self {
             sink,
             queue,
@@ -780,6 +804,7 @@ impl Outgoing {
             unflushed: false,
             ping: false,
             closed: false,
+            metrics,
         }
     }
 
@@ -808,6 +833,9 @@ impl Outgoing {
                 return Poll::Pending;
             }
             self.closed = matches!(message, Message::Close(_));
+            if let Some(metrics) = &self.metrics {
+                count_sent(metrics, &message);
+            }
             self.sink.start_send_unpin(message)?;
             self.unflushed = true;
         }
@@ -860,6 +888,15 @@ impl Outgoing {
         // Also sends the reply to a client's close, which the socket
         // queued itself.
         let _ = self.sink.flush().await;
+    }
+}
+
+/// Count a data message about to go to the socket.
+fn count_sent(metrics: &ConnectionMetrics, message: &Message) {
+    match message {
+        Message::Text(text) => metrics.sent(text.len()),
+        Message::Binary(bytes) => metrics.sent(bytes.len()),
+        _ => {}
     }
 }
 

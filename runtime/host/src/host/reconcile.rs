@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 
 use super::{LoadFailure, PluginHost, lock, unix_secs};
+use crate::metrics::EventCounters;
 use crate::plugin::{self, Artifact, PluginError, PluginFiles};
 
 /// The outcome of loading a plugin directory.
@@ -48,6 +49,7 @@ impl PluginHost {
 
     fn record_failure(&self, path: &Path, err: &PluginError) {
         tracing::error!(path = %path.display(), "plugin not loaded: {err}");
+        EventCounters::bump(&self.events.load_errors);
         let name = failure_key(path);
         lock(&self.load_failures).insert(
             name,

@@ -18,6 +18,7 @@ use crate::engine::{epoch_ticks, yield_or_interrupt};
 use crate::instance::{Instance, SharedInstance};
 use crate::keyvalue::KvCtx;
 use crate::manifest::InstanceMode;
+use crate::metrics::EventCounters;
 use crate::registry::RouteMatch;
 use crate::state::{ConsumerState, HostCtx};
 use crate::version::Version;
@@ -139,6 +140,7 @@ impl PluginHost {
         CallBook {
             failures: self.failures.counter(plugin.name()),
             clock: self.ticker.clock(),
+            observer: self.metrics.as_ref().map(|m| m.plugin(plugin.name())),
         }
     }
 
@@ -379,6 +381,21 @@ impl PluginHost {
     /// instance stays (unless [`MigrateError::old_version_usable`] says
     /// otherwise).
     pub async fn migrate(
+        &self,
+        consumer: &mut Consumer,
+        next: &Arc<Version>,
+    ) -> Result<(), MigrateError> {
+        let result = self.move_to(consumer, next).await;
+        EventCounters::bump(if result.is_ok() {
+            &self.events.migrations
+        } else {
+            &self.events.failed_migrations
+        });
+        result
+    }
+
+    /// [`PluginHost::migrate`], uncounted.
+    async fn move_to(
         &self,
         consumer: &mut Consumer,
         next: &Arc<Version>,

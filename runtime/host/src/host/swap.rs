@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 use super::{PluginHost, lock};
 use crate::manifest::ReplacePolicy;
+use crate::metrics::EventCounters;
 use crate::plugin::{Artifact, PluginError};
 use crate::version::{Retirement, Version};
 
@@ -27,6 +28,10 @@ impl PluginHost {
             previous
         };
         lock(&self.load_failures).remove(plugin.name());
+        EventCounters::bump(&self.events.loads);
+        if previous.is_some() {
+            EventCounters::bump(&self.events.swaps);
+        }
         tracing::info!(
             plugin = plugin.name(),
             version = plugin.hash(),

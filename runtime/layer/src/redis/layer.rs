@@ -1369,6 +1369,7 @@ impl ChannelLayer for RedisLayer {
         let inner = &*self.inner;
         let (entries, count) = Inner::event_entries(&event)?;
         stats::add(&inner.stats.sent, 1);
+        stats::add(&inner.stats.group_sends, 1);
         let shards = inner.shards.len();
         let group_shard = consistent_hash(group, shards);
         // This process's members, taken before Redis is read: each was in
