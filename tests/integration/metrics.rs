@@ -21,6 +21,7 @@ async fn start(enabled: bool) -> TestServer {
     TestServer::start_with(switchyard::Config {
         admin: AdminConfig {
             token: Some(TOKEN.to_owned()),
+            ..AdminConfig::default()
         },
         metrics: MetricsSection { enabled },
         ..test_config()
@@ -359,6 +360,7 @@ async fn loads_load_errors_swaps_and_migrations_are_counted() {
         watch_plugins: false,
         admin: AdminConfig {
             token: Some(TOKEN.to_owned()),
+            ..AdminConfig::default()
         },
         ..test_config()
     })
