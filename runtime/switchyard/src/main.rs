@@ -65,15 +65,19 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         .with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
     let layer = if redis { "Redis" } else { "in-memory" };
-    println!("Switchyard listening on http://{local} ({layer} channel layer)");
+    // With `[tls]` the port serves https:// and wss:// only.
+    let tls = server.is_tls();
+    let http = if tls { "https" } else { "http" };
+    println!("Switchyard listening on {http}://{local} ({layer} channel layer)");
     let routes = server.routes();
     if routes.is_empty() {
         println!("  no routes: the plugin directory has no loadable plugins");
     }
     for route in routes {
-        let scheme = match route.protocol {
-            Protocol::Websocket => "ws",
-            Protocol::Http => "http",
+        let scheme = match (route.protocol, tls) {
+            (Protocol::Websocket, false) => "ws",
+            (Protocol::Websocket, true) => "wss",
+            (Protocol::Http, _) => http,
         };
         println!("  {scheme}://{local}/{}  ->  {}", route.route, route.plugin);
     }
