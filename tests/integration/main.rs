@@ -21,6 +21,7 @@ mod refusal;
 mod shared;
 mod shutdown;
 mod stations;
+mod tls;
 mod versions;
 mod watcher;
 mod wslimits;
