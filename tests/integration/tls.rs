@@ -259,7 +259,11 @@ async fn a_silent_client_is_closed_at_the_handshake_timeout() {
     let mut config = files.config();
     config.websocket.handshake_timeout_secs = 1;
     let server = TestServer::start_with(config).await;
+    // The port speaks TLS...
+    let (mut ws, _) = wss(server.addr, &ca.connector(), "/ws/chat/silent/").await;
+    chat_round_trip(&mut ws, "a TLS client").await;
 
+    // ...and a client that never starts its handshake is closed and counted.
     let mut silent = TcpStream::connect(server.addr).await.expect("connect");
     let mut buf = [0u8; 64];
     let read = tokio::time::timeout(PATIENCE, silent.read(&mut buf))
