@@ -20,6 +20,10 @@
 #   http     50 keep-alive HTTP connections, closed loop, GET of a small JSON
 #            view (the hello plugin's api/hello/<name>/; the same view in
 #            axum and in Django): requests/s, latency p50/p99
+#   tls      (only when named in SCENARIOS) echo as above, four rows in one
+#            run: Switchyard over wss:// and over ws://, the axum ceiling
+#            over wss:// and ws://; certificates made by target/release/tlscert.
+#            Prints its own table and writes bench/results/<date>-tls.json.
 #
 # Writes bench/results/<UTC date>.json, prints the table, and draws
 # docs/bench.svg. Benchmarks are not tests: nothing here asserts a timing.
@@ -32,7 +36,7 @@
 # SCENARIOS="echo fanout idle churn http", ECHO_SECS=10, HTTP_CONNS=50, HTTP_SECS=10,
 # FANOUT_SUBS=1000, FANOUT_RATE=100 (messages/s), FANOUT_SECS=10,
 # IDLE_SIZES="1000 15000 19000", IDLE_DEADLINE=120, CHURN_SECS=10, CHURN_WORKERS=16,
-# SY_REDIS_WORKERS (worker threads of each of the two Redis-layer Switchyard
+# BIN (default target/release), SY_REDIS_WORKERS (worker threads of each of the two Redis-layer Switchyard
 # processes; default half the cores), SKIP_BUILD=1.
 set -uo pipefail
 
@@ -76,13 +80,13 @@ if [ -z "${SKIP_BUILD:-}" ]; then
     cargo xtask plugins >&2 || die "cargo xtask plugins failed"
     cargo build --release -p switchyard -p switchyard-bench >&2 || die "release build failed"
 fi
-BIN=$ROOT/target/release
+BIN=${BIN:-$ROOT/target/release}   # BIN=target/debug for a quick check of the script
 PLUGINS=$ROOT/target/plugins
-for b in switchyard loadgen httpload ceiling; do [ -x "$BIN/$b" ] || die "missing $BIN/$b"; done
+for b in switchyard loadgen httpload ceiling tlscert; do [ -x "$BIN/$b" ] || die "missing $BIN/$b"; done
 
 VENV=$ROOT/bench/.venv
 REQ=$ROOT/bench/daphne/requirements.txt
-if ! cmp -s "$REQ" "$VENV/.installed-requirements" 2>/dev/null; then
+if [[ " $SERVERS " == *" daphne "* ]] && ! cmp -s "$REQ" "$VENV/.installed-requirements" 2>/dev/null; then
     say "installing the Daphne stack into bench/.venv"
     python3 -m venv "$VENV" || die "python3 -m venv failed"
     "$VENV/bin/pip" install -q -r "$REQ" >&2 || die "pip install failed"
@@ -143,8 +147,16 @@ start() {
                 --plugins "$PLUGINS" >"$log" 2>&1 &
         fi
         ;;
+    switchyard-tls)
+        RUST_LOG=warn REDIS_URL= "$BIN/switchyard" serve -b 127.0.0.1 -p "$SRV_PORT" \
+            --plugins "$PLUGINS" --tls-cert "$TLS_DIR/cert.pem" --tls-key "$TLS_DIR/key.pem" \
+            >"$log" 2>&1 &
+        ;;
     ceiling)
         "$BIN/ceiling" "$SRV_PORT" >"$log" 2>&1 &
+        ;;
+    ceiling-tls)
+        "$BIN/ceiling" "$SRV_PORT" "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" >"$log" 2>&1 &
         ;;
     daphne)
         (cd "$ROOT/bench/daphne" && BENCH_LAYER=$layer REDIS_URL=$REDIS_URL_BENCH \
@@ -335,6 +347,29 @@ scenario_http() {
     stop "$SRV_PID"
 }
 
+# TLS echo vs plain echo vs the bare axum ceiling with TLS: the echo
+# scenario against four servers in turn, the same client (wss:// trusting
+# the CA tlscert made).
+scenario_tls() {
+    TLS_DIR=$WORK/tls
+    local raw=$WORK/tls-raw kind url out
+    mkdir -p "$raw"
+    "$BIN/tlscert" "$TLS_DIR" >/dev/null || { echo "tlscert failed" >&2; return; }
+    for kind in switchyard-tls switchyard ceiling-tls ceiling; do
+        out=$raw/$kind.json
+        say "tls: $kind echo, $ECHO_CONNS connections, ${ECHO_SECS}s"
+        start "$kind" memory "$WORK/tls-$kind.log" || { error_json "$out" echo "server did not start: $SRV_ERROR"; continue; }
+        url="ws://127.0.0.1:$SRV_PORT/ws/echo/"
+        [[ $kind == *-tls ]] && url="wss://127.0.0.1:$SRV_PORT/ws/echo/"
+        loadgen_to "$out" $((ECHO_SECS + 60)) --ca-file "$TLS_DIR/ca.pem" echo --url "$url" \
+            --conns "$ECHO_CONNS" --secs "$ECHO_SECS"
+        stop "$SRV_PID"
+    done
+    mkdir -p "$ROOT/bench/results"
+    python3 "$ROOT/bench/tls_report.py" "$raw" "$ROOT/bench/results/$(date -u +%Y-%m-%d)-tls.json" \
+        "$RUN_DATE" "echo_conns=$ECHO_CONNS echo_secs=$ECHO_SECS load_before=$(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
 # ---------------------------------------------------------------- run
 STARTED=$SECONDS
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -351,8 +386,11 @@ for kind in $SERVERS; do
     # One Switchyard row: the HTTP side has no shared-instance variant.
     has http && [ "$kind" != switchyard-shared ] && scenario_http "$kind"
 done
+has tls && scenario_tls
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
+# Only the tls scenario ran: no suite table (it would be empty).
+[ -z "$(ls -A "$RAW")" ] && { echo "raw results and server logs: $WORK" >&2; exit 0; }
 mkdir -p "$ROOT/bench/results" "$ROOT/docs"
 OUT_JSON=$ROOT/bench/results/$(date -u +%Y-%m-%d).json
 python3 "$ROOT/bench/report.py" --raw "$RAW" --out "$OUT_JSON" --svg "$ROOT/docs/bench.svg" \

@@ -28,6 +28,7 @@ mod refusal;
 mod shared;
 mod shutdown;
 mod stations;
+mod tls;
 mod versions;
 mod watcher;
 mod wslimits;

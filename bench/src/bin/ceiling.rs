@@ -12,8 +12,11 @@
 //! Switchyard does on top of this (wasm instance per connection, channel
 //! layer, bounded queues, timeouts) is what the ratio against it measures.
 //!
-//! Run: `ceiling [PORT]` (0 or no argument picks a free port); it prints
-//! `listening on <addr>` once bound.
+//! Run: `ceiling [PORT] [CERT KEY]` (0 or no argument picks a free port); it
+//! prints `listening on <addr>` once bound. With CERT and KEY (PEM files) it
+//! serves `https://` and `wss://` only, through rustls (ring, ALPN
+//! `http/1.1`) and hyper's HTTP/1 connection, as Switchyard does with
+//! `[tls]`: the ceiling for the TLS rows.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -58,10 +61,62 @@ async fn main() -> anyhow::Result<()> {
         .route("/ws/chat/{room}/", get(chat))
         .route("/api/hello/{name}/", get(hello))
         .with_state(Rooms::default());
+    let tls = match (std::env::args().nth(2), std::env::args().nth(3)) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(&cert, &key)?),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     println!("listening on {}", listener.local_addr()?);
-    axum::serve(listener, app).await?;
+    match tls {
+        None => axum::serve(listener, app).await?,
+        Some(acceptor) => serve_tls(listener, acceptor, app).await,
+    }
     Ok(())
+}
+
+fn tls_acceptor(cert: &str, key: &str) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use anyhow::Context as _;
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading {cert}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing {cert}"))?;
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {key}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accept, TLS handshake, then HTTP/1.1 with upgrades: no limits, no
+/// timeouts, one task per connection.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+) {
+    use tower_service::Service as _;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let Ok(stream) = acceptor.accept(stream).await else {
+                return;
+            };
+            let service = hyper::service::service_fn(move |request| app.clone().call(request));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        });
+    }
 }
 
 async fn hello(Path(name): Path<String>) -> axum::Json<Value> {

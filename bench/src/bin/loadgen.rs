@@ -12,7 +12,11 @@
 //! loadgen fanout --url ws://127.0.0.1:8000/ws/chat/bench/ --subs 1000 --rate 100 --secs 10
 //! loadgen idle   --url ws://127.0.0.1:8000/ws/echo/ --conns 3750 --src 127.0.0.2 --hold-file /tmp/x
 //! loadgen churn  --url ws://127.0.0.1:8000/ws/echo/ --workers 16 --secs 10
+//! loadgen --ca-file ca.pem echo --url wss://127.0.0.1:8443/ws/echo/ --conns 50 --secs 10
 //! ```
+//!
+//! `wss://` URLs are verified against the PEM certificates in `--ca-file`
+//! (rustls, ring, ALPN `http/1.1`), by the URL's host name or IP address.
 //!
 //! Benchmarks are not tests: nothing here asserts a timing.
 
@@ -33,13 +37,91 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<Conn>;
 
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", about = "WebSocket load generator for bench/run.sh")]
 struct Cli {
+    /// Trust the PEM certificates in this file for `wss://` URLs.
+    #[arg(long, global = true)]
+    ca_file: Option<PathBuf>,
     #[command(subcommand)]
     scenario: Scenario,
+}
+
+/// A client connection: plain TCP for `ws://`, TLS for `wss://`. An enum
+/// rather than a boxed trait object, so plain runs pay one branch per read
+/// or write and nothing more.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for Conn {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Conn {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The TLS client for `wss://` URLs, from `--ca-file`.
+static TLS: OnceLock<tokio_rustls::TlsConnector> = OnceLock::new();
+
+fn tls_connector(ca_file: &std::path::Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file)
+        .with_context(|| format!("reading {}", ca_file.display()))?
+    {
+        roots.add(cert.with_context(|| format!("parsing {}", ca_file.display()))?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +219,9 @@ struct ChurnArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(ca_file) = &cli.ca_file {
+        let _ = TLS.set(tls_connector(ca_file)?);
+    }
     let _ = epoch();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -199,9 +284,11 @@ async fn connect(url: &str, src: Option<IpAddr>) -> anyhow::Result<Ws> {
 }
 
 async fn connect_once(url: &str, src: Option<IpAddr>) -> anyhow::Result<Ws> {
-    let rest = url
-        .strip_prefix("ws://")
-        .with_context(|| format!("only ws:// URLs: {url}"))?;
+    let (tls, rest) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+        (Some(rest), _) => (None, rest),
+        (None, Some(rest)) => (Some(TLS.get().context("wss:// URLs need --ca-file")?), rest),
+        (None, None) => bail!("only ws:// and wss:// URLs: {url}"),
+    };
     let authority = rest.split('/').next().unwrap_or(rest);
     let addr: SocketAddr = match authority.parse() {
         Ok(addr) => addr,
@@ -220,6 +307,19 @@ async fn connect_once(url: &str, src: Option<IpAddr>) -> anyhow::Result<Ws> {
     }
     socket.set_nodelay(true)?;
     let stream = socket.connect(addr).await?;
+    let stream = match tls {
+        None => Conn::Plain(stream),
+        Some(connector) => {
+            let host = authority
+                .rsplit_once(':')
+                .map_or(authority, |(host, _)| host)
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                .with_context(|| format!("{host} is not a TLS server name"))?;
+            Conn::Tls(Box::new(connector.connect(name, stream).await?))
+        }
+    };
     let (ws, _) =
         tokio_tungstenite::client_async_with_config(url, stream, Some(client_config())).await?;
     Ok(ws)

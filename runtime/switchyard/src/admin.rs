@@ -97,7 +97,7 @@ pub(crate) async fn serve_listener(
             () = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(server::serve_tcp(
+                    connections.spawn(server::serve_http(
                         stream,
                         peer,
                         app.clone(),

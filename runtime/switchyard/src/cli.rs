@@ -143,6 +143,13 @@ pub struct ServeArgs {
     /// their cores split between them.
     #[arg(long, env = "SWITCHYARD_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
+    /// TLS certificate chain (PEM): serve https:// and wss:// only; needs
+    /// --tls-key. Reloaded when the file changes
+    #[arg(long, env = "SWITCHYARD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM, unencrypted) of --tls-cert
+    #[arg(long, env = "SWITCHYARD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -169,6 +176,12 @@ impl ServeArgs {
         }
         if let Some(admin) = self.admin_bind {
             config.admin.bind = Some(admin);
+        }
+        if let Some(cert) = self.tls_cert.filter(|p| !p.as_os_str().is_empty()) {
+            config.tls.cert = Some(cert);
+        }
+        if let Some(key) = self.tls_key.filter(|p| !p.as_os_str().is_empty()) {
+            config.tls.key = Some(key);
         }
         config.validate()?;
         Ok(config)
@@ -257,6 +270,24 @@ mod tests {
     fn bad_port_is_a_clear_error() {
         let err = Cli::try_parse_from(["switchyard", "serve", "-p", "99999"]).expect_err("bad");
         assert!(err.to_string().contains("99999"), "{err}");
+    }
+
+    #[test]
+    fn a_tls_cert_without_its_key_is_an_error_naming_the_key() {
+        let cli = Cli::try_parse_from([
+            "switchyard",
+            "serve",
+            "--plugins",
+            "/tmp",
+            "--tls-cert",
+            "/tmp/cert.pem",
+        ])
+        .expect("valid flags");
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
+        let err = args.into_config().expect_err("no key").to_string();
+        assert!(err.contains("tls.key"), "{err}");
     }
 
     #[test]

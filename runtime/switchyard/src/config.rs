@@ -83,6 +83,10 @@
 //! required-plugins = ["chat"]  # "*" for every plugin
 //! required-routes = ["ws/private/<str:room>/"]
 //!
+//! [tls]                        # https:// and wss:// only; both or neither
+//! cert = "/etc/switchyard/cert.pem"   # PEM chain, end-entity first; reloaded on change
+//! key = "/etc/switchyard/key.pem"     # PEM private key (PKCS#8, RSA or EC), unencrypted
+//!
 //! [rate-limit]                 # every limit is off unless set
 //! connections-per-minute-per-ip = 600   # 429 on the handshake past it
 //! concurrent-connections-per-ip = 200   # 429 on the handshake past it
@@ -188,6 +192,8 @@ pub struct Config {
     pub rate_limit: RateLimitSection,
     /// `[metrics]`: the Prometheus endpoint.
     pub metrics: MetricsSection,
+    /// `[tls]`: serve `https://` and `wss://` on the public listener.
+    pub tls: TlsSection,
 }
 
 impl Default for Config {
@@ -212,6 +218,7 @@ impl Default for Config {
             auth: AuthSection::default(),
             rate_limit: RateLimitSection::default(),
             metrics: MetricsSection::default(),
+            tls: TlsSection::default(),
         }
     }
 }
@@ -609,6 +616,40 @@ pub struct RateLimitSection {
     pub message_burst: Option<u32>,
 }
 
+/// TLS on the public listener (see `crate::tls`): with both files set it
+/// serves `https://` and `wss://` only.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct TlsSection {
+    /// The certificate chain (PEM), end-entity certificate first; reloaded
+    /// when the file changes.
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, RSA or EC), not
+    /// encrypted; reloaded when the file changes.
+    pub key: Option<PathBuf>,
+}
+
+impl TlsSection {
+    /// Both files read and checked, or `None` without TLS.
+    fn load(&self) -> Result<Option<crate::tls::Tls>, ConfigError> {
+        let files = match (&self.cert, &self.key) {
+            (None, None) => return Ok(None),
+            (Some(cert), Some(key)) => crate::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            (Some(_), None) => return Err(invalid("tls.key", "tls.cert is set without it")),
+            (None, Some(_)) => return Err(invalid("tls.cert", "tls.key is set without it")),
+        };
+        let loaded = files
+            .load()
+            .map_err(|err| invalid(err.key(), err.to_string()))?;
+        crate::tls::Tls::new(files, loaded)
+            .map(Some)
+            .map_err(|err| invalid("tls", format!("{err:#}")))
+    }
+}
+
 impl Config {
     /// Parse a config file's text; `path` names it in errors.
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
@@ -726,6 +767,7 @@ impl Config {
             origins,
             trusted_proxies: self.trusted_proxies()?,
             verifier: Verifier::new(&self.auth)?,
+            tls: self.tls.load()?,
         })
     }
 
@@ -947,6 +989,8 @@ pub(crate) struct Settings {
     pub(crate) origins: Option<OriginPolicy>,
     pub(crate) trusted_proxies: TrustedProxies,
     pub(crate) verifier: Verifier,
+    /// `[tls]`, with its certificate loaded.
+    pub(crate) tls: Option<crate::tls::Tls>,
 }
 
 /// Which channel layer to build, with its options.

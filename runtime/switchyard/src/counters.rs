@@ -34,6 +34,10 @@ pub struct Counters {
     /// `websocket.handshake-timeout-secs` (slow or silent clients, idle
     /// keep-alive).
     pub request_timeouts: AtomicU64,
+    /// TLS certificates reloaded after their files changed.
+    pub tls_reloads: AtomicU64,
+    /// TLS reloads that failed (the previous certificate kept serving).
+    pub tls_reload_failures: AtomicU64,
 }
 
 impl Counters {

@@ -32,6 +32,8 @@
 //! - `upgrade` (private): the WebSocket handshake's checks and answer, and
 //!   the upgraded socket's metered reads.
 //! - [`shutdown`]: SIGTERM and ctrl-c.
+//! - `tls` (private): `https://` and `wss://` on the public listener, with
+//!   certificate reload.
 
 mod access;
 pub mod admin;
@@ -50,6 +52,7 @@ pub mod server;
 pub mod shutdown;
 mod socket;
 mod statics;
+mod tls;
 mod upgrade;
 
 pub use config::Config;

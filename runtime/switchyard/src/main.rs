@@ -115,9 +115,12 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let admin = server.bind_admin().await?;
     let layer = if redis { "Redis" } else { "in-memory" };
+    // With `[tls]` the port serves https:// and wss:// only.
+    let tls = server.is_tls();
+    let http = if tls { "https" } else { "http" };
     announce(
         format,
-        &format!("Switchyard listening on http://{local} ({layer} channel layer)"),
+        &format!("Switchyard listening on {http}://{local} ({layer} channel layer)"),
     );
     if let Some(admin) = admin {
         announce(
@@ -133,9 +136,10 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         );
     }
     for route in routes {
-        let scheme = match route.protocol {
-            Protocol::Websocket => "ws",
-            Protocol::Http => "http",
+        let scheme = match (route.protocol, tls) {
+            (Protocol::Websocket, false) => "ws",
+            (Protocol::Websocket, true) => "wss",
+            (Protocol::Http, _) => http,
         };
         announce(
             format,

@@ -50,6 +50,7 @@ use crate::health::Draining;
 use crate::metrics::{GuestCalls, Metrics};
 use crate::ratelimit::Admission;
 use crate::statics::StaticFiles;
+use crate::tls::{HandshakeError, Tls};
 use crate::upgrade::UnfinishedBudget;
 use crate::{admin, handshake};
 
@@ -117,6 +118,8 @@ pub struct Server {
     /// `[admin] bind`, once [`Server::bind_admin`] has bound it.
     admin_listener: Option<TcpListener>,
     metrics: Option<Arc<Metrics>>,
+    /// `[tls]`: when set, the listener serves `https://` and `wss://` only.
+    tls: Option<Arc<Tls>>,
 }
 
 impl Server {
@@ -133,6 +136,7 @@ impl Server {
             origins,
             trusted_proxies,
             verifier,
+            tls,
         } = config.settings()?;
         let redis_url = match &layer {
             LayerSettings::Redis(redis) => {
@@ -192,6 +196,7 @@ impl Server {
             counters,
             metrics,
             admin_listener: None,
+            tls: tls.map(Arc::new),
         })
     }
 
@@ -213,6 +218,11 @@ impl Server {
             .as_ref()
             .map(TcpListener::local_addr)
             .transpose()?)
+    }
+
+    /// Whether the listener serves `https://` and `wss://` (`[tls]`).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The plugin host (for tests and tools).
@@ -278,6 +288,14 @@ impl Server {
         } else {
             None
         };
+        // Dropping it (when serving ends) stops certificate reloads.
+        let _tls_watcher = match &self.tls {
+            Some(tls) => {
+                tls.log_start();
+                Some(tls.watch(Arc::clone(&counters))?)
+            }
+            None => None,
+        };
         // The admin side lives on the public port unless it has its own.
         let admin_app = self
             .admin_listener
@@ -307,6 +325,7 @@ impl Server {
                 header_timeout,
                 http_stop.clone(),
                 Arc::clone(&counters),
+                self.tls.clone(),
             ));
         };
         let mut shutdown = pin!(shutdown);
@@ -356,7 +375,38 @@ impl Server {
     }
 }
 
-/// Serves one TCP connection: HTTP/1.1 requests until the client closes it,
+/// Serves one TCP connection: with `tls`, its TLS handshake first, which
+/// must finish within `header_timeout` (a silent client is closed and
+/// counted as a request timeout); then [`serve_http`].
+async fn serve_tcp(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+    counters: Arc<Counters>,
+    tls: Option<Arc<Tls>>,
+) {
+    let Some(tls) = tls else {
+        return serve_http(stream, peer, app, header_timeout, shutdown, counters).await;
+    };
+    // Cancel safe: a handshake cut short by shutdown loses only itself.
+    let handshake = tokio::select! {
+        handshake = tls.accept(stream, header_timeout) => handshake,
+        () = shutdown.cancelled() => return,
+    };
+    match handshake {
+        Ok(stream) => serve_http(stream, peer, app, header_timeout, shutdown, counters).await,
+        Err(HandshakeError::TimedOut) => {
+            let total = Counters::bump(&counters.request_timeouts);
+            tracing::info!(%peer, total,
+                "closed: no TLS handshake within the handshake timeout of {header_timeout:?}");
+        }
+        Err(error) => tracing::debug!(%peer, "{error}"),
+    }
+}
+
+/// Serves one connection (TCP, or TLS over TCP): HTTP/1.1 requests until the client closes it,
 /// it upgrades to a WebSocket (whose task then owns the socket), or no
 /// complete request head arrives within `header_timeout` (also counted from
 /// the end of the previous request on a keep-alive connection).
@@ -364,14 +414,16 @@ impl Server {
 /// # Cancel safety
 /// `select!` polls the pinned connection by reference, so the cancelled
 /// branch goes on to drive the same connection through a graceful shutdown.
-pub(crate) async fn serve_tcp(
-    stream: TcpStream,
+pub(crate) async fn serve_http<S>(
+    stream: S,
     peer: SocketAddr,
     app: Router,
     header_timeout: Duration,
     shutdown: CancellationToken,
     counters: Arc<Counters>,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let service = service_fn(move |mut request: Request<Incoming>| {
         // What `Router::into_make_service_with_connect_info` would insert.
         request.extensions_mut().insert(ConnectInfo(peer));
