@@ -5,6 +5,7 @@ mod access;
 mod browser;
 mod cancellation;
 mod chat;
+mod deflate;
 mod echo;
 mod fairness;
 mod handshake;

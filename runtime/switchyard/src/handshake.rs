@@ -210,7 +210,12 @@ pub(crate) async fn handle(
             return plain(StatusCode::FORBIDDEN, "rejected by the consumer\n");
         }
     };
-    let response = upgrade.response(subprotocol.as_deref());
+    let mut response = upgrade.response(subprotocol.as_deref());
+    let deflate = app.deflate.as_ref().and_then(|deflate| {
+        let agreed = deflate.negotiate(&headers)?;
+        agreed.answer(response.headers_mut());
+        Some((Arc::clone(deflate), agreed))
+    });
     let accepted = socket::Accepted {
         consumer,
         inbox,
@@ -226,7 +231,7 @@ pub(crate) async fn handle(
     let config = socket_config(ws);
     let budget = Arc::clone(&app.unfinished);
     app.tasks
-        .spawn(async move { accepted.run(upgrade.socket(config, budget)).await });
+        .spawn(async move { accepted.run(upgrade.socket(config, budget, deflate)).await });
     response
 }
 

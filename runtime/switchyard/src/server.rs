@@ -78,6 +78,8 @@ pub(crate) struct AppState {
     pub(crate) unfinished: Arc<UnfinishedBudget>,
     /// `[static]`, when a directory is configured.
     pub(crate) statics: Option<Arc<StaticFiles>>,
+    /// `websocket.permessage-deflate`, when on.
+    pub(crate) deflate: Option<Arc<crate::deflate::Deflate>>,
 }
 
 /// The store behind `wasi:keyvalue`: in Redis (the layer's first host)
@@ -211,6 +213,7 @@ impl Server {
                 .dir
                 .as_ref()
                 .map(|dir| Arc::new(StaticFiles::new(dir, &self.config.static_files.prefix))),
+            deflate: crate::deflate::Deflate::new(&self.config.websocket).map(Arc::new),
         };
         // Dropping the watcher (when serving ends) stops hot swap.
         let _watcher = if self.config.watch_plugins {
