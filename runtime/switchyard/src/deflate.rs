@@ -105,7 +105,7 @@ impl Agreed {
 }
 
 /// One `permessage-deflate` offer's parameters.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 struct Offer {
     server_max_window_bits: Option<u8>,
     /// `Some(None)`: offered without a value.

@@ -37,6 +37,12 @@ use crate::deflate::{Agreed, Deflate, DeflateSocket};
 /// yawc when the connection negotiated permessage-deflate (see
 /// [`crate::deflate`]). Both read and take tungstenite's messages.
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per connection, in the split halves' shared allocation: boxing the \
+              plain socket would cost every connection an allocation; the deflate one \
+              (912 bytes) is boxed so plain connections do not carry its size"
+)]
 pub(crate) enum Socket {
     Plain(WebSocketStream<Metered>),
     Deflate(Box<DeflateSocket>),
