@@ -296,3 +296,94 @@ async fn the_server_window_is_held_to_what_was_agreed() {
     assert_eq!(result["close_code"], Value::Null);
     server.shutdown().await.expect("clean shutdown");
 }
+
+/// A tungstenite client offering permessage-deflate: the server serves it
+/// on its deflate socket. Its own frames go uncompressed (RSV1 clear),
+/// which RFC 7692 allows, so it can send raw frames the test shapes.
+async fn offering_tungstenite_client(
+    server: &TestServer,
+    path: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut request = server.url(path).into_client_request().expect("a request");
+    request.headers_mut().insert(
+        "sec-websocket-extensions",
+        "permessage-deflate".parse().expect("a header value"),
+    );
+    let (ws, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("handshake");
+    assert_eq!(
+        response.headers()["sec-websocket-extensions"],
+        "permessage-deflate"
+    );
+    ws
+}
+
+#[tokio::test]
+async fn deflate_sockets_count_against_the_unfinished_budget() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use switchyard_tests::PATIENCE;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    let server = TestServer::start_with(config(|ws| {
+        ws.permessage_deflate = true;
+        ws.max_unfinished_bytes = 1 << 20;
+    }))
+    .await;
+    let mut holder = offering_tungstenite_client(&server, "/ws/echo/").await;
+    let mut other = offering_tungstenite_client(&server, "/ws/echo/").await;
+    let part = |byte: u8| {
+        Message::Frame(Frame::message(
+            vec![byte; 700 << 10],
+            OpCode::Data(Data::Binary),
+            false,
+        ))
+    };
+    holder.send(part(1)).await.expect("first part");
+    // Its pong says the server has read the part.
+    holder
+        .send(Message::Ping(b"read?".to_vec().into()))
+        .await
+        .expect("ping");
+    loop {
+        let message = tokio::time::timeout(PATIENCE, holder.next())
+            .await
+            .expect("pong in time")
+            .expect("open")
+            .expect("frame");
+        if message.is_pong() {
+            break;
+        }
+    }
+    let _ = other.send(part(2)).await;
+    let closed = loop {
+        match tokio::time::timeout(PATIENCE, other.next())
+            .await
+            .expect("close in time")
+        {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => {}
+            unexpected => panic!("expected a close frame, got {unexpected:?}"),
+        }
+    };
+    assert_eq!(closed.map(|f| u16::from(f.code)), Some(1013));
+    // The holder, within the budget, is still served.
+    holder
+        .send(Message::Ping(b"still?".to_vec().into()))
+        .await
+        .expect("ping");
+    loop {
+        let message = tokio::time::timeout(PATIENCE, holder.next())
+            .await
+            .expect("pong in time")
+            .expect("open")
+            .expect("frame");
+        if message.is_pong() {
+            break;
+        }
+    }
+    server.shutdown().await.expect("clean shutdown");
+}

@@ -1032,6 +1032,34 @@ mod tests {
     }
 
     #[test]
+    fn deflate_window_bits_are_from_9_to_15() {
+        let config = parse(
+            "[websocket]\npermessage-deflate = true\ndeflate-server-max-window-bits = 10\n\
+             deflate-client-no-context-takeover = true\ndeflate-threshold = 0\n",
+        )
+        .expect("the deflate keys parse");
+        assert!(config.websocket.permessage_deflate);
+        assert_eq!(config.websocket.deflate_server_max_window_bits, 10);
+        assert_eq!(config.websocket.deflate_threshold, 0);
+        let mut config = Config {
+            plugins: std::env::temp_dir(),
+            ..config
+        };
+        for (bits, valid) in [(8, false), (9, true), (15, true), (16, false)] {
+            config.websocket.deflate_client_max_window_bits = bits;
+            match config.validate() {
+                Ok(()) => assert!(valid, "{bits} accepted"),
+                Err(err) => {
+                    assert!(!valid, "{bits} refused: {err}");
+                    let err = err.to_string();
+                    assert!(err.contains("deflate-client-max-window-bits"), "{err}");
+                    assert!(err.contains(&bits.to_string()), "{err}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn a_bad_redis_url_is_refused_with_password_redacted() {
         let config = Config {
             plugins: std::env::temp_dir(),

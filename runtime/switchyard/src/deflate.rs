@@ -28,8 +28,8 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -226,8 +226,9 @@ impl Deflate {
     /// The socket of a connection that agreed to `agreed`.
     pub(crate) fn socket(&self, io: Metered, agreed: &Agreed) -> DeflateSocket {
         let over_budget = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Mutex::new(io));
         let io = BudgetIo {
-            io,
+            io: Arc::clone(&shared),
             over_budget: Arc::clone(&over_budget),
         };
         // yawc's limits are exclusive, tungstenite's (and the config's)
@@ -252,6 +253,7 @@ impl Deflate {
         .expect("compression is enabled in the options");
         DeflateSocket {
             ws,
+            io: shared,
             over_budget,
             close_sent: false,
             ended: false,
@@ -261,25 +263,57 @@ impl Deflate {
 }
 
 /// The metered connection under yawc. A read over the unfinished-message
-/// budget ends the stream instead of failing it: yawc answers a read error
-/// with a close frame of its own (1011), and the socket loop closes such a
-/// connection with 1013. [`DeflateSocket`] reports the refusal.
+/// budget does not fail, it stalls: yawc answers a read error with a close
+/// frame of its own (1011), and the socket loop closes such a connection
+/// with 1013. [`DeflateSocket`] reports the refusal in the same poll.
+///
+/// The connection is shared with [`DeflateSocket`] (under a std mutex,
+/// locked only inside a poll, never across an `.await`), so that after a
+/// protocol error the socket loop can drain what the client still sends
+/// ([`crate::upgrade::drain`]) while yawc keeps the connection otherwise.
 #[derive(Debug)]
 struct BudgetIo {
-    io: Metered,
+    io: SharedIo,
     over_budget: Arc<AtomicBool>,
+}
+
+/// The connection, shared by yawc's [`BudgetIo`] and [`Unmetered`].
+type SharedIo = Arc<Mutex<Metered>>;
+
+fn lock(io: &SharedIo) -> MutexGuard<'_, Metered> {
+    io.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Reads from the connection under yawc, past the meter: for draining.
+#[derive(Debug)]
+pub(crate) struct Unmetered(SharedIo);
+
+impl AsyncRead for Unmetered {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        lock(&self.0).poll_read_unmetered(cx, buf)
+    }
 }
 
 impl AsyncRead for BudgetIo {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match ready!(Pin::new(&mut self.io).poll_read(cx, buf)) {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut *lock(&self.io)).poll_read(cx, buf);
+        match ready!(polled) {
             Err(err) if err.get_ref().is_some_and(|inner| inner.is::<OverBudget>()) => {
+                // The refused bytes are thrown away, and yawc sees nothing
+                // more to read (an end of stream mid-frame would be an
+                // error it answers with 1011); the socket reports it.
+                buf.set_filled(before);
                 self.over_budget.store(true, Ordering::Relaxed);
-                Poll::Ready(Ok(()))
+                Poll::Pending
             }
             other => Poll::Ready(other),
         }
@@ -288,19 +322,19 @@ impl AsyncRead for BudgetIo {
 
 impl AsyncWrite for BudgetIo {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        Pin::new(&mut *lock(&self.io)).poll_write(cx, buf)
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *lock(&self.io)).poll_flush(cx)
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *lock(&self.io)).poll_shutdown(cx)
     }
 }
 
@@ -314,6 +348,7 @@ impl AsyncWrite for BudgetIo {
 /// so the client gets one.
 pub(crate) struct DeflateSocket {
     ws: yawc::WebSocket<BudgetIo>,
+    io: SharedIo,
     over_budget: Arc<AtomicBool>,
     /// A close frame went out or is queued: nothing more is sent.
     close_sent: bool,
@@ -333,15 +368,24 @@ impl std::fmt::Debug for DeflateSocket {
 }
 
 impl DeflateSocket {
+    /// The connection's reads past yawc and the meter, for
+    /// [`crate::upgrade::drain`].
+    pub(crate) fn unmetered(&self) -> Unmetered {
+        Unmetered(Arc::clone(&self.io))
+    }
+
     /// yawc's error as tungstenite's, for the socket loop's close codes.
     fn read_error(&mut self, err: WebSocketError) -> Option<tungstenite::Error> {
         use tungstenite::Error as E;
+        // The refused read ended the stream, perhaps mid-frame (then yawc
+        // reports the bytes left over as an I/O error).
+        if self.over_budget.load(Ordering::Relaxed) {
+            self.ended = true;
+            return Some(E::Io(io::Error::other(OverBudget)));
+        }
         let mapped = match err {
             WebSocketError::ConnectionClosed => {
                 self.ended = true;
-                if self.over_budget.load(Ordering::Relaxed) {
-                    return Some(E::Io(io::Error::other(OverBudget)));
-                }
                 return None;
             }
             WebSocketError::IoError(err) => return Some(E::Io(err)),
@@ -434,7 +478,14 @@ impl Stream for DeflateSocket {
         if self.ended {
             return Poll::Ready(None);
         }
-        match ready!(self.ws.poll_next_frame(cx)) {
+        let polled = self.ws.poll_next_frame(cx);
+        if self.over_budget.load(Ordering::Relaxed) {
+            self.ended = true;
+            return Poll::Ready(Some(Err(tungstenite::Error::Io(io::Error::other(
+                OverBudget,
+            )))));
+        }
+        match ready!(polled) {
             Ok(frame) => {
                 if frame.opcode() == OpCode::Close {
                     // yawc queued the reply.

@@ -317,6 +317,17 @@ pub(crate) struct Metered {
     meter: Arc<Meter>,
 }
 
+impl Metered {
+    /// A read that bypasses the meter (for [`drain`]).
+    pub(crate) fn poll_read_unmetered(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
 impl AsyncRead for Metered {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -372,13 +383,15 @@ const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(200);
 /// After the server closed a socket for a protocol error: read and drop
 /// what the client still sends until it hangs up or goes quiet (the caller
 /// bounds the whole time), so the close frame is not lost to a TCP reset.
-/// Bypasses the meter: these bytes are thrown away, not held. A deflate
-/// socket is not drained: yawc keeps its connection to itself.
+/// Bypasses the meter: these bytes are thrown away, not held.
 pub(crate) async fn drain(socket: &mut Socket) {
-    let Socket::Plain(socket) = socket else {
-        return;
-    };
-    let io = &mut socket.get_mut().io;
+    match socket {
+        Socket::Plain(socket) => drain_from(&mut socket.get_mut().io).await,
+        Socket::Deflate(socket) => drain_from(&mut socket.unmetered()).await,
+    }
+}
+
+async fn drain_from(io: &mut (impl AsyncRead + Unpin)) {
     // On the heap: an array here would be part of every connection task's
     // future, 8 KiB more per idle socket for a path rarely taken.
     let mut scrap = vec![0u8; 8 << 10];
