@@ -15,6 +15,11 @@
 #   PYTHON27  a CPython 2.7 interpreter                   [default: first of pyenv 2.7.*, python2.7, python2]
 #   STRICT=1  exit non-zero if a case other than those in EXPECT_FAIL is not
 #             OK / NON-STRICT / INFORMATIONAL (for CI)
+#   CASES     JSON list of case ids to run               [default: ["*"]]
+#   EXCLUDE_CASES  JSON list of case ids to leave out    [default: 9.3-9.8
+#             (performance), 12 and 13 (permessage-deflate)]
+#   SWITCHYARD_CONFIG  a config file for the server, e.g. one with
+#             `[websocket] permessage-deflate = true` for cases 12 and 13
 #   EXPECT_FAIL  space-separated case ids allowed to fail [default: 9.1.4-9.1.6
 #             9.2.4-9.2.6: 4/8/16 MiB echoes, over Switchyard's 1 MiB limit, which
 #             it rightly closes with 1009]
@@ -29,6 +34,8 @@ BIN=${1:-$ROOT/target/release/switchyard}
 PLUGINS=${2:-$ROOT/target/plugins}
 WORKDIR=${WORKDIR:-$ROOT/target/autobahn}
 PORT=${PORT:-9001}
+CASES=${CASES:-'["*"]'}
+EXCLUDE_CASES=${EXCLUDE_CASES:-'["9.3.*", "9.4.*", "9.5.*", "9.6.*", "9.7.*", "9.8.*", "12.*", "13.*"]'}
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 PLUGINS=$(cd "$PLUGINS" && pwd)
 mkdir -p "$WORKDIR"
@@ -70,8 +77,8 @@ cat > spec.json <<EOF
 {
   "outdir": "./reports",
   "servers": [{"agent": "switchyard", "url": "ws://127.0.0.1:${PORT}/ws/echo/"}],
-  "cases": ["*"],
-  "exclude-cases": ["9.3.*", "9.4.*", "9.5.*", "9.6.*", "9.7.*", "9.8.*", "12.*", "13.*"],
+  "cases": ${CASES},
+  "exclude-cases": ${EXCLUDE_CASES},
   "exclude-agent-cases": {}
 }
 EOF

@@ -6,6 +6,7 @@ mod admin_listener;
 mod browser;
 mod cancellation;
 mod chat;
+mod deflate;
 mod echo;
 mod fairness;
 mod handshake;

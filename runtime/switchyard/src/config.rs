@@ -25,6 +25,8 @@
 //! max-connections = 20000      # open sockets and handshakes; 503 past it
 //! max-path-bytes = 2048        # longer request paths: 414
 //! max-header-bytes = 16384     # larger request headers (names + values): 431
+//! permessage-deflate = false   # RFC 7692 with clients that offer it
+//! deflate-threshold = 64       # smaller messages go uncompressed
 //!
 //! [http]                       # plain HTTP requests to plugins' http-routes
 //! max-body-bytes = 1048576     # larger request bodies: 413
@@ -415,6 +417,21 @@ pub struct WebSocketConfig {
     /// connection holding more than 8 KiB of an unfinished message is
     /// closed with 1013 (try again later); smaller ones always pass.
     pub max_unfinished_bytes: usize,
+    /// Negotiate permessage-deflate (RFC 7692) with clients that offer it;
+    /// see `crate::deflate` (private) for what is agreed.
+    pub permessage_deflate: bool,
+    /// Largest LZ77 window the server compresses with, as a power of two
+    /// (9-15); smaller saves memory per connection.
+    pub deflate_server_max_window_bits: u8,
+    /// Largest window the server lets a client compress with (9-15), when
+    /// the client offers to be limited.
+    pub deflate_client_max_window_bits: u8,
+    /// Compress every message on its own (no memory between messages).
+    pub deflate_server_no_context_takeover: bool,
+    /// Ask clients to compress every message on its own.
+    pub deflate_client_no_context_takeover: bool,
+    /// Messages smaller than this many bytes go uncompressed.
+    pub deflate_threshold: usize,
 }
 
 impl Default for WebSocketConfig {
@@ -430,6 +447,12 @@ impl Default for WebSocketConfig {
             max_path_bytes: 2048,
             max_header_bytes: 16 << 10,
             max_unfinished_bytes: 64 << 20,
+            permessage_deflate: false,
+            deflate_server_max_window_bits: 15,
+            deflate_client_max_window_bits: 15,
+            deflate_server_no_context_takeover: false,
+            deflate_client_no_context_takeover: false,
+            deflate_threshold: 64,
         }
     }
 }
@@ -711,6 +734,20 @@ impl Config {
             return Err(invalid("websocket.outbound-queue", "must be at least 1"));
         }
         self.validate_http()?;
+        for (key, bits) in [
+            (
+                "websocket.deflate-server-max-window-bits",
+                ws.deflate_server_max_window_bits,
+            ),
+            (
+                "websocket.deflate-client-max-window-bits",
+                ws.deflate_client_max_window_bits,
+            ),
+        ] {
+            if !crate::deflate::WINDOW_BITS.contains(&bits) {
+                return Err(invalid(key, format!("must be from 9 to 15, not {bits}")));
+            }
+        }
         if ws.max_unfinished_bytes < ws.max_message_size {
             return Err(invalid(
                 "websocket.max-unfinished-bytes",
@@ -1246,6 +1283,34 @@ mod tests {
         assert!(err.contains("admin.bind"), "{err}");
         let err = parse("[admin]\nbind = \"localhost\"\n").expect_err("not an address");
         assert!(err.to_string().contains("bind"), "{err}");
+    }
+
+    #[test]
+    fn deflate_window_bits_are_from_9_to_15() {
+        let config = parse(
+            "[websocket]\npermessage-deflate = true\ndeflate-server-max-window-bits = 10\n\
+             deflate-client-no-context-takeover = true\ndeflate-threshold = 0\n",
+        )
+        .expect("the deflate keys parse");
+        assert!(config.websocket.permessage_deflate);
+        assert_eq!(config.websocket.deflate_server_max_window_bits, 10);
+        assert_eq!(config.websocket.deflate_threshold, 0);
+        let mut config = Config {
+            plugins: std::env::temp_dir(),
+            ..config
+        };
+        for (bits, valid) in [(8, false), (9, true), (15, true), (16, false)] {
+            config.websocket.deflate_client_max_window_bits = bits;
+            match config.validate() {
+                Ok(()) => assert!(valid, "{bits} accepted"),
+                Err(err) => {
+                    assert!(!valid, "{bits} refused: {err}");
+                    let err = err.to_string();
+                    assert!(err.contains("deflate-client-max-window-bits"), "{err}");
+                    assert!(err.contains(&bits.to_string()), "{err}");
+                }
+            }
+        }
     }
 
     #[test]

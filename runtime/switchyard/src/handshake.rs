@@ -264,7 +264,12 @@ async fn answer(
             return plain(StatusCode::FORBIDDEN, "rejected by the consumer\n");
         }
     };
-    let response = upgrade.response(subprotocol.as_deref());
+    let mut response = upgrade.response(subprotocol.as_deref());
+    let deflate = app.deflate.as_ref().and_then(|deflate| {
+        let agreed = deflate.negotiate(&headers)?;
+        agreed.answer(response.headers_mut());
+        Some((Arc::clone(deflate), agreed))
+    });
     let metrics = app
         .metrics
         .as_ref()
@@ -284,8 +289,9 @@ async fn answer(
     };
     let config = socket_config(ws);
     let budget = Arc::clone(&app.unfinished);
-    app.tasks
-        .spawn(async move { accepted.run(upgrade.socket(config, budget)).await }.instrument(span));
+    app.tasks.spawn(
+        async move { accepted.run(upgrade.socket(config, budget, deflate)).await }.instrument(span),
+    );
     response
 }
 

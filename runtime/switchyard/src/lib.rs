@@ -22,6 +22,7 @@
 //! - [`server`]: [`Server`] and [`run`]: build, serve, shut down.
 //! - `handshake` (private): every request lands here; routing a WebSocket
 //!   request and answering its handshake.
+//! - `deflate` (private): permessage-deflate, negotiated per connection.
 //! - `health` (private): `/healthz` and `/readyz` for load balancers.
 //! - `http_consumer` (private): the `http` side of the protocol router,
 //!   plain HTTP requests served by plugins' `wasi:http` handlers.
@@ -41,6 +42,7 @@ mod auth;
 pub mod cli;
 pub mod config;
 pub mod counters;
+mod deflate;
 mod handshake;
 mod health;
 mod http_consumer;

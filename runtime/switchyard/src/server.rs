@@ -84,6 +84,8 @@ pub(crate) struct AppState {
     pub(crate) statics: Option<Arc<StaticFiles>>,
     /// `None` with `[metrics] enabled = false`.
     pub(crate) metrics: Option<Arc<Metrics>>,
+    /// `websocket.permessage-deflate`, when on.
+    pub(crate) deflate: Option<Arc<crate::deflate::Deflate>>,
 }
 
 /// The store behind `wasi:keyvalue`: in Redis (the layer's first host)
@@ -277,6 +279,7 @@ impl Server {
                 .as_ref()
                 .map(|dir| Arc::new(StaticFiles::new(dir, &self.config.static_files.prefix))),
             metrics: self.metrics,
+            deflate: crate::deflate::Deflate::new(&self.config.websocket).map(Arc::new),
         };
         // Dropping the watcher (when serving ends) stops hot swap.
         let _watcher = if self.config.watch_plugins {

@@ -22,15 +22,74 @@ use std::task::{Context, Poll};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use futures_util::{Sink, SinkExt as _, Stream, StreamExt as _};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
+use tungstenite::Message;
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::{Role, WebSocketConfig};
 
-/// An upgraded WebSocket whose reads are metered.
-pub(crate) type Socket = WebSocketStream<Metered>;
+use crate::deflate::{Agreed, Deflate, DeflateSocket};
+
+/// An upgraded WebSocket whose reads are metered: on tungstenite, or on
+/// yawc when the connection negotiated permessage-deflate (see
+/// [`crate::deflate`]). Both read and take tungstenite's messages.
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per connection, in the split halves' shared allocation: boxing the \
+              plain socket would cost every connection an allocation; the deflate one \
+              (912 bytes) is boxed so plain connections do not carry its size"
+)]
+pub(crate) enum Socket {
+    Plain(WebSocketStream<Metered>),
+    Deflate(Box<DeflateSocket>),
+}
+
+impl Stream for Socket {
+    type Item = Result<Message, tungstenite::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.get_mut() {
+            Self::Plain(ws) => ws.poll_next_unpin(cx),
+            Self::Deflate(ws) => ws.poll_next_unpin(cx),
+        }
+    }
+}
+
+impl Sink<Message> for Socket {
+    type Error = tungstenite::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self.get_mut() {
+            Self::Plain(ws) => ws.poll_ready_unpin(cx),
+            Self::Deflate(ws) => ws.poll_ready_unpin(cx),
+        }
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+        match self.get_mut() {
+            Self::Plain(ws) => ws.start_send_unpin(item),
+            Self::Deflate(ws) => ws.start_send_unpin(item),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self.get_mut() {
+            Self::Plain(ws) => ws.poll_flush_unpin(cx),
+            Self::Deflate(ws) => ws.poll_flush_unpin(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self.get_mut() {
+            Self::Plain(ws) => ws.poll_close_unpin(cx),
+            Self::Deflate(ws) => ws.poll_close_unpin(cx),
+        }
+    }
+}
 
 /// A handshake that passed the RFC's checks, waiting for the 101.
 #[derive(Debug)]
@@ -144,11 +203,12 @@ impl Upgrade {
     }
 
     /// The WebSocket, once the 101 went out; its reads count against
-    /// `budget`.
+    /// `budget`. With `deflate` (what the 101 agreed to), on yawc.
     pub(crate) async fn socket(
         self,
         config: WebSocketConfig,
         budget: Arc<UnfinishedBudget>,
+        deflate: Option<(Arc<Deflate>, Agreed)>,
     ) -> Result<(Socket, Arc<Meter>), hyper::Error> {
         let upgraded = self.on_upgrade.await?;
         let meter = Arc::new(Meter {
@@ -159,7 +219,12 @@ impl Upgrade {
             io: TokioIo::new(upgraded),
             meter: Arc::clone(&meter),
         };
-        let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        let socket = match deflate {
+            Some((deflate, agreed)) => Socket::Deflate(Box::new(deflate.socket(io, &agreed))),
+            None => Socket::Plain(
+                WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await,
+            ),
+        };
         Ok((socket, meter))
     }
 }
@@ -252,6 +317,17 @@ pub(crate) struct Metered {
     meter: Arc<Meter>,
 }
 
+impl Metered {
+    /// A read that bypasses the meter (for [`drain`]).
+    pub(crate) fn poll_read_unmetered(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
 impl AsyncRead for Metered {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -309,7 +385,13 @@ const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(200);
 /// bounds the whole time), so the close frame is not lost to a TCP reset.
 /// Bypasses the meter: these bytes are thrown away, not held.
 pub(crate) async fn drain(socket: &mut Socket) {
-    let io = &mut socket.get_mut().io;
+    match socket {
+        Socket::Plain(socket) => drain_from(&mut socket.get_mut().io).await,
+        Socket::Deflate(socket) => drain_from(&mut socket.unmetered()).await,
+    }
+}
+
+async fn drain_from(io: &mut (impl AsyncRead + Unpin)) {
     // On the heap: an array here would be part of every connection task's
     // future, 8 KiB more per idle socket for a path rarely taken.
     let mut scrap = vec![0u8; 8 << 10];
