@@ -251,6 +251,13 @@ async fn a_scrape_after_traffic_has_exact_counts() {
 
     // The layer: exactly one group send, delivered to both members.
     assert_eq!(value(&m, "switchyard_layer_group_sends_total", &[]), 1.0);
+    // No TLS here: the reload counters are exported all the same, at zero.
+    for name in [
+        "switchyard_tls_reloads_total",
+        "switchyard_tls_reload_failures_total",
+    ] {
+        assert!(m.iter().any(|(n, _, v)| n == name && *v == 0.0), "{name}");
+    }
     assert!(value(&m, "switchyard_layer_deliveries_total", &[]) >= 2.0);
 
     // The trap: counted for the probe plugin, and as a forced close.

@@ -553,6 +553,18 @@ impl Scraped {
             "switchyard_request_timeouts",
             "Connections closed for sending no complete request head in time.",
             get(&c.request_timeouts),
+        )?;
+        counter(
+            encoder,
+            "switchyard_tls_reloads",
+            "TLS certificates reloaded from changed files.",
+            get(&c.tls_reloads),
+        )?;
+        counter(
+            encoder,
+            "switchyard_tls_reload_failures",
+            "TLS certificate reloads that failed (the previous certificate kept serving).",
+            get(&c.tls_reload_failures),
         )
     }
 
