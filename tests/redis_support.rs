@@ -367,6 +367,44 @@ impl Drop for SentinelProcess {
     }
 }
 
+/// Polls `probe` every 20 ms until it gives `Some`; fails the test as hung
+/// after `patience` (the Redis fault tests wait on reconnects and
+/// failovers, far longer than a client's read).
+pub async fn wait_for_within<T, F: Future<Output = Option<T>>>(
+    patience: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `GET /_switchyard/layer` on `addr` with the admin `token`: the layer's
+/// health as JSON.
+pub async fn layer_health(addr: SocketAddr, token: &str) -> Value {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "GET /_switchyard/layer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).expect("JSON body")
+}
+
 /// A loopback port that refuses connections for as long as the returned
 /// socket lives: bound but never listening, so no other process can take
 /// the port and answer on it.

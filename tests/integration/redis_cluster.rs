@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use switchyard::Config;
 use switchyard_layer::{ChannelLayer, RedisConfig, RedisLayer};
 use switchyard_tests::redis_support::RedisCluster;
-use switchyard_tests::{Client, TestServer, test_config};
+use switchyard_tests::{Client, TestServer, redis_support, test_config};
 use tokio::time::Instant;
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -27,16 +27,9 @@ fn cluster_config(cluster: &RedisCluster) -> Config {
     config
 }
 
-/// Polls `probe` every 20 ms until it gives `Some`; fails after [`PATIENCE`].
-async fn wait_for<T, F: Future<Output = Option<T>>>(what: &str, mut probe: impl FnMut() -> F) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Polls `probe` until it gives `Some`; fails after [`PATIENCE`].
+async fn wait_for<T, F: Future<Output = Option<T>>>(what: &str, probe: impl FnMut() -> F) -> T {
+    redis_support::wait_for_within(PATIENCE, what, probe).await
 }
 
 /// One group name per master, `groups[i]` served by master `i`:
@@ -79,20 +72,7 @@ async fn command(client: &mut Client, command: Value) -> Value {
 
 /// `GET /_switchyard/layer` with the admin token.
 async fn layer_health(server: &TestServer) -> Value {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(server.addr)
-        .await
-        .expect("connect");
-    let request = format!(
-        "GET /_switchyard/layer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
-         Connection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
-    serde_json::from_str(body).expect("JSON body")
+    redis_support::layer_health(server.addr, ADMIN_TOKEN).await
 }
 
 async fn members(cluster: &RedisCluster, group: &str) -> Vec<String> {

@@ -12,28 +12,21 @@
 //! new master, a send succeeding) by polling, never for a fixed time.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use switchyard_layer::redis::hosts::{ConnectionOptions, SentinelEntry};
 use switchyard_layer::{ChannelLayer, Event, HostEntry, LayerError, RedisConfig, RedisLayer};
 use switchyard_tests::redis_support::{PythonListener, RedisServer, SentinelProcess, python_run};
-use switchyard_tests::{Client, TestServer, test_config};
+use switchyard_tests::{Client, TestServer, redis_support, test_config};
 
 /// How long a poll may wait before the test fails as hung.
 const PATIENCE: Duration = Duration::from_secs(90);
 /// How long a write waits for its replica's confirmation.
 const WAIT_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Polls `probe` every 20 ms until it gives `Some`; fails after [`PATIENCE`].
-async fn wait_for<T, F: Future<Output = Option<T>>>(what: &str, mut probe: impl FnMut() -> F) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Polls `probe` until it gives `Some`; fails after [`PATIENCE`].
+async fn wait_for<T, F: Future<Output = Option<T>>>(what: &str, probe: impl FnMut() -> F) -> T {
+    redis_support::wait_for_within(PATIENCE, what, probe).await
 }
 
 /// The next chat message's text, waiting up to [`PATIENCE`]: after a
@@ -148,26 +141,7 @@ async fn send_when_available(
 /// instead of returning Ok.
 #[tokio::test]
 async fn a_sentinel_failover_keeps_every_acknowledged_send_and_chat_resumes() {
-    let mut master = RedisServer::start_with_tcp();
-    let master_port = master.tcp_port();
-    let replicas: Vec<RedisServer> = (0..2)
-        .map(|_| {
-            RedisServer::start_with_tcp_args(&[
-                "--replicaof",
-                "127.0.0.1",
-                &master_port.to_string(),
-            ])
-        })
-        .collect();
-    let replica_ports: Vec<u16> = replicas.iter().map(RedisServer::tcp_port).collect();
-    for &port in &replica_ports {
-        wait_for("the replicas in sync", || async {
-            let info = replication(port).await?;
-            (info.get("master_link_status").map(String::as_str) == Some("up")).then_some(())
-        })
-        .await;
-    }
-    let sentinel = SentinelProcess::start(master_port);
+    let (mut master, replicas, replica_ports, sentinel) = sentinel_setup().await;
     let replicas_healthy = || async {
         for &port in &replica_ports {
             if !sentinel_sees_healthy_replica(&sentinel, port).await {
