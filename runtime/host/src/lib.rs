@@ -69,4 +69,4 @@ pub use plugin::{Artifact, PluginError};
 pub use registry::{Protocol, RouteInfo, RouteMatch};
 pub use route::{RouteError, RoutePattern};
 pub use version::{Retired, Version};
-pub use watch::{PluginWatcher, WatchOptions};
+pub use watch::{PluginWatcher, WatchOptions, changes_files, settle, watch_dirs};

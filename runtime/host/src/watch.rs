@@ -8,6 +8,9 @@
 //! loaded; operators should write a new version beside the old one under a
 //! hidden name and rename it into place (`cp chat.wasm .chat.wasm.tmp && mv
 //! .chat.wasm.tmp chat.wasm`), which is atomic.
+//!
+//! [`watch_dirs`], [`settle`] and [`changes_files`] serve the TLS
+//! certificate watcher too (`switchyard::tls`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -78,11 +81,11 @@ fn relevant(path: &Path) -> bool {
             .is_some_and(|ext| ext == "wasm" || ext == "toml")
 }
 
-/// Whether an event can change what a plugin file holds or which files
+/// Whether an event can change what a watched file holds or which files
 /// there are. Opens, reads and closes after reading are not changes: the
 /// host reading a plugin must not make it reload (inotify reports those
 /// too). A write that finished is one.
-fn changes_files(kind: EventKind) -> bool {
+pub fn changes_files(kind: EventKind) -> bool {
     match kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
         EventKind::Access(_) => false,
@@ -116,7 +119,13 @@ impl PluginWatcher {
             }
             Err(err) => tracing::warn!("plugin directory watch error: {err}"),
         };
-        let watcher = make_watcher(handler, &dir, &options)?;
+        let watcher = watch_dirs(
+            handler,
+            std::slice::from_ref(&dir),
+            "the plugin directory",
+            options.poll_interval,
+            options.force_polling,
+        )?;
         let task = tokio::spawn(reconcile_loop(host, dir, rx, options));
         Ok(Self {
             _watcher: watcher,
@@ -125,38 +134,68 @@ impl PluginWatcher {
     }
 }
 
-fn make_watcher<F>(
+/// A watcher on `dirs` (not recursive) that calls `handler` on every
+/// event: inotify where it works, else polling every `poll_interval` with
+/// contents compared (or polling at once with `force_polling`). `what`
+/// names the watched files in the log lines. Shared by the plugin
+/// directory and the TLS certificate watchers.
+///
+/// # Errors
+/// Neither inotify nor polling can watch a directory.
+pub fn watch_dirs<F>(
     handler: F,
-    dir: &Path,
-    options: &WatchOptions,
+    dirs: &[PathBuf],
+    what: &str,
+    poll_interval: Duration,
+    force_polling: bool,
 ) -> anyhow::Result<Box<dyn notify::Watcher + Send>>
 where
     F: notify::EventHandler + Clone,
 {
-    if !options.force_polling {
+    let watch_all = |watcher: &mut dyn notify::Watcher| -> notify::Result<()> {
+        for dir in dirs {
+            watcher.watch(dir, RecursiveMode::NonRecursive)?;
+        }
+        Ok(())
+    };
+    if !force_polling {
         match RecommendedWatcher::new(handler.clone(), notify::Config::default()) {
-            Ok(mut watcher) => match watcher.watch(dir, RecursiveMode::NonRecursive) {
+            Ok(mut watcher) => match watch_all(&mut watcher) {
                 Ok(()) => {
-                    tracing::info!(dir = %dir.display(), "watching the plugin directory");
+                    tracing::info!(dirs = ?dirs, "watching {what}");
                     return Ok(Box::new(watcher));
                 }
                 Err(err) => tracing::warn!(
-                    dir = %dir.display(),
-                    "cannot watch the plugin directory with inotify ({err}); polling instead"
+                    dirs = ?dirs,
+                    "cannot watch {what} with inotify ({err}); polling instead"
                 ),
             },
-            Err(err) => tracing::warn!("inotify unavailable ({err}); polling instead"),
+            Err(err) => tracing::warn!("inotify unavailable ({err}); polling {what} instead"),
         }
     }
     let config = notify::Config::default()
-        .with_poll_interval(options.poll_interval)
+        .with_poll_interval(poll_interval)
         .with_compare_contents(true);
-    let mut watcher = PollWatcher::new(handler, config).context("starting the polling watcher")?;
-    watcher
-        .watch(dir, RecursiveMode::NonRecursive)
-        .with_context(|| format!("polling the plugin directory {}", dir.display()))?;
-    tracing::info!(dir = %dir.display(), interval = ?options.poll_interval, "polling the plugin directory");
+    let mut watcher = PollWatcher::new(handler, config)
+        .with_context(|| format!("starting the polling watcher for {what}"))?;
+    watch_all(&mut watcher).with_context(|| format!("polling {what} in {dirs:?}"))?;
+    tracing::info!(dirs = ?dirs, interval = ?poll_interval, "polling {what}");
     Ok(Box::new(watcher))
+}
+
+/// After a change signal: waits until `rx` has been quiet for `debounce`,
+/// or until `max_delay` has passed, so a burst of writes (a file written
+/// in pieces, a certificate and then its key) is taken as one change.
+/// Returns `false` once the channel is closed.
+pub async fn settle(rx: &mut mpsc::Receiver<()>, debounce: Duration, max_delay: Duration) -> bool {
+    let deadline = Instant::now() + max_delay;
+    loop {
+        match tokio::time::timeout(debounce, rx.recv()).await {
+            Ok(Some(())) if Instant::now() < deadline => {}
+            Ok(None) => return false,
+            _ => return true,
+        }
+    }
 }
 
 async fn reconcile_loop(
@@ -166,15 +205,8 @@ async fn reconcile_loop(
     options: WatchOptions,
 ) {
     while rx.recv().await.is_some() {
-        let deadline = Instant::now() + options.max_delay;
-        // Wait for a quiet moment (or the deadline).
-        loop {
-            let quiet = tokio::time::timeout(options.debounce, rx.recv()).await;
-            match quiet {
-                Ok(Some(())) if Instant::now() < deadline => {}
-                Ok(None) => return,
-                _ => break,
-            }
+        if !settle(&mut rx, options.debounce, options.max_delay).await {
+            return;
         }
         match host.load_dir(&dir).await {
             Ok(report) => {

@@ -25,8 +25,6 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use notify::event::{AccessKind, AccessMode, MetadataKind, ModifyKind};
-use notify::{EventKind, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher as _};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -35,7 +33,6 @@ use rustls::sign::CertifiedKey;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -358,13 +355,19 @@ impl Tls {
         // files and watching them (it reloads only if they differ).
         let _ = tx.try_send(());
         let handler = move |event: notify::Result<notify::Event>| match event {
-            Ok(event) if event.need_rescan() || changes_files(event.kind) => {
+            Ok(event) if event.need_rescan() || switchyard_host::changes_files(event.kind) => {
                 let _ = tx.try_send(());
             }
             Ok(_) => {}
             Err(err) => tracing::warn!("certificate watch error: {err}"),
         };
-        let watcher = make_watcher(handler, &dirs)?;
+        let watcher = switchyard_host::watch_dirs(
+            handler,
+            &dirs,
+            "the TLS certificate and key",
+            POLL_INTERVAL,
+            false,
+        )?;
         let task = tokio::spawn(reload_loop(Arc::clone(self), rx, counters));
         Ok(TlsWatcher {
             _watcher: watcher,
@@ -412,59 +415,10 @@ fn watched_dirs(files: &TlsFiles) -> anyhow::Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
-/// Whether an event can change what a file holds: opens and reads (the
-/// reload's own among them) are not changes.
-fn changes_files(kind: EventKind) -> bool {
-    match kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) => false,
-        EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)) => false,
-        EventKind::Any
-        | EventKind::Create(_)
-        | EventKind::Modify(_)
-        | EventKind::Remove(_)
-        | EventKind::Other => true,
-    }
-}
-
-fn make_watcher<F>(handler: F, dirs: &[PathBuf]) -> anyhow::Result<Box<dyn notify::Watcher + Send>>
-where
-    F: notify::EventHandler + Clone,
-{
-    let watch_all = |watcher: &mut dyn notify::Watcher| -> notify::Result<()> {
-        for dir in dirs {
-            watcher.watch(dir, RecursiveMode::NonRecursive)?;
-        }
-        Ok(())
-    };
-    match RecommendedWatcher::new(handler.clone(), notify::Config::default()) {
-        Ok(mut watcher) => match watch_all(&mut watcher) {
-            Ok(()) => {
-                tracing::info!(dirs = ?dirs, "watching the TLS certificate and key");
-                return Ok(Box::new(watcher));
-            }
-            Err(err) => tracing::warn!("cannot watch the TLS files with inotify ({err}); polling"),
-        },
-        Err(err) => tracing::warn!("inotify unavailable ({err}); polling the TLS files"),
-    }
-    let config = notify::Config::default()
-        .with_poll_interval(POLL_INTERVAL)
-        .with_compare_contents(true);
-    let mut watcher =
-        PollWatcher::new(handler, config).context("starting the TLS file polling watcher")?;
-    watch_all(&mut watcher).context("polling the TLS certificate and key")?;
-    Ok(Box::new(watcher))
-}
-
 async fn reload_loop(tls: Arc<Tls>, mut rx: mpsc::Receiver<()>, counters: Arc<Counters>) {
     while rx.recv().await.is_some() {
-        let deadline = Instant::now() + MAX_DELAY;
-        loop {
-            match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
-                Ok(Some(())) if Instant::now() < deadline => {}
-                Ok(None) => return,
-                _ => break,
-            }
+        if !switchyard_host::settle(&mut rx, DEBOUNCE, MAX_DELAY).await {
+            return;
         }
         // Off the async threads: two small file reads and a key parse.
         let reloading = Arc::clone(&tls);
