@@ -143,6 +143,25 @@ pub struct Client {
     pub subprotocol: Option<String>,
 }
 
+/// Sends a ping carrying `payload` and reads until a pong comes back: the
+/// server has then read everything sent before the ping. Frames before the
+/// pong are dropped; panics after [`PATIENCE`].
+pub async fn ping_until_pong(ws: &mut Stream, payload: &[u8]) {
+    ws.send(Message::Ping(payload.to_vec().into()))
+        .await
+        .expect("ping");
+    loop {
+        let message = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("pong in time")
+            .expect("open")
+            .expect("frame");
+        if message.is_pong() {
+            break;
+        }
+    }
+}
+
 /// Wait until `done` holds for the server, checking every 10 ms; panics
 /// naming `what` after [`PATIENCE`] (a hang turned into a failure, not a
 /// timing assertion).

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use switchyard::Config;
 use switchyard::config::WebSocketConfig;
 use switchyard_tests::redis_support::{python, repo_root};
-use switchyard_tests::{Client, TestServer, test_config};
+use switchyard_tests::{Client, TestServer, ping_until_pong, test_config};
 use tokio::io::AsyncWriteExt as _;
 
 /// A test server configuration with `websocket` changed by `change`.
@@ -344,20 +344,7 @@ async fn deflate_sockets_count_against_the_unfinished_budget() {
     };
     holder.send(part(1)).await.expect("first part");
     // Its pong says the server has read the part.
-    holder
-        .send(Message::Ping(b"read?".to_vec().into()))
-        .await
-        .expect("ping");
-    loop {
-        let message = tokio::time::timeout(PATIENCE, holder.next())
-            .await
-            .expect("pong in time")
-            .expect("open")
-            .expect("frame");
-        if message.is_pong() {
-            break;
-        }
-    }
+    ping_until_pong(&mut holder, b"read?").await;
     let _ = other.send(part(2)).await;
     let closed = loop {
         match tokio::time::timeout(PATIENCE, other.next())
@@ -371,19 +358,6 @@ async fn deflate_sockets_count_against_the_unfinished_budget() {
     };
     assert_eq!(closed.map(|f| u16::from(f.code)), Some(1013));
     // The holder, within the budget, is still served.
-    holder
-        .send(Message::Ping(b"still?".to_vec().into()))
-        .await
-        .expect("ping");
-    loop {
-        let message = tokio::time::timeout(PATIENCE, holder.next())
-            .await
-            .expect("pong in time")
-            .expect("open")
-            .expect("frame");
-        if message.is_pong() {
-            break;
-        }
-    }
+    ping_until_pong(&mut holder, b"still?").await;
     server.shutdown().await.expect("clean shutdown");
 }

@@ -5,7 +5,7 @@
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use switchyard::Config;
-use switchyard_tests::{PATIENCE, TestServer, test_config};
+use switchyard_tests::{PATIENCE, TestServer, ping_until_pong, test_config};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -159,20 +159,7 @@ async fn unfinished_messages_share_one_budget() {
         .await
         .expect("first part");
     // A ping after the part: its pong says the server has read the part.
-    holder
-        .send(Message::Ping(b"read?".to_vec().into()))
-        .await
-        .expect("ping");
-    loop {
-        let message = tokio::time::timeout(PATIENCE, holder.next())
-            .await
-            .expect("pong in time")
-            .expect("open")
-            .expect("frame");
-        if message.is_pong() {
-            break;
-        }
-    }
+    ping_until_pong(&mut holder, b"read?").await;
 
     // Another client's unfinished message takes the server over its
     // budget: that client is told to come back later.
