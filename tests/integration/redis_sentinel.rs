@@ -12,6 +12,7 @@
 //! new master, a send succeeding) by polling, never for a fixed time.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_layer::redis::hosts::{ConnectionOptions, SentinelEntry};
@@ -160,13 +161,7 @@ async fn a_sentinel_failover_keeps_every_acknowledged_send_and_chat_resumes() {
     let other = other_process(&sentinel);
     // The server's layer finds the master through the sentinel.
     let probe = server.host.layer();
-    wait_for("the server's layer reaching the master", || async {
-        probe
-            .send("probe", event(r#"{"type": "probe"}"#))
-            .await
-            .ok()
-    })
-    .await;
+    wait_for_master(probe).await;
     let mut member = Client::connect(&server, "/ws/chat/failover/").await;
     let report = wait_for("a group send before the failover", || async {
         match other.group_send("chat_failover", chat("before")).await {
@@ -255,6 +250,18 @@ async fn a_sentinel_failover_keeps_every_acknowledged_send_and_chat_resumes() {
     server.shutdown().await.expect("clean shutdown");
 }
 
+/// Waits until `layer` reaches the master the sentinel names (a send goes
+/// through).
+async fn wait_for_master(layer: &Arc<dyn ChannelLayer>) {
+    wait_for("the server's layer reaching the master", || async {
+        layer
+            .send("probe", event(r#"{"type": "probe"}"#))
+            .await
+            .ok()
+    })
+    .await;
+}
+
 /// A master, two replicas and a sentinel, with every replica in sync and
 /// seen healthy by the sentinel; returns the master, the replicas, their
 /// ports and the sentinel.
@@ -305,13 +312,7 @@ async fn after_a_failover_the_server_re_adds_memberships_the_replicas_never_got(
     config.redis.heartbeat_ttl_secs = 300;
     let server = TestServer::start_with(config).await;
     let layer = server.host.layer();
-    wait_for("the server's layer reaching the master", || async {
-        layer
-            .send("probe", event(r#"{"type": "probe"}"#))
-            .await
-            .ok()
-    })
-    .await;
+    wait_for_master(layer).await;
 
     // The replicas frozen and cut off (what the master had sent them
     // before would still sit in their socket buffers), the join is written
@@ -447,13 +448,7 @@ async fn django_and_switchyard_share_a_group_through_the_same_sentinel() {
     config.redis.hosts = vec![sentinel_entry(&sentinel)];
     let server = TestServer::start_with(config).await;
     let layer = server.host.layer();
-    wait_for("the server's layer reaching the master", || async {
-        layer
-            .send("probe", event(r#"{"type": "probe"}"#))
-            .await
-            .ok()
-    })
-    .await;
+    wait_for_master(layer).await;
     // The host dict channels_redis takes (no socket timeout: see
     // `python_config`).
     let py = serde_json::json!({"hosts": [{
