@@ -28,6 +28,9 @@ const SECOND_VERSIONS: &[(&str, &str)] = &[("chat_v2", "chat"), ("counter_v2", "
 /// is the echo component on one shared instance (`instance = "shared"`).
 const ALIASES: &[(&str, &str)] = &[("echo", "echo_shared")];
 
+/// Directories of `plugins/` that are libraries, not plugins: the Rust SDK.
+const LIBRARIES: &[&str] = &["sdk"];
+
 /// Variables that the outer cargo (or the shell) sets for the root workspace
 /// and that must not reach the plugin build: host rustflags, wrappers, and
 /// the xtask package's own metadata.
@@ -165,7 +168,8 @@ fn ensure_target() -> Result<()> {
     crate::run(Command::new("rustup").args(["target", "add", TARGET]))
 }
 
-/// The plugins: the directories of `plugins/` that hold a `Cargo.toml`, sorted.
+/// The plugins: the directories of `plugins/` that hold a `Cargo.toml`
+/// (the [`LIBRARIES`] aside), sorted.
 fn plugin_names(plugins: &Path) -> Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in
@@ -174,10 +178,10 @@ fn plugin_names(plugins: &Path) -> Result<Vec<String>> {
         let path = entry?.path();
         if path.join("Cargo.toml").is_file() {
             let name = path.file_name().and_then(|name| name.to_str());
-            names.push(
-                name.context("plugin directory names must be UTF-8")?
-                    .to_owned(),
-            );
+            let name = name.context("plugin directory names must be UTF-8")?;
+            if !LIBRARIES.contains(&name) {
+                names.push(name.to_owned());
+            }
         }
     }
     names.sort();
