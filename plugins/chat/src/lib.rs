@@ -28,177 +28,124 @@
 //!
 //! Channel-layer events of other types are logged and ignored.
 //!
-//! The room of each connection is kept in a map keyed by `connection.id`, so
-//! the plugin works in both the `per-connection` and the `shared` instance
-//! modes.
+//! Written with the Rust SDK (`switchyard-sdk`, see docs/plugins.md): the
+//! consumer is a `JsonWebsocketConsumer` whose value is one connection's
+//! state (its group), kept by the SDK in both the `per-connection` and the
+//! `shared` instance modes.
 //!
-//! Hot swap: the plugin exports `migration` (world `migratable-consumer`):
-//! `snapshot` hands over the connection's group name, so with
+//! Hot swap: the state is a serde type (`MigrationState`), so with
 //! `on-replace = "migrate"` open connections move to a new version without
 //! a disconnect. Built with the `v2` feature (the test build `chat_v2`), every
 //! frame it sends carries `"version": "v2"`, so tests can tell versions apart.
 
-#[allow(unsafe_code)] // wit-bindgen's canonical-ABI glue needs `unsafe`.
-mod bindings {
-    wit_bindgen::generate!({ path: "../../wit", world: "migratable-consumer" });
+#![forbid(unsafe_code)]
 
-    use super::Chat;
-    export!(Chat);
-}
-
-use std::cell::RefCell;
-use std::collections::BTreeMap;
-
-use bindings::exports::switchyard::consumer::migration::Guest as Migration;
-use bindings::exports::switchyard::consumer::websocket_consumer::Guest;
-use bindings::switchyard::consumer::host::{self, Connection, Level};
-use bindings::switchyard::consumer::types::{Frame, LayerError, Scope};
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use switchyard_sdk::{
+    JsonWebsocketConsumer, LayerError, MigrationState, Scope, Socket, Value, json, log,
+};
 
 /// Close code for a room the server refuses (the handshake answers 403).
 const REJECT_CODE: u16 = 4400;
 /// `Retry-After` of the 503 answered while the channel layer is unavailable.
 const RETRY_AFTER_SECS: u32 = 5;
 
-thread_local! {
-    /// The group of each open connection, by connection id.
-    static GROUPS: RefCell<BTreeMap<u64, String>> = const { RefCell::new(BTreeMap::new()) };
+/// One connection of the chat: the group of its room.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Chat {
+    group: String,
 }
 
-struct Chat;
+/// The `chat.message` event the room's group carries.
+#[derive(Debug, Deserialize)]
+struct ChatMessage {
+    message: Value,
+}
 
-impl Guest for Chat {
-    fn connect(conn: &Connection, scope: Scope) {
-        let Some((_, room_name)) = scope.url_route.iter().find(|(k, _)| k == "room_name") else {
-            host::log(Level::Error, "route has no `room_name` parameter");
-            conn.close(REJECT_CODE, Some("no room name"));
+impl JsonWebsocketConsumer for Chat {
+    fn connect(&mut self, socket: &Socket<'_>, scope: &Scope) {
+        let Some(room_name) = scope.kwarg("room_name") else {
+            log::error("route has no `room_name` parameter");
+            socket.close(REJECT_CODE, Some("no room name"));
             return;
         };
         let group = format!("chat_{room_name}");
-        if let Err(err) = conn.group_add(&group) {
-            host::log(
-                Level::Warn,
-                &format!("cannot join {group:?}: {}", describe(&err)),
-            );
-            if let LayerError::Unavailable(_) = err {
-                conn.refuse(503, Some(RETRY_AFTER_SECS));
-                return;
-            }
+        if let Err(err) = socket.channel_layer().group_add(&group) {
+            log::warn(&format!("cannot join {group:?}: {err}"));
             let reason = match err {
+                LayerError::Unavailable(_) => {
+                    socket.refuse(503, Some(RETRY_AFTER_SECS));
+                    return;
+                }
                 LayerError::InvalidName(_) => "invalid room name",
                 _ => "cannot join the room",
             };
-            conn.close(REJECT_CODE, Some(reason));
+            socket.close(REJECT_CODE, Some(reason));
             return;
         }
-        GROUPS.with_borrow_mut(|groups| groups.insert(conn.id(), group));
-        conn.accept(None);
+        self.group = group;
+        socket.accept();
     }
 
-    fn receive(conn: &Connection, message: Frame) {
-        let Frame::Text(text) = message else {
-            send_error(
-                conn,
-                "binary_not_supported",
-                "only text frames are accepted",
-            );
-            return;
-        };
-        let data: Value = match serde_json::from_str(&text) {
-            Ok(data) => data,
-            Err(err) => {
-                send_error(conn, "invalid_json", &err.to_string());
-                return;
-            }
-        };
+    fn receive_json(&mut self, socket: &Socket<'_>, content: Value) {
         // `get` finds nothing in a value that is not an object.
-        let Some(message) = data.get("message") else {
+        let Some(message) = content.get("message") else {
             let detail = r#"expected a JSON object with a "message" key"#;
-            send_error(conn, "missing_message", detail);
-            return;
-        };
-        let Some(group) = group_of(conn) else {
-            host::log(Level::Error, "receive on a connection that joined no room");
+            send_error(socket, "missing_message", detail);
             return;
         };
         let event = json!({"type": "chat.message", "message": message});
-        if let Err(err) = host::group_send(&group, &event.to_string()) {
-            send_error(conn, "group_send_failed", &describe(&err));
+        if let Err(err) = socket.channel_layer().group_send(&self.group, &event) {
+            send_error(socket, "group_send_failed", &err.to_string());
         }
     }
 
-    fn event(conn: &Connection, event: String) {
-        let event: Value = match serde_json::from_str(&event) {
-            Ok(event) => event,
-            Err(err) => {
-                host::log(
-                    Level::Warn,
-                    &format!("ignoring event that is not JSON: {err}"),
-                );
-                return;
-            }
-        };
-        match (&event["type"], event.get("message")) {
-            (Value::String(kind), Some(message)) if kind == "chat.message" => {
-                send_text(conn, &json!({"message": message}));
-            }
-            _ => host::log(Level::Warn, &format!("ignoring event {event}")),
-        }
+    fn invalid_json(&mut self, socket: &Socket<'_>, error: &serde_json::Error) {
+        send_error(socket, "invalid_json", &error.to_string());
     }
 
-    fn disconnect(conn: &Connection, _code: u16) {
-        if let Some(group) = GROUPS.with_borrow_mut(|groups| groups.remove(&conn.id())) {
-            // The host leaves the groups of a closed connection itself; this is
-            // the tutorial's `group_discard`, kept for parity.
-            let _ = conn.group_discard(&group);
+    fn receive_bytes(&mut self, socket: &Socket<'_>, _bytes: Vec<u8>) {
+        send_error(
+            socket,
+            "binary_not_supported",
+            "only text frames are accepted",
+        );
+    }
+
+    fn disconnect(&mut self, socket: &Socket<'_>, _code: u16) {
+        // The host leaves the groups of a closed connection itself; this is
+        // the tutorial's `group_discard`, kept for parity.
+        if !self.group.is_empty() {
+            let _ = socket.channel_layer().group_discard(&self.group);
         }
     }
 }
 
-/// The group the connection joined in `connect`.
-fn group_of(conn: &Connection) -> Option<String> {
-    GROUPS.with_borrow(|groups| groups.get(&conn.id()).cloned())
-}
-
-impl Migration for Chat {
-    /// The state of a connection is its group name, as UTF-8.
-    fn snapshot(conn: &Connection) -> Vec<u8> {
-        group_of(conn).unwrap_or_default().into_bytes()
-    }
-
-    fn restore(conn: &Connection, state: Vec<u8>) -> Result<(), String> {
-        let group = String::from_utf8(state).map_err(|_| "state is not UTF-8".to_owned())?;
-        if !group.starts_with("chat_") {
-            return Err(format!("unexpected state {group:?}"));
-        }
-        GROUPS.with_borrow_mut(|groups| groups.insert(conn.id(), group));
-        Ok(())
+impl Chat {
+    /// Each `chat.message` event of the room goes to the client as
+    /// `{"message": m}`.
+    fn chat_message(&mut self, socket: &Socket<'_>, ChatMessage { message }: ChatMessage) {
+        send(socket, json!({"message": message}));
     }
 }
+
+/// The state that moves on hot swap is the group: version 1 of its shape.
+impl MigrationState for Chat {}
+
+switchyard_sdk::export!(Chat, events[chat_message], migrate);
 
 /// Sends `value` as a JSON text frame (tagged `"version": "v2"` in the v2
 /// test build).
-fn send_text(conn: &Connection, value: &Value) {
-    let mut value = value.clone();
+fn send(socket: &Socket<'_>, mut value: Value) {
     if cfg!(feature = "v2")
         && let Value::Object(fields) = &mut value
     {
         fields.insert("version".to_owned(), Value::from("v2"));
     }
-    conn.send(&Frame::Text(value.to_string()));
+    socket.send_json(&value);
 }
 
 /// Sends the error frame `{"error": code, "detail": detail}`.
-fn send_error(conn: &Connection, code: &str, detail: &str) {
-    send_text(conn, &json!({"error": code, "detail": detail}));
-}
-
-/// A channel-layer error as a sentence.
-fn describe(err: &LayerError) -> String {
-    match err {
-        LayerError::ChannelFull => "channel full".to_owned(),
-        LayerError::InvalidName(why) => format!("invalid name: {why}"),
-        LayerError::InvalidEvent(why) => format!("invalid event: {why}"),
-        LayerError::Unavailable(why) => format!("channel layer unavailable: {why}"),
-    }
+fn send_error(socket: &Socket<'_>, code: &str, detail: &str) {
+    send(socket, json!({"error": code, "detail": detail}));
 }

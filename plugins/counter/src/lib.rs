@@ -8,101 +8,72 @@
 //! `slow snapshot <ms>`, it sleeps that long first (a migration that takes
 //! a while). The text `join <group>` joins the group, and each
 //! `chat.message` event `{"message": m}` is sent on as `{"message": m,
-//! "version": ...}`. The migration state is one format byte (1) and the
-//! count as 8 little-endian bytes.
+//! "version": ...}`.
+//!
+//! Written with the Rust SDK: the consumer value is one connection's state,
+//! and its serde form (the count; the test switches are skipped) is the
+//! migration state.
 
-#[allow(unsafe_code)] // wit-bindgen's canonical-ABI glue needs `unsafe`.
-mod bindings {
-    wit_bindgen::generate!({ path: "../../wit", world: "migratable-consumer" });
+#![forbid(unsafe_code)]
 
-    use super::Counter;
-    export!(Counter);
-}
+use std::time::Duration;
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
-
-use bindings::exports::switchyard::consumer::migration::Guest as Migration;
-use bindings::exports::switchyard::consumer::websocket_consumer::Guest;
-use bindings::switchyard::consumer::host::Connection;
-use bindings::switchyard::consumer::types::{Frame, Scope};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use switchyard_sdk::{Frame, MigrationState, Socket, Value, WebsocketConsumer, json};
 
 const VERSION: &str = if cfg!(feature = "v2") { "v2" } else { "v1" };
-const STATE_FORMAT: u8 = 1;
 
-thread_local! {
-    /// Messages counted so far, by connection id.
-    static COUNTS: RefCell<BTreeMap<u64, u64>> = const { RefCell::new(BTreeMap::new()) };
+/// One connection: its message count, and the test switches of
+/// `snapshot` (not migrated).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Counter {
+    count: u64,
     /// Set by the text `trap in snapshot`.
-    static TRAP_IN_SNAPSHOT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    #[serde(skip)]
+    trap_in_snapshot: bool,
     /// Set by the text `slow snapshot <ms>`.
-    static SNAPSHOT_SLEEP_MS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    #[serde(skip)]
+    snapshot_sleep_ms: u64,
 }
 
-struct Counter;
-
-impl Guest for Counter {
-    fn connect(conn: &Connection, _scope: Scope) {
-        COUNTS.with_borrow_mut(|counts| counts.insert(conn.id(), 0));
-        conn.accept(None);
-    }
-
-    fn receive(conn: &Connection, message: Frame) {
-        let Frame::Text(text) = message else {
+impl WebsocketConsumer for Counter {
+    fn receive(&mut self, socket: &Socket<'_>, frame: Frame) {
+        let Frame::Text(text) = frame else {
             return;
         };
         if text == "trap in snapshot" {
-            TRAP_IN_SNAPSHOT.set(true);
+            self.trap_in_snapshot = true;
         }
         if let Some(ms) = text.strip_prefix("slow snapshot ") {
-            SNAPSHOT_SLEEP_MS.set(ms.parse().unwrap_or(0));
+            self.snapshot_sleep_ms = ms.parse().unwrap_or(0);
         }
         if let Some(group) = text.strip_prefix("join ") {
-            let _ = conn.group_add(group);
+            let _ = socket.channel_layer().group_add(group);
         }
-        let count = COUNTS.with_borrow_mut(|counts| {
-            let count = counts.entry(conn.id()).or_insert(0);
-            *count += 1;
-            *count
-        });
-        let reply = json!({"count": count, "version": VERSION, "echo": text});
-        conn.send(&Frame::Text(reply.to_string()));
-    }
-
-    fn event(conn: &Connection, event: String) {
-        let Ok(event) = serde_json::from_str::<serde_json::Value>(&event) else {
-            return;
-        };
-        if event["type"] == "chat.message" {
-            let frame = json!({"message": event["message"], "version": VERSION});
-            conn.send(&Frame::Text(frame.to_string()));
-        }
-    }
-
-    fn disconnect(conn: &Connection, _code: u16) {
-        COUNTS.with_borrow_mut(|counts| counts.remove(&conn.id()));
+        self.count += 1;
+        socket.send_json(&json!({"count": self.count, "version": VERSION, "echo": text}));
     }
 }
 
-impl Migration for Counter {
-    fn snapshot(conn: &Connection) -> Vec<u8> {
-        assert!(!TRAP_IN_SNAPSHOT.get(), "counter asked to trap in snapshot");
-        std::thread::sleep(std::time::Duration::from_millis(SNAPSHOT_SLEEP_MS.get()));
-        let count = COUNTS.with_borrow(|counts| counts.get(&conn.id()).copied().unwrap_or(0));
-        let mut state = vec![STATE_FORMAT];
-        state.extend_from_slice(&count.to_le_bytes());
-        state
-    }
+/// A `chat.message` event (`message` is `null` when absent).
+#[derive(Debug, Deserialize)]
+struct ChatMessage {
+    #[serde(default)]
+    message: Value,
+}
 
-    fn restore(conn: &Connection, state: Vec<u8>) -> Result<(), String> {
-        let Some((&STATE_FORMAT, count)) = state.split_first() else {
-            return Err("unknown state format".to_owned());
-        };
-        let count: [u8; 8] = count
-            .try_into()
-            .map_err(|_| format!("state has {} count bytes, expected 8", count.len()))?;
-        COUNTS.with_borrow_mut(|counts| counts.insert(conn.id(), u64::from_le_bytes(count)));
-        Ok(())
+impl Counter {
+    /// `chat.message` events are sent on, tagged with the version.
+    fn chat_message(&mut self, socket: &Socket<'_>, ChatMessage { message }: ChatMessage) {
+        socket.send_json(&json!({"message": message, "version": VERSION}));
     }
 }
+
+impl MigrationState for Counter {
+    fn before_snapshot(&mut self) {
+        assert!(!self.trap_in_snapshot, "counter asked to trap in snapshot");
+        std::thread::sleep(Duration::from_millis(self.snapshot_sleep_ms));
+    }
+}
+
+switchyard_sdk::export!(Counter, events[chat_message], migrate);
