@@ -173,33 +173,43 @@ impl<C: WebsocketConsumer + Events + MigrationState> MigrationGuest for Migratin
     fn snapshot(conn: &Connection) -> Vec<u8> {
         let state = with_state::<C, _>(conn.id(), |consumer| {
             consumer.before_snapshot();
-            serde_json::to_value(&*consumer)
+            encode_state(&*consumer)
         });
         // A state that cannot be serialized cannot move: a trap closes the
         // connection (1011) as the migration contract says.
-        let state = state.unwrap_or_else(|err| panic!("cannot serialize the state: {err}"));
-        let envelope = Envelope {
-            format: ENVELOPE_FORMAT.to_owned(),
-            version: C::STATE_VERSION,
-            state,
-        };
-        serde_json::to_vec(&envelope).unwrap_or_else(|err| panic!("cannot write the state: {err}"))
+        state.unwrap_or_else(|err| panic!("{err}"))
     }
 
     fn restore(conn: &Connection, state: Vec<u8>) -> Result<(), String> {
-        let envelope: Envelope = serde_json::from_slice(&state)
-            .map_err(|err| format!("the state is not an SDK migration envelope: {err}"))?;
-        if envelope.format != ENVELOPE_FORMAT {
-            return Err(format!("unknown state format {:?}", envelope.format));
-        }
-        let consumer: C = if envelope.version == C::STATE_VERSION {
-            serde_json::from_value(envelope.state)
-                .map_err(|err| format!("state version {}: {err}", envelope.version))?
-        } else {
-            C::upgrade(envelope.version, envelope.state)?
-        };
-        put(conn.id(), consumer);
+        put(conn.id(), decode_state::<C>(&state)?);
         Ok(())
+    }
+}
+
+/// The state of a consumer as the bytes `snapshot` hands over.
+fn encode_state<C: MigrationState>(consumer: &C) -> Result<Vec<u8>, String> {
+    let state = serde_json::to_value(consumer)
+        .map_err(|err| format!("cannot serialize the state: {err}"))?;
+    let envelope = Envelope {
+        format: ENVELOPE_FORMAT.to_owned(),
+        version: C::STATE_VERSION,
+        state,
+    };
+    serde_json::to_vec(&envelope).map_err(|err| format!("cannot write the state: {err}"))
+}
+
+/// A consumer from the bytes an earlier version's `snapshot` handed over.
+fn decode_state<C: MigrationState>(bytes: &[u8]) -> Result<C, String> {
+    let envelope: Envelope = serde_json::from_slice(bytes)
+        .map_err(|err| format!("the state is not an SDK migration envelope: {err}"))?;
+    if envelope.format != ENVELOPE_FORMAT {
+        return Err(format!("unknown state format {:?}", envelope.format));
+    }
+    if envelope.version == C::STATE_VERSION {
+        serde_json::from_value(envelope.state)
+            .map_err(|err| format!("state version {}: {err}", envelope.version))
+    } else {
+        C::upgrade(envelope.version, envelope.state)
     }
 }
 
@@ -220,6 +230,79 @@ mod tests {
         assert_eq!(handler_name("_private"), None);
         assert_eq!(handler_name(".x"), None);
         assert_eq!(handler_name(""), None);
+    }
+
+    #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+    struct V1 {
+        count: u64,
+        #[serde(skip)]
+        flag: bool,
+    }
+    impl MigrationState for V1 {}
+
+    #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+    struct V2 {
+        total: u64,
+    }
+    impl MigrationState for V2 {
+        const STATE_VERSION: u32 = 2;
+        fn upgrade(version: u32, state: Value) -> Result<Self, String> {
+            match (version, state["count"].as_u64()) {
+                (1, Some(total)) => Ok(Self { total }),
+                _ => Err(format!("cannot read version {version}")),
+            }
+        }
+    }
+
+    #[test]
+    fn migration_state_round_trips_and_skips_what_it_should() {
+        let bytes = encode_state(&V1 {
+            count: 7,
+            flag: true,
+        })
+        .expect("encode");
+        let text = String::from_utf8(bytes.clone()).expect("JSON");
+        assert_eq!(
+            text,
+            r#"{"format":"switchyard-sdk/1","version":1,"state":{"count":7}}"#
+        );
+        let back: V1 = decode_state(&bytes).expect("decode");
+        assert_eq!(
+            back,
+            V1 {
+                count: 7,
+                flag: false
+            }
+        );
+    }
+
+    #[test]
+    fn another_state_version_goes_through_upgrade() {
+        let bytes = encode_state(&V1 {
+            count: 3,
+            flag: false,
+        })
+        .expect("encode");
+        assert_eq!(decode_state::<V2>(&bytes), Ok(V2 { total: 3 }));
+        // The default `upgrade` refuses, naming both versions.
+        let bytes = encode_state(&V2 { total: 3 }).expect("encode");
+        let err = decode_state::<V1>(&bytes).expect_err("v1 cannot read v2");
+        assert!(
+            err.contains("state version 2") && err.contains("version 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn foreign_state_is_refused_with_a_reason() {
+        let err = decode_state::<V1>(b"chat_lobby").expect_err("not JSON");
+        assert!(err.contains("not an SDK migration envelope"), "{err}");
+        let other = br#"{"format":"other/9","version":1,"state":{}}"#;
+        let err = decode_state::<V1>(other).expect_err("other format");
+        assert!(err.contains("unknown state format"), "{err}");
+        let wrong = br#"{"format":"switchyard-sdk/1","version":1,"state":{"count":"x"}}"#;
+        let err = decode_state::<V1>(wrong).expect_err("wrong shape");
+        assert!(err.starts_with("state version 1:"), "{err}");
     }
 
     #[test]
