@@ -144,6 +144,14 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
             "cargo clippy --release -- -D warnings (plugins/)",
             plugins::cargo(root, &["clippy", "--release", "--", "-D", "warnings"]),
         ),
+        (
+            // The SDK's unit tests run natively (wasm32 has no test runner).
+            "cargo test -p switchyard-sdk --target <host> (plugins/)",
+            plugins::cargo(
+                root,
+                &["test", "-p", "switchyard-sdk", "--target", &host_triple()?],
+            ),
+        ),
     ];
     for (name, mut command) in steps {
         println!("xtask: {name}");
@@ -155,6 +163,19 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
     // One plain closing line with the totals of every test binary.
     println!("tests: {} passed, {} failed", totals.passed, totals.failed);
     Ok(())
+}
+
+/// The target triple of the machine (`rustc -vV`'s `host:` line).
+fn host_triple() -> Result<String> {
+    let output = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .context("cannot run `rustc -vV`")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find_map(|line| line.strip_prefix("host: "))
+        .map(str::to_owned)
+        .context("`rustc -vV` printed no `host:` line")
 }
 
 /// `npm ci` in `tests/browser/` (playwright-core, pinned by its
