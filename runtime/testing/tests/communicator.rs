@@ -221,3 +221,33 @@ async fn a_trap_closes_the_connection_with_1011() {
     let after = probe.send_text("more").await;
     assert!(matches!(after, Err(CommunicatorError::Gone)), "{after:?}");
 }
+
+#[tokio::test]
+async fn subprotocols_query_strings_and_refusals_reach_the_consumer() {
+    let host = TestHost::load(plugin("probe")).await.expect("probe loads");
+    let offered = vec!["chat.v2".to_owned(), "chat.v1".to_owned()];
+    let mut probe = host
+        .connect_with("/probe/any/x?token=abc", offered, Vec::new())
+        .await
+        .expect("probe");
+    assert_eq!(probe.subprotocol(), Some("chat.v2"));
+    let scope = probe.receive_json_from(PATIENCE).await.expect("the scope");
+    assert_eq!(scope["query_string"], "token=abc");
+    assert_eq!(scope["subprotocols"], json!(["chat.v2", "chat.v1"]));
+    assert_eq!(scope["channel_name"], probe.channel_name());
+    let err = host
+        .connect("/probe/refuse/?status=429&retry=7")
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(
+            err,
+            ConnectError::Refused {
+                status: 429,
+                retry_after_secs: Some(7)
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.status(), 429);
+}
