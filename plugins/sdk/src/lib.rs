@@ -69,6 +69,8 @@
 //! poisoned: every connection of that plugin version is closed with 1011.
 //! Prefer returning and logging over panicking, above all in shared mode.
 
+#![warn(missing_docs)]
+
 extern crate self as switchyard_sdk;
 
 #[doc(hidden)]
@@ -144,7 +146,7 @@ pub mod __private {
 /// the crate root.
 ///
 /// ```text
-/// switchyard_sdk::export!(Echo);                                  // no events, no migration
+/// switchyard_sdk::export!(Echo);                                 // no events, no migration
 /// switchyard_sdk::export!(Chat, events[chat_message]);           // handlers by event type
 /// switchyard_sdk::export!(Chat, events[chat_message], migrate);  // and MigrationState
 /// switchyard_sdk::export!(Counter, migrate);
@@ -155,6 +157,24 @@ pub mod __private {
 /// `Deserialize` type; it gets the events whose `type` with `.` replaced
 /// by `_` is its name. Without `migrate`, a hot swap with
 /// `on-replace = "migrate"` keeps the connections on the old version.
+///
+/// The smallest consumer, an echo:
+///
+/// ```no_run
+/// #![forbid(unsafe_code)]
+/// use switchyard_sdk::{Frame, Socket, WebsocketConsumer};
+///
+/// #[derive(Default)]
+/// struct Echo;
+///
+/// impl WebsocketConsumer for Echo {
+///     fn receive(&mut self, socket: &Socket<'_>, frame: Frame) {
+///         socket.send(&frame);
+///     }
+/// }
+///
+/// switchyard_sdk::export!(Echo);
+/// ```
 #[macro_export]
 macro_rules! export {
     ($consumer:ty) => {
