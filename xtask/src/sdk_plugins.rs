@@ -112,6 +112,7 @@ pub(crate) fn install(root: &Path) -> Result<()> {
             crate::run(&mut command).with_context(|| format!("building {} failed", plugin.name))?;
             fs::rename(&temp, &cached)
                 .with_context(|| format!("cannot rename {} into place", temp.display()))?;
+            prune(&cache, plugin.name, &cached)?;
             println!(
                 "xtask: built {} in {:.1} s",
                 plugin.name,
@@ -129,6 +130,24 @@ pub(crate) fn install(root: &Path) -> Result<()> {
             "xtask: {}.wasm ({size} bytes) -> target/plugins, target/test-plugins/sdk",
             plugin.name
         );
+    }
+    Ok(())
+}
+
+/// Removes the cached builds of `name` other than `keep`, so the cache
+/// holds one component per plugin.
+fn prune(cache: &Path, name: &str, keep: &Path) -> Result<()> {
+    let prefix = format!("{name}-");
+    for entry in fs::read_dir(cache).with_context(|| format!("cannot read {}", cache.display()))? {
+        let path = entry?.path();
+        let stale = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+            n.starts_with(&prefix)
+                && n.ends_with(".wasm")
+                && n[prefix.len()..n.len() - ".wasm".len()].len() == 16
+        });
+        if stale && path != keep {
+            fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        }
     }
     Ok(())
 }
