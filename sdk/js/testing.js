@@ -26,7 +26,7 @@ const LISTENING = 'Switchyard listening on http://';
 
 /** A `switchyard serve` process on a free loopback port. */
 export class SwitchyardServer {
-  constructor({ plugins, binary, args = [], startTimeoutMs = 300_000 } = {}) {
+  constructor({ plugins, binary, args = [], startTimeoutMs = 600_000 } = {}) {
     this.plugins = plugins ?? process.env.SWITCHYARD_PLUGINS;
     if (!this.plugins) throw new Error('no plugin directory: pass plugins or set SWITCHYARD_PLUGINS');
     if (!existsSync(this.plugins)) throw new Error(`plugin directory ${this.plugins} does not exist`);

@@ -48,7 +48,7 @@ _LISTENING = "Switchyard listening on http://"
 class SwitchyardServer:
     """A ``switchyard serve`` process on a free loopback port (a context manager)."""
 
-    def __init__(self, plugins=None, binary=None, args=(), start_timeout=300.0):
+    def __init__(self, plugins=None, binary=None, args=(), start_timeout=600.0):
         self.plugins = plugins or os.environ.get("SWITCHYARD_PLUGINS")
         if not self.plugins:
             raise ValueError("no plugin directory: pass plugins= or set SWITCHYARD_PLUGINS")

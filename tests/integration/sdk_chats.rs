@@ -6,11 +6,13 @@
 //! 1011 while the shared instance serves the others.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use switchyard_layer::Event;
-use switchyard_tests::{Client, TestServer, handshake_status, test_config, test_plugins_dir};
+use switchyard_tests::{
+    Client, PATIENCE, TestServer, handshake_status, test_config, test_plugins_dir,
+};
 
 /// The chats, by route prefix.
 const CHATS: [&str; 2] = ["/ws/chat-py/", "/ws/chat-js/"];
@@ -35,22 +37,27 @@ async fn start() -> TestServer {
 }
 
 /// Connects to `path` once the chat answers: the first connection may wait
-/// for the shared instance of an 18 MB interpreter component to be made,
-/// which takes seconds on a busy machine, so the first handshake (to a room
-/// of its own) is retried with more patience than the test client has.
+/// for an 18 MB interpreter component to be compiled (a server that binds
+/// first answers 503 meanwhile) and its shared instance to be made, which
+/// takes seconds to minutes on a busy machine, so the first handshake (to a
+/// room of its own) is retried with far more patience than the test client
+/// has. The bound only ends a hung test; it decides no assertion.
 async fn first_client(server: &TestServer, path: &str) -> Client {
     let chat = &path[..path.trim_end_matches('/').rfind('/').expect("a room") + 1];
     let url = server.url(&format!("{chat}warmup/"));
-    for _ in 0..60 {
-        let attempt = tokio::time::timeout(
-            Duration::from_secs(2),
-            tokio_tungstenite::connect_async(url.as_str()),
-        )
-        .await;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let attempt =
+            tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(url.as_str())).await;
         if let Ok(Ok((mut ws, _))) = attempt {
             let _ = ws.close(None).await;
             break;
         }
+        if Instant::now() > deadline {
+            break;
+        }
+        // Polling a server that is still loading: give it a moment.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Client::connect(server, path).await
 }
