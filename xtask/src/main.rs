@@ -4,6 +4,7 @@
 mod plugins;
 mod sdk_plugins;
 mod simulate;
+mod wit_docs;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ commands:
                    args go to `switchyard serve`
   test [args...]   `plugins`, then fmt, clippy and the tests of both
                    workspaces; args go to `cargo test --workspace`
+  wit-docs         write the WIT reference (docs/wit/) from wit/
   simulate [opts]  drive the stations example of a running server with
                    random swaps, charges, faults and restocks
                    (`cargo xtask simulate --help`)
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         Some("serve") => serve(&repo_root(), &rest),
         Some("test") => test(&repo_root(), &rest),
         Some("simulate") => simulate::run(&rest),
+        Some("wit-docs") if rest.is_empty() => wit_docs::write(&repo_root()),
         Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
