@@ -4,6 +4,7 @@
 mod access;
 mod admin_listener;
 mod browser;
+mod call_deadline;
 mod cancellation;
 mod chat;
 mod deflate;

@@ -13,6 +13,7 @@ use tokio::sync::{MutexGuard, OwnedSemaphorePermit, watch};
 use wasmtime::component::Resource;
 
 use crate::bindings::{Frame, Scope};
+use crate::call_deadline;
 use crate::connection::{Connection, Handshake, OutboundOverflow};
 use crate::engine::{EpochClock, epoch_ticks};
 use crate::failures::FailureCounter;
@@ -620,10 +621,10 @@ impl Meta {
         let plugin = &self.plugin;
         let timeout = self.call_timeout;
         let running = self.clock.running();
-        let started = self.observer.is_some().then(std::time::Instant::now);
-        let finished = tokio::time::timeout(timeout, future).await;
+        let started = tokio::time::Instant::now();
+        let finished = call_deadline::within(started + timeout, future).await;
         drop(running);
-        if let (Some(observer), Some(started)) = (&self.observer, started) {
+        if let Some(observer) = &self.observer {
             observer.observe(started.elapsed());
         }
         let outcome = match finished {
@@ -646,7 +647,7 @@ impl Meta {
                     }
                 }
             }
-            Err(_elapsed) => GuestError::Deadline {
+            Err(call_deadline::Elapsed) => GuestError::Deadline {
                 plugin: Arc::clone(plugin),
                 call,
                 timeout,

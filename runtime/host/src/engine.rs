@@ -220,10 +220,17 @@ fn base_config(cache: Option<Cache>) -> Config {
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] on a plain thread, so a
 /// guest spinning on every tokio worker still gets interrupted, but only
-/// while a guest call is in flight ([`EpochClock::running`]): with none, the
-/// thread parks, so an idle server does not wake 100 times a second. An
-/// epoch deadline is relative to the epoch when the call was armed, so the
-/// pauses change no deadline. Stops when dropped.
+/// while guest calls run ([`EpochClock::running`]): once a whole tick went
+/// by with no call in flight and none started, the thread parks, so an idle
+/// server does not wake 100 times a second. An epoch deadline is relative
+/// to the epoch when the call was armed, so the pauses change no deadline.
+/// Stops when dropped.
+///
+/// Why park only after a quiet tick: parking as soon as no call is in
+/// flight made a busy server (calls of a microsecond, most of the time
+/// none in flight) unpark the thread for nearly every call, a futex wake
+/// and a context switch per message. Now a call only raises a counter and
+/// reads a flag; the thread is woken only by the first call after a pause.
 #[derive(Debug)]
 pub(crate) struct EpochTicker {
     clock: EpochClock,
@@ -239,12 +246,16 @@ pub(crate) struct EpochClock {
 struct TickerShared {
     /// Guest calls (and instantiations) running now.
     in_flight: AtomicUsize,
-    stop: AtomicBool,
-    /// The ticker thread, to unpark.
-    thread: std::sync::OnceLock<std::thread::Thread>,
-    /// Ticks since start, and whether the thread is parked (for tests).
-    ticks: AtomicU64,
+    /// A call started since the thread last looked.
+    started: AtomicBool,
+    /// The thread is parked (or about to park): the next call unparks it.
     parked: AtomicBool,
+    stop: AtomicBool,
+    /// The thread, to unpark.
+    thread: std::sync::OnceLock<std::thread::Thread>,
+    /// Ticks since start, and times the thread parked (for tests).
+    ticks: AtomicU64,
+    parks: AtomicU64,
 }
 
 /// A guest call in flight; the clock ticks while any is alive.
@@ -255,15 +266,25 @@ pub(crate) struct Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 impl EpochClock {
     /// Mark a guest call in flight until the guard drops.
     pub(crate) fn running(&self) -> Running {
-        if self.shared.in_flight.fetch_add(1, Ordering::AcqRel) == 0
-            && let Some(thread) = self.shared.thread.get()
+        let shared = &*self.shared;
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        // Written only when it changes, so busy calls on several threads
+        // do not keep taking the cache line from each other.
+        if !shared.started.load(Ordering::Relaxed) {
+            shared.started.store(true, Ordering::Relaxed);
+        }
+        // SeqCst with the thread's store of `parked` and its second look
+        // at `in_flight`: either it sees this call and stays awake, or this
+        // call sees it parking and unparks it.
+        if shared.parked.load(Ordering::SeqCst)
+            && let Some(thread) = shared.thread.get()
         {
             thread.unpark();
         }
@@ -281,36 +302,58 @@ impl EpochClock {
     fn parked(&self) -> bool {
         self.shared.parked.load(Ordering::Acquire)
     }
+
+    #[cfg(test)]
+    fn parks(&self) -> u64 {
+        self.shared.parks.load(Ordering::Acquire)
+    }
+}
+
+impl TickerShared {
+    /// Whether a call runs now or started since the last look.
+    fn busy(&self) -> bool {
+        let started = self.started.swap(false, Ordering::Relaxed);
+        started || self.in_flight.load(Ordering::SeqCst) > 0
+    }
+
+    /// The thread's loop: tick while calls run, park once a tick was quiet.
+    fn run(&self, engine: &Engine) {
+        while !self.stop.load(Ordering::Acquire) {
+            if !self.busy() {
+                self.parked.store(true, Ordering::SeqCst);
+                // A call that started between `busy` and the store above
+                // is seen here; one starting after it sees `parked` and
+                // unparks (a token left early makes `park` return at once).
+                if self.in_flight.load(Ordering::SeqCst) == 0 && !self.stop.load(Ordering::Acquire)
+                {
+                    self.parks.fetch_add(1, Ordering::AcqRel);
+                    std::thread::park();
+                }
+                self.parked.store(false, Ordering::SeqCst);
+                continue;
+            }
+            std::thread::sleep(EPOCH_TICK);
+            engine.increment_epoch();
+            self.ticks.fetch_add(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl EpochTicker {
     pub(crate) fn start(engine: Engine) -> std::io::Result<Self> {
         let shared = Arc::new(TickerShared {
             in_flight: AtomicUsize::new(0),
+            started: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             thread: std::sync::OnceLock::new(),
             ticks: AtomicU64::new(0),
-            parked: AtomicBool::new(false),
+            parks: AtomicU64::new(0),
         });
         let state = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("switchyard-epoch".into())
-            .spawn(move || {
-                while !state.stop.load(Ordering::Acquire) {
-                    if state.in_flight.load(Ordering::Acquire) == 0 {
-                        // `running` unparks after raising the count, so a
-                        // call that starts between the check and the park
-                        // leaves a token and the park returns at once.
-                        state.parked.store(true, Ordering::Release);
-                        std::thread::park();
-                        state.parked.store(false, Ordering::Release);
-                        continue;
-                    }
-                    std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
-                    state.ticks.fetch_add(1, Ordering::AcqRel);
-                }
-            })?;
+            .spawn(move || state.run(&engine))?;
         let _ = shared.thread.set(handle.thread().clone());
         Ok(Self {
             clock: EpochClock { shared },
@@ -399,5 +442,37 @@ mod tests {
 
         let _again = clock.running();
         wait_until(|| clock.ticks() > idle);
+    }
+
+    #[test]
+    fn short_calls_back_to_back_do_not_park_the_thread_each_time() {
+        let engine = Engine::default();
+        let ticker = EpochTicker::start(engine).expect("ticker thread");
+        let clock = ticker.clock();
+        wait_until(|| clock.parked());
+        let parks = clock.parks();
+        // Short calls with gaps between them longer than the calls (no
+        // call in flight most of the time), across 20 ticks: the thread
+        // sees a call started in every tick and keeps ticking. Parking
+        // whenever no call is in flight would park about once per tick.
+        // A little slack for this thread being descheduled for a whole
+        // tick on a busy machine.
+        let mut calls = 0u64;
+        while clock.ticks() < 20 {
+            drop(clock.running());
+            calls += 1;
+            let gap = std::time::Instant::now();
+            while gap.elapsed() < Duration::from_micros(200) {
+                std::hint::spin_loop();
+            }
+        }
+        assert!(calls > 20);
+        assert!(
+            clock.parks() <= parks + 3,
+            "parked {} times during {calls} calls",
+            clock.parks() - parks
+        );
+        // And once the calls stop, it parks again.
+        wait_until(|| clock.parked());
     }
 }

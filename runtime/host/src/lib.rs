@@ -23,6 +23,8 @@
 //! - `connection`: the host side of the WIT `connection` resource, and
 //!   what it asks of the socket ([`Outbound`]).
 //! - `engine`: the wasmtime engine, the compile cache and [`GuestLimits`].
+//! - `call_deadline`: the tokio half of a guest call's deadline, a timer
+//!   made only for a call that waits.
 //! - `watch`: watching the plugin directory for hot swap
 //!   ([`PluginWatcher`]).
 //! - `failures`: guest traps and deadlines counted per plugin.
@@ -35,6 +37,7 @@
 //!   interfaces, guest stdout/stderr.
 
 mod bindings;
+mod call_deadline;
 mod connection;
 mod consumer;
 mod engine;
