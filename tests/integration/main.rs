@@ -9,6 +9,7 @@ mod chat;
 mod deflate;
 mod echo;
 mod fairness;
+mod fastlane;
 mod handshake;
 mod hotswap;
 mod http;
