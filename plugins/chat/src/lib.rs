@@ -28,6 +28,13 @@
 //!
 //! Channel-layer events of other types are logged and ignored.
 //!
+//! Host-side broadcast: a client's message goes to the room with
+//! `group-send-frame`, the event together with the `{"message": m}` frame
+//! every member would send for it, so the host writes that frame to the
+//! members' sockets without calling `event` for each (Django consumers in the
+//! room still get the `chat.message` event). `event` still turns a
+//! `chat.message` from elsewhere (Django, the publish API) into the frame.
+//!
 //! The room of each connection is kept in a map keyed by `connection.id`, so
 //! the plugin works in both the `per-connection` and the `shared` instance
 //! modes.
@@ -122,7 +129,8 @@ impl Guest for Chat {
             return;
         };
         let event = json!({"type": "chat.message", "message": message});
-        if let Err(err) = host::group_send(&group, &event.to_string()) {
+        let frame = Frame::Text(frame_text(&json!({"message": message})));
+        if let Err(err) = host::group_send_frame(&group, &event.to_string(), &frame) {
             send_error(conn, "group_send_failed", &describe(&err));
         }
     }
@@ -176,16 +184,21 @@ impl Migration for Chat {
     }
 }
 
-/// Sends `value` as a JSON text frame (tagged `"version": "v2"` in the v2
-/// test build).
+/// Sends `value` as a JSON text frame.
 fn send_text(conn: &Connection, value: &Value) {
+    conn.send(&Frame::Text(frame_text(value)));
+}
+
+/// `value` as the text of a frame (tagged `"version": "v2"` in the v2 test
+/// build).
+fn frame_text(value: &Value) -> String {
     let mut value = value.clone();
     if cfg!(feature = "v2")
         && let Value::Object(fields) = &mut value
     {
         fields.insert("version".to_owned(), Value::from("v2"));
     }
-    conn.send(&Frame::Text(value.to_string()));
+    value.to_string()
 }
 
 /// Sends the error frame `{"error": code, "detail": detail}`.
