@@ -10,6 +10,7 @@ mod chat;
 mod deflate;
 mod echo;
 mod fairness;
+mod fastlane;
 mod handshake;
 mod hotswap;
 mod http;

@@ -16,7 +16,7 @@ const TARGET: &str = "wasm32-wasip2";
 
 /// Plugins that exist for the integration tests: installed in
 /// `target/test-plugins/` only, never beside the examples.
-const TEST_ONLY: &[&str] = &["probe", "counter", "http_probe", "kvprobe"];
+const TEST_ONLY: &[&str] = &["probe", "counter", "http_probe", "kvprobe", "broadcast"];
 
 /// Second versions of plugins, for the hot-swap tests: `(crate, plugin)`.
 /// Installed as `target/test-plugins/v2/<plugin>.wasm`, so a test can copy

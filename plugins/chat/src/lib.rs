@@ -33,6 +33,14 @@
 //! state (its group), kept by the SDK in both the `per-connection` and the
 //! `shared` instance modes.
 //!
+//! Host-side broadcast: a client's message goes to the room with
+//! `group_send_frame`, the event together with the `{"message": m}` frame
+//! every member would send for it, so the host writes that frame to the
+//! members' sockets without calling the consumer for each (Django consumers
+//! in the room still get the `chat.message` event). `chat_message` still
+//! turns a `chat.message` from elsewhere (Django, the publish API) into the
+//! frame.
+//!
 //! Hot swap: the state is a serde type (`MigrationState`), so with
 //! `on-replace = "migrate"` open connections move to a new version without
 //! a disconnect. Built with the `v2` feature (the test build `chat_v2`), every
@@ -42,7 +50,7 @@
 
 use serde::{Deserialize, Serialize};
 use switchyard_sdk::{
-    JsonWebsocketConsumer, LayerError, MigrationState, Scope, Socket, Value, json, log,
+    Frame, JsonWebsocketConsumer, LayerError, MigrationState, Scope, Socket, Value, json, log,
 };
 
 /// Close code for a room the server refuses (the handshake answers 403).
@@ -95,7 +103,11 @@ impl JsonWebsocketConsumer for Chat {
             return;
         };
         let event = json!({"type": "chat.message", "message": message});
-        if let Err(err) = socket.channel_layer().group_send(&self.group, &event) {
+        let frame = Frame::Text(frame_text(json!({"message": message})));
+        let sent = socket
+            .channel_layer()
+            .group_send_frame(&self.group, &event, &frame);
+        if let Err(err) = sent {
             send_error(socket, "group_send_failed", &err.to_string());
         }
     }
@@ -134,15 +146,20 @@ impl MigrationState for Chat {}
 
 switchyard_sdk::export!(Chat, events[chat_message], migrate);
 
-/// Sends `value` as a JSON text frame (tagged `"version": "v2"` in the v2
-/// test build).
-fn send(socket: &Socket<'_>, mut value: Value) {
+/// Sends `value` as a JSON text frame.
+fn send(socket: &Socket<'_>, value: Value) {
+    socket.send_text(&frame_text(value));
+}
+
+/// `value` as the text of a frame (tagged `"version": "v2"` in the v2 test
+/// build).
+fn frame_text(mut value: Value) -> String {
     if cfg!(feature = "v2")
         && let Value::Object(fields) = &mut value
     {
         fields.insert("version".to_owned(), Value::from("v2"));
     }
-    socket.send_json(&value);
+    value.to_string()
 }
 
 /// Sends the error frame `{"error": code, "detail": detail}`.

@@ -140,6 +140,21 @@ impl ChannelLayer<'_> {
         host::group_send(group, &event_text(event)?).map_err(LayerError::from)
     }
 
+    /// Host-side broadcast (`group-send-frame`): every Switchyard member of
+    /// `group` receives `frame` on its socket straight from the host, with
+    /// no call to its consumer; members that need the event (Django
+    /// consumers on a shared Redis layer, HTTP request channels) get `event`
+    /// as from [`ChannelLayer::group_send`]. Use it when `frame` is exactly
+    /// what each member's handler would send for `event`.
+    pub fn group_send_frame<T: Serialize + ?Sized>(
+        &self,
+        group: &str,
+        event: &T,
+        frame: &Frame,
+    ) -> Result<(), LayerError> {
+        host::group_send_frame(group, &event_text(event)?, frame).map_err(LayerError::from)
+    }
+
     /// Send `event` to one channel (Channels' `channel_layer.send`), e.g.
     /// another connection's [`Socket::channel_name`].
     pub fn send<T: Serialize + ?Sized>(&self, channel: &str, event: &T) -> Result<(), LayerError> {

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use switchyard_layer::ReadyFrame;
 use tokio::sync::mpsc;
 
 /// A frame the plugin sends to the client. Payloads are moved, not copied,
@@ -24,6 +25,10 @@ pub enum OutFrame {
 pub enum Outbound {
     /// A data frame.
     Frame(OutFrame),
+    /// A ready frame of a channel-layer event (host-side broadcast), queued
+    /// by the server without a guest call; its payload is shared by every
+    /// member it goes to.
+    Ready(ReadyFrame),
     /// Close with this code and reason; nothing is written after it.
     Close {
         /// The close code.

@@ -1,6 +1,6 @@
 //! The `switchyard:consumer/host` interface, implemented on [`HostCtx`].
 
-use switchyard_layer::{Event, LayerError};
+use switchyard_layer::{Event, LayerError, ReadyFrame};
 use wasmtime::component::Resource;
 
 use crate::bindings::{Frame, Host, HostConnection, Level, TypesHost, WitLayerError};
@@ -191,13 +191,15 @@ impl HostConnection for HostCtx {
     }
 }
 
-impl Host for HostCtx {
-    async fn group_send(
+impl HostCtx {
+    /// `group-send` and `group-send-frame`: send, and log members skipped at
+    /// capacity.
+    async fn send_to_group(
         &mut self,
         group: String,
-        event: String,
+        event: Result<Event, LayerError>,
     ) -> wasmtime::Result<Result<(), WitLayerError>> {
-        let event = match Event::from_json(&event) {
+        let event = match event {
             Ok(event) => event,
             Err(err) => return Ok(Err(to_wit(err))),
         };
@@ -214,6 +216,31 @@ impl Host for HostCtx {
             );
         }
         Ok(result.map(drop).map_err(to_wit))
+    }
+}
+
+impl Host for HostCtx {
+    async fn group_send(
+        &mut self,
+        group: String,
+        event: String,
+    ) -> wasmtime::Result<Result<(), WitLayerError>> {
+        let event = Event::from_json(&event);
+        self.send_to_group(group, event).await
+    }
+
+    async fn group_send_frame(
+        &mut self,
+        group: String,
+        event: String,
+        message: Frame,
+    ) -> wasmtime::Result<Result<(), WitLayerError>> {
+        let frame = match message {
+            Frame::Text(text) => ReadyFrame::text(text),
+            Frame::Binary(bytes) => ReadyFrame::binary(bytes),
+        };
+        let event = Event::with_frame(&event, frame);
+        self.send_to_group(group, event).await
     }
 
     async fn channel_send(

@@ -4,12 +4,19 @@
 //! handler. Here an event is that dict as JSON text: it crosses the plugin boundary
 //! as JSON, so keeping the text as given means a plugin's event reaches the other
 //! plugins byte for byte, with no re-serialization on the way.
+//!
+//! An event may also carry a [`ReadyFrame`] (host-side broadcast): Switchyard
+//! sockets write that frame instead of calling their consumer. The frame is
+//! kept apart from the JSON text, which stays the plain Channels event that
+//! every other receiver gets; on the wire it travels under the reserved key
+//! [`FRAME_KEY`] (see [`crate::frame`]).
 
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
 use crate::LayerError;
+use crate::frame::{FRAME_KEY, ReadyFrame};
 
 /// The largest event accepted, in bytes of JSON text (1 MiB).
 ///
@@ -26,6 +33,8 @@ pub const MAX_EVENT_BYTES: usize = 1 << 20;
 pub struct Event {
     text: Arc<str>,
     event_type: Arc<str>,
+    /// The frame Switchyard sockets write instead of calling their consumer.
+    frame: Option<ReadyFrame>,
 }
 
 impl Event {
@@ -36,6 +45,11 @@ impl Event {
     /// [`MAX_EVENT_BYTES`], is not JSON, is not a JSON object, or has no string
     /// `"type"`. With duplicate `"type"` keys the last one counts, as in Python's
     /// `json.loads`.
+    ///
+    /// A [`FRAME_KEY`] (`"__frame__"`) key is taken out as the event's ready
+    /// frame (a string: text; `{"__bytes__": "<base64>"}`: binary), and the
+    /// rest is serialized again as the event's text; an event without it keeps
+    /// its text exactly as given.
     pub fn from_json(text: &str) -> Result<Self, LayerError> {
         check_size(text.len())?;
         // A full parse (rather than skimming for "type") guarantees that
@@ -43,10 +57,34 @@ impl Event {
         let value: Value = serde_json::from_str(text)
             .map_err(|error| LayerError::InvalidEvent(format!("not valid JSON: {error}")))?;
         let map = into_object(value)?;
+        if map.contains_key(FRAME_KEY) {
+            return Self::from_map(map);
+        }
         Ok(Self {
             text: Arc::from(text),
             event_type: Arc::from(event_type_of(&map)?),
+            frame: None,
         })
+    }
+
+    /// An event whose Switchyard members' sockets get `frame` written by the
+    /// host (no consumer call), while every other receiver gets `text`, the
+    /// event as [`Event::from_json`] reads it.
+    ///
+    /// # Errors
+    /// As [`Event::from_json`]; also when `text` has a [`FRAME_KEY`] of its
+    /// own, or the text and the frame together are larger than
+    /// [`MAX_EVENT_BYTES`].
+    pub fn with_frame(text: &str, frame: ReadyFrame) -> Result<Self, LayerError> {
+        let mut event = Self::from_json(text)?;
+        if event.frame.is_some() {
+            return Err(LayerError::InvalidEvent(format!(
+                "the event has a \"{FRAME_KEY}\" key of its own; the frame is given separately"
+            )));
+        }
+        check_size(event.text.len() + frame.len())?;
+        event.frame = Some(frame);
+        Ok(event)
     }
 
     /// Validates a JSON value as an event and serializes it compactly.
@@ -54,18 +92,27 @@ impl Event {
     /// # Errors
     /// As [`Event::from_json`].
     pub fn from_value(value: Value) -> Result<Self, LayerError> {
-        let map = into_object(value)?;
+        Self::from_map(into_object(value)?)
+    }
+
+    fn from_map(mut map: Map<String, Value>) -> Result<Self, LayerError> {
         let event_type = Arc::from(event_type_of(&map)?);
+        let frame = map
+            .remove(FRAME_KEY)
+            .map(ReadyFrame::from_json)
+            .transpose()?;
         let text = serde_json::to_string(&map)
             .map_err(|error| LayerError::InvalidEvent(format!("cannot serialize: {error}")))?;
-        check_size(text.len())?;
+        check_size(text.len() + frame.as_ref().map_or(0, ReadyFrame::len))?;
         Ok(Self {
             text: Arc::from(text),
             event_type,
+            frame,
         })
     }
 
-    /// The event as JSON text.
+    /// The event as JSON text, without its ready frame: what a consumer
+    /// receives.
     pub fn as_str(&self) -> &str {
         &self.text
     }
@@ -75,7 +122,13 @@ impl Event {
         &self.event_type
     }
 
-    /// The event parsed into a JSON value.
+    /// The frame that Switchyard sockets write instead of calling their
+    /// consumer, when the sender gave one.
+    pub fn frame(&self) -> Option<&ReadyFrame> {
+        self.frame.as_ref()
+    }
+
+    /// The event parsed into a JSON value, without its ready frame.
     pub fn to_value(&self) -> Value {
         serde_json::from_str(&self.text)
             .expect("an Event's text was parsed as JSON when the Event was built")
@@ -215,6 +268,50 @@ mod tests {
                 "must be a JSON object, got an array".to_owned()
             ))
         );
+    }
+
+    #[test]
+    fn a_frame_key_becomes_the_ready_frame() {
+        let event = Event::from_json(
+            r#"{"type":"chat.message","message":"hi","__frame__":"{\"message\":\"hi\"}"}"#,
+        )
+        .expect("valid event");
+        // Serialized again without the key (in the order serde_json keeps).
+        assert_eq!(
+            event.to_value(),
+            json!({"type": "chat.message", "message": "hi"})
+        );
+        assert!(!event.as_str().contains("__frame__"));
+        assert_eq!(
+            event.frame(),
+            Some(&ReadyFrame::text(r#"{"message":"hi"}"#))
+        );
+        let binary = Event::from_value(json!({"type": "b", "__frame__": {"__bytes__": "AQI="}}))
+            .expect("valid event");
+        assert_eq!(binary.as_str(), r#"{"type":"b"}"#);
+        assert_eq!(binary.frame(), Some(&ReadyFrame::binary(vec![1u8, 2])));
+        assert!(
+            Event::from_json(r#"{"type":"a"}"#)
+                .expect("plain")
+                .frame()
+                .is_none()
+        );
+        assert!(invalid(r#"{"type":"a","__frame__":1}"#).contains("__frame__"));
+    }
+
+    #[test]
+    fn with_frame_keeps_the_frame_apart() {
+        let event =
+            Event::with_frame(r#"{"type":"chat.message"}"#, ReadyFrame::text("hi")).expect("valid");
+        assert_eq!(event.as_str(), r#"{"type":"chat.message"}"#);
+        assert_eq!(event.frame(), Some(&ReadyFrame::text("hi")));
+        let twice = Event::with_frame(r#"{"type":"a","__frame__":"x"}"#, ReadyFrame::text("y"));
+        assert!(matches!(twice, Err(LayerError::InvalidEvent(why)) if why.contains("__frame__")));
+        let big = ReadyFrame::binary(vec![0u8; MAX_EVENT_BYTES]);
+        assert!(matches!(
+            Event::with_frame(r#"{"type":"a"}"#, big),
+            Err(LayerError::InvalidEvent(_))
+        ));
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! Modules:
 //! - [`names`]: Channels' channel and group name rules.
 //! - [`event`]: [`Event`], a validated JSON event, cheap to clone for fan-out.
+//! - [`frame`]: [`ReadyFrame`], a WebSocket frame an event carries for the
+//!   host to write to its members' sockets (host-side broadcast).
 //! - [`capacity`]: [`CapacityRules`], the default capacity plus per-pattern
 //!   (`fnmatch` glob) capacities.
 //! - [`memory`]: [`MemoryLayer`], the single-process layer (Channels'
@@ -33,6 +35,7 @@
 pub mod capacity;
 mod error;
 pub mod event;
+pub mod frame;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -52,6 +55,7 @@ use std::time::Duration;
 pub use capacity::CapacityRules;
 pub use error::{LayerConfigError, LayerError};
 pub use event::Event;
+pub use frame::{FRAME_KEY, ReadyFrame};
 pub use health::{LayerHealth, LoopHealth, ShardHealth};
 pub use inbox::Inbox;
 pub use memory::MemoryLayer;

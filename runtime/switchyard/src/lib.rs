@@ -30,6 +30,8 @@
 //! - [`publish_cli`]: `switchyard send` and `switchyard group-send`.
 //! - `statics` (private): `[static]` files.
 //! - `socket` (private): the task that owns one socket.
+//! - `fastlane` (private): host-side broadcast on the socket: ready frames
+//!   written without a guest call.
 //! - `upgrade` (private): the WebSocket handshake's checks and answer, and
 //!   the upgraded socket's metered reads.
 //! - [`shutdown`]: SIGTERM and ctrl-c.
@@ -43,6 +45,7 @@ pub mod cli;
 pub mod config;
 pub mod counters;
 mod deflate;
+mod fastlane;
 mod handshake;
 mod health;
 mod http_consumer;

@@ -62,6 +62,7 @@ use tungstenite::{Message, Utf8Bytes};
 
 use crate::config::Config;
 use crate::counters::Counters;
+use crate::fastlane;
 use crate::metrics::ConnectionMetrics;
 use crate::ratelimit::{MessageLimit, Ticket};
 use crate::upgrade::{self, Meter, OverBudget, Socket};
@@ -314,6 +315,7 @@ impl Accepted {
             Io {
                 consumer: &mut consumer,
                 inbox: &mut inbox,
+                outbound: &outbound_tx,
                 stream: &mut stream,
                 out: &mut out,
                 shutdown: &shutdown,
@@ -372,6 +374,8 @@ impl Accepted {
 struct Io<'a> {
     consumer: &'a mut Consumer,
     inbox: &'a mut Inbox,
+    /// The outbound queue, for the ready frames of host-side broadcast.
+    outbound: &'a mpsc::Sender<Outbound>,
     stream: &'a mut SplitStream<Socket>,
     out: &'a mut Outgoing,
     shutdown: &'a CancellationToken,
@@ -404,6 +408,7 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
     let Io {
         consumer,
         inbox,
+        outbound,
         stream,
         out,
         shutdown,
@@ -427,7 +432,8 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
         tokio::task::consume_budget().await;
         let result = tokio::select! {
             () = &mut shutdown => {
-                return deliver_queued(consumer, inbox, &mut backlog, out, route, counters).await;
+                let queued = Queued { inbox, backlog: &mut backlog, outbound };
+                return deliver_queued(consumer, queued, out, route, counters).await;
             }
             written = out.write(), if out.busy() => match written {
                 Ok(()) => continue,
@@ -477,7 +483,15 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
                 }
             },
             event = next_event(&mut backlog, inbox) => match event {
-                Some(event) => consumer.event(&event).await,
+                // A ready frame (host-side broadcast) goes to the socket
+                // without a guest call.
+                Some(event) => match fastlane::queue_frame(&event, outbound) {
+                    None => consumer.event(&event).await,
+                    Some(Ok(())) => Ok(()),
+                    Some(Err(overflow)) => {
+                        return overflow_ending(consumer, overflow, route, counters);
+                    }
+                },
                 None => return Ending::host(INTERNAL_ERROR, "channel layer closed"),
             },
             retired = &mut retirement => {
@@ -601,7 +615,22 @@ fn call_ending(
     match consumer.status() {
         ConnectionStatus::Open => None,
         ConnectionStatus::Closed => Some(Ending::plugin()),
-        ConnectionStatus::Overflowed(OutboundOverflow::QueueFull) => {
+        ConnectionStatus::Overflowed(overflow) => {
+            Some(overflow_ending(consumer, overflow, route, counters))
+        }
+    }
+}
+
+/// How the connection ends when its outbound queue overflowed: 1008 for a
+/// client that reads too slowly (counted), or the socket is gone.
+fn overflow_ending(
+    consumer: &Consumer,
+    overflow: OutboundOverflow,
+    route: &str,
+    counters: &Counters,
+) -> Ending {
+    match overflow {
+        OutboundOverflow::QueueFull => {
             let total = Counters::bump(&counters.slow_readers);
             tracing::warn!(
                 plugin = consumer.plugin(),
@@ -610,12 +639,9 @@ fn call_ending(
                 total,
                 "client reads too slowly: outbound queue full; closing with 1008"
             );
-            Some(Ending::host(
-                POLICY_VIOLATION,
-                "outbound queue full (slow reader)",
-            ))
+            Ending::host(POLICY_VIOLATION, "outbound queue full (slow reader)")
         }
-        ConnectionStatus::Overflowed(OutboundOverflow::Gone) => Some(Ending::client(ABNORMAL)),
+        OutboundOverflow::Gone => Ending::client(ABNORMAL),
     }
 }
 
@@ -627,8 +653,11 @@ fn call_ending(
 /// keep the socket open; the server's shutdown deadline bounds the rest.
 async fn deliver_queued(
     consumer: &mut Consumer,
-    inbox: &mut Inbox,
-    backlog: &mut VecDeque<Event>,
+    Queued {
+        inbox,
+        backlog,
+        outbound,
+    }: Queued<'_>,
     out: &mut Outgoing,
     route: &str,
     counters: &Counters,
@@ -646,7 +675,11 @@ async fn deliver_queued(
             },
             None => break,
         };
-        let result = consumer.event(&event).await;
+        let result = match fastlane::queue_frame(&event, outbound) {
+            None => consumer.event(&event).await,
+            Some(Ok(())) => Ok(()),
+            Some(Err(overflow)) => return overflow_ending(consumer, overflow, route, counters),
+        };
         // What fits in the socket goes now, so the outbound queue does not
         // fill while the events go through.
         if let Some(ending) = after_call(consumer, result, route, counters, out) {
@@ -654,6 +687,13 @@ async fn deliver_queued(
         }
     }
     Ending::shutdown()
+}
+
+/// The events already queued for a socket, and its outbound queue.
+struct Queued<'a> {
+    inbox: &'a mut Inbox,
+    backlog: &'a mut VecDeque<Event>,
+    outbound: &'a mpsc::Sender<Outbound>,
 }
 
 /// The next channel-layer event: those held during a migration first, in
@@ -905,6 +945,7 @@ fn message(outbound: Outbound) -> Message {
     match outbound {
         Outbound::Frame(OutFrame::Text(text)) => Message::Text(text.into()),
         Outbound::Frame(OutFrame::Binary(bytes)) => Message::Binary(bytes),
+        Outbound::Ready(frame) => fastlane::message(&frame),
         Outbound::Close { code, reason } => Message::Close(Some(CloseFrame {
             code: CloseCode::from(code),
             reason: reason.into(),

@@ -473,9 +473,16 @@ impl Inner {
     }
 
     /// The event's msgpack map entries and their count, refusing a
-    /// `__asgi_channel__` key (reserved for routing, as in channels_redis).
+    /// `__asgi_channel__` key (reserved for routing, as in channels_redis);
+    /// a ready frame goes last, under `__frame__`.
     fn event_entries(event: &Event) -> Result<(Vec<u8>, u32), LayerError> {
-        Codec::encode_entries(event.as_str()).map_err(LayerError::InvalidEvent)
+        let (mut entries, count) =
+            Codec::encode_entries(event.as_str()).map_err(LayerError::InvalidEvent)?;
+        let Some(frame) = event.frame() else {
+            return Ok((entries, count));
+        };
+        Codec::append_frame(&mut entries, frame);
+        Ok((entries, count + 1))
     }
 
     fn deliver_local(&self, channel: &str, event: Event) -> Result<(), LayerError> {

@@ -34,6 +34,8 @@ use serde_json::{Map, Number, Value};
 
 use sha2::{Digest as _, Sha256};
 
+use crate::frame::{FRAME_KEY, ReadyFrame};
+
 /// The key channels_redis uses to route a message inside a process inbox.
 pub(crate) const ASGI_CHANNEL: &str = "__asgi_channel__";
 /// The JSON form of a msgpack bin value: `{"__bytes__": "<base64>"}`.
@@ -134,6 +136,17 @@ impl Codec {
             write(&mut entries, &bytes_objects_to_bin(value.clone()));
         }
         Ok((entries, u32::try_from(pairs.len()).unwrap_or(u32::MAX)))
+    }
+
+    /// Appends a ready frame to map entries as the `__frame__` entry: a str
+    /// for a text frame, a bin for a binary one (Python `str` and `bytes`).
+    pub(crate) fn append_frame(entries: &mut Vec<u8>, frame: &ReadyFrame) {
+        write(entries, &Mp::from(FRAME_KEY));
+        // Writing into a Vec cannot fail.
+        let _ = match frame.as_text() {
+            Some(text) => rmp::encode::write_str(entries, text),
+            None => rmp::encode::write_bin(entries, &frame.payload()),
+        };
     }
 
     /// A stored entry: the map of `entries` plus `__asgi_channel__` = `target`,
@@ -401,6 +414,32 @@ mod tests {
             "87a474797065ac636861742e6d657373616765a56279746573c40200ffa16effa3626967\
              cd012ca166cb3fe0000000000000a46e6f6e65c0a26f6bc2"
         );
+    }
+
+    /// A ready frame travels as `__frame__`: a str for text, a bin for
+    /// bytes, and comes back as the event's frame.
+    #[test]
+    fn ready_frames_travel_as_str_and_bin() {
+        let codec = Codec::new(0, &[], 60);
+        for frame in [ReadyFrame::text("hé"), ReadyFrame::binary(vec![0u8, 255])] {
+            let (mut entries, count) =
+                Codec::encode_entries(r#"{"type": "t"}"#).expect("an object");
+            Codec::append_frame(&mut entries, &frame);
+            let sealed = codec.seal(&entries, count + 1, &Target::None);
+            let tail = if frame.is_text() {
+                "a368c3a9"
+            } else {
+                "c40200ff"
+            };
+            assert_eq!(
+                hex(&sealed),
+                format!("82a474797065a174a95f5f6672616d655f5f{tail}")
+            );
+            let (map, _) = codec.open(&sealed).expect("opens");
+            let event = crate::Event::from_value(Value::Object(map)).expect("an event");
+            assert_eq!(event.as_str(), r#"{"type":"t"}"#);
+            assert_eq!(event.frame(), Some(&frame));
+        }
     }
 
     #[test]
