@@ -12,6 +12,7 @@ mod fairness;
 mod handshake;
 mod hotswap;
 mod http;
+mod http_reuse;
 mod isolation;
 mod keyvalue;
 mod layer;
