@@ -76,6 +76,10 @@ impl Guest for Probe {
                 let (stream, body) = start(out, 200, "text/plain");
                 for i in 0..n {
                     if write(&stream, format!("line {i}\n").as_bytes()).is_err() {
+                        // The client went away: return cleanly (the
+                        // stream, the body's child, goes first).
+                        drop(stream);
+                        drop(body);
                         return;
                     }
                 }
