@@ -14,6 +14,7 @@ mod fastlane;
 mod handshake;
 mod hotswap;
 mod http;
+mod http_reuse;
 mod isolation;
 mod keyvalue;
 mod layer;

@@ -13,7 +13,13 @@
 //! | `sleep`           | blocks on the clock for a minute (504 at the call timeout)     |
 //! | `silent`          | returns without answering (500)                                |
 //! | `cut`             | answers 200, writes `partial`, then panics                     |
+//! | `count`           | 200, JSON `{"count": n}`: requests this instance has served, this one included |
+//! | `hold`            | 200, `text/plain`: `held`, then waits (up to 30 s) for an event to the group `probe_hold`, then `released` |
 //! | anything else     | 404, JSON `{"error": "unknown_action"}`                        |
+//!
+//! Every request, whatever its action, counts towards `count`: a global
+//! that persists only while the host reuses the instance
+//! (`[http] reuse-instances`).
 
 #[allow(unsafe_code)] // wit-bindgen's canonical-ABI glue needs `unsafe`.
 mod bindings {
@@ -35,11 +41,16 @@ use bindings::wasi::http::types::{
 };
 use bindings::wasi::io::streams::{OutputStream, StreamError};
 use serde_json::{Map, Value, json};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Requests this instance has served.
+static SERVED: AtomicU64 = AtomicU64::new(0);
 
 struct Probe;
 
 impl Guest for Probe {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
         let kwargs: Map<String, Value> = http_context::url_route()
             .into_iter()
             .map(|(name, value)| (name, Value::String(value)))
@@ -65,9 +76,26 @@ impl Guest for Probe {
                 let (stream, body) = start(out, 200, "text/plain");
                 for i in 0..n {
                     if write(&stream, format!("line {i}\n").as_bytes()).is_err() {
+                        // The client went away: return cleanly (the
+                        // stream, the body's child, goes first).
+                        drop(stream);
+                        drop(body);
                         return;
                     }
                 }
+                finish(stream, body);
+            }
+            "count" => {
+                let (stream, body) = start(out, 200, "application/json");
+                let _ = write(&stream, json!({"count": served}).to_string().as_bytes());
+                finish(stream, body);
+            }
+            "hold" => {
+                let _ = http_context::group_add("probe_hold");
+                let (stream, body) = start(out, 200, "text/plain");
+                let _ = write(&stream, b"held\n");
+                let _ = http_context::next_event(30_000);
+                let _ = write(&stream, b"released\n");
                 finish(stream, body);
             }
             "trap" => panic!("http_probe: trap before answering"),

@@ -40,7 +40,9 @@ mod http_generated {
 pub(crate) use http_generated::switchyard::consumer::http_context::{
     Host as HttpContextHost, add_to_linker as add_http_context_to_linker,
 };
-pub(crate) use wasmtime_wasi_http::p2::bindings::exports::wasi::http::incoming_handler::GuestIndices as IncomingHandlerIndices;
+pub(crate) use wasmtime_wasi_http::p2::bindings::exports::wasi::http::incoming_handler::{
+    Guest as IncomingHandler, GuestIndices as IncomingHandlerIndices,
+};
 
 pub(crate) use generated::exports::switchyard::consumer::migration::{
     Guest as Migration, GuestIndices as MigrationIndices,

@@ -70,6 +70,10 @@ impl FailureBook {
             .by_plugin
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Looked up per HTTP request: no key allocation once it exists.
+        if let Some(counter) = map.get(plugin) {
+            return Arc::clone(counter);
+        }
         Arc::clone(map.entry(plugin.to_owned()).or_default())
     }
 

@@ -27,6 +27,7 @@
 //!   made only for a call that waits.
 //! - `watch`: watching the plugin directory for hot swap
 //!   ([`PluginWatcher`]).
+//! - `http_pool`: idle HTTP instances of a version that opted into reuse.
 //! - `failures`: guest traps and deadlines counted per plugin.
 //! - `metrics`: the hook that times guest calls ([`GuestMetrics`]) and
 //!   the plugin lifecycle counts ([`HostEvents`]).
@@ -46,6 +47,7 @@ mod guest_output;
 mod host;
 mod host_api;
 mod http_context;
+mod http_pool;
 mod instance;
 mod keyvalue;
 mod manifest;
@@ -66,7 +68,9 @@ pub use host::{
     LoadFailure, LoadReport, MigrateError, PluginHost, PluginStatus, StartError, Started,
     VersionStatus,
 };
-pub use manifest::{InstanceMode, Manifest, ManifestError, PluginLimits, ReplacePolicy};
+pub use manifest::{
+    HttpOptions, InstanceMode, Manifest, ManifestError, PluginLimits, ReplacePolicy,
+};
 pub use metrics::{CallObserver, GuestMetrics, HostEvents};
 pub use plugin::{Artifact, PluginError};
 pub use registry::{Protocol, RouteInfo, RouteMatch};

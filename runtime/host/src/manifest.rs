@@ -23,6 +23,11 @@
 //! max-instances = 100       # live instances of this plugin (503 past it)
 //! ```
 //!
+//! `[http] reuse-instances = true` (default `false`) keeps a small pool of
+//! idle instances per version and serves each HTTP request with one of
+//! them instead of a fresh instance: much cheaper, but the guest's globals
+//! and memory persist from one request to the next (see `http_pool`).
+//!
 //! `keyvalue = true` (a top-level key, default `false`) opts the plugin
 //! into `wasi:keyvalue` @0.2.0-draft and @0.2.0-draft2 (store, atomics,
 //! batch): its buckets live in the plugin's own namespace, in memory or in
@@ -99,6 +104,19 @@ pub struct Manifest {
     /// `keyvalue`: whether the plugin may use `wasi:keyvalue`.
     #[serde(default)]
     pub keyvalue: bool,
+    /// `[http]`: how the plugin's HTTP routes are served.
+    #[serde(default)]
+    pub http: HttpOptions,
+}
+
+/// A plugin's `[http]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HttpOptions {
+    /// `reuse-instances`: serve requests with idle instances kept from
+    /// earlier requests instead of a fresh instance each (default `false`).
+    /// The guest's globals and memory then persist across requests.
+    pub reuse_instances: bool,
 }
 
 /// A plugin's own guest limits (`[limits]`); `None` takes the server's.
@@ -152,6 +170,7 @@ impl Manifest {
             on_replace: ReplacePolicy::default(),
             limits: PluginLimits::default(),
             keyvalue: false,
+            http: HttpOptions::default(),
         })
     }
 
@@ -296,6 +315,17 @@ mod tests {
                 .keyvalue
         );
         assert!(parse("routes = [\"ws/a/\"]\nkeyvalue = \"yes\"\n").is_err());
+    }
+
+    #[test]
+    fn instance_reuse_is_opt_in_and_strict() {
+        let m = parse("http-routes = [\"api/a/\"]\n").expect("valid");
+        assert!(!m.http.reuse_instances);
+        let m =
+            parse("http-routes = [\"api/a/\"]\n[http]\nreuse-instances = true\n").expect("valid");
+        assert!(m.http.reuse_instances);
+        let err = parse("http-routes = [\"api/a/\"]\n[http]\nreuse = true\n").expect_err("typo");
+        assert!(err.to_string().contains("reuse"), "{err}");
     }
 
     #[test]

@@ -87,6 +87,15 @@ impl ConsumerState {
     }
 }
 
+impl ConsumerState {
+    /// Entries in the WASI resource table (requests, bodies, streams,
+    /// pollables): an HTTP instance that ends a request holding more than
+    /// it began with is not reused.
+    pub(crate) fn wasi_resources(&mut self) -> usize {
+        self.wasi_table.iter_mut().count()
+    }
+}
+
 impl WasiView for ConsumerState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {

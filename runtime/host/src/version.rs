@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{Semaphore, watch};
 
 use crate::engine::GuestLimits;
+use crate::http_pool::HttpPool;
 use crate::instance::SharedInstance;
 use crate::manifest::Manifest;
 use crate::plugin::Artifact;
@@ -54,6 +55,9 @@ pub struct Version {
     /// The instance every connection shares (`instance = "shared"`),
     /// started with the first connection and again after one broke.
     pub(crate) shared: tokio::sync::Mutex<Option<Arc<SharedInstance>>>,
+    /// Idle HTTP instances kept for the next request (`[http]
+    /// reuse-instances`); emptied when the version is retired.
+    pub(crate) http_pool: HttpPool,
 }
 
 impl std::fmt::Debug for Version {
@@ -74,6 +78,7 @@ impl Version {
         Self {
             artifact,
             slots: Arc::new(Semaphore::new(slots)),
+            http_pool: HttpPool::new(slots),
             open: AtomicUsize::new(0),
             retirement: watch::Sender::new(Retirement::Live),
             shared: tokio::sync::Mutex::new(None),
@@ -120,6 +125,7 @@ impl Version {
 
     pub(crate) fn retire(&self, how: Retirement) {
         self.retirement.send_replace(how);
+        self.http_pool.retire();
     }
 
     pub(crate) fn watch_retirement(&self) -> watch::Receiver<Retirement> {

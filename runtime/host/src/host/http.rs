@@ -1,14 +1,15 @@
 //! Serving one HTTP request through a plugin's `wasi:http/incoming-handler`
-//! export, as wasmtime's `serve` and Spin do: a fresh instance per request,
-//! run in a task of its own so the guest can go on writing the body after
-//! it has set the response.
+//! export, as wasmtime's `serve` and Spin do: a fresh instance per request
+//! (or, for a plugin that opted in, an idle one kept from an earlier
+//! request: see `crate::http_pool`), run in a task of its own so the guest
+//! can go on writing the body after it has set the response.
 //!
 //! Deadlines: the response head must come within the plugin's call timeout
 //! (else 504) and the guest's running time is bounded by the epoch deadline
 //! throughout; a body that streams (Server-Sent Events) lives as long as
 //! the client reads it and the guest writes it. When the client goes away
 //! before the body ends, the guest task is aborted and its instance
-//! dropped.
+//! dropped (never kept for reuse).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,15 +22,21 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
+use wasmtime::Store;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use super::PluginHost;
 use super::start::StartError;
+use crate::bindings::IncomingHandler;
+use crate::engine::epoch_ticks;
 use crate::failures::FailureCounter;
 use crate::http_context::{RequestCtx, RequestInfo};
+use crate::http_pool::PooledHandler;
 use crate::registry::RouteMatch;
+use crate::state::ConsumerState;
+use crate::version::Version;
 
 /// What the server knows of an HTTP request beyond the request itself.
 #[derive(Debug, Clone, Default)]
@@ -89,8 +96,9 @@ impl HttpError {
 
 impl PluginHost {
     /// Serve `request` with the plugin `matched` names: take an instance
-    /// slot, instantiate, call `handle`, and return the response the guest
-    /// sets, its body streaming from the guest.
+    /// slot, take an idle instance (when the plugin opted into reuse) or
+    /// instantiate, call `handle`, and return the response the guest sets,
+    /// its body streaming from the guest.
     pub async fn serve_http<B>(
         &self,
         matched: &RouteMatch,
@@ -112,7 +120,16 @@ impl PluginHost {
         };
         let permits = self.take_slots(&plugin).map_err(HttpError::AtCapacity)?;
         let timeout = plugin.limits().call_timeout;
-        let mut store = self.new_store(&plugin, ResourceTable::new(), 0);
+        let reuse = plugin.manifest().http.reuse_instances;
+        let (mut store, idle_handler) = match reuse.then(|| plugin.http_pool.take()).flatten() {
+            Some(PooledHandler { store, handler }) => (store, Some(handler)),
+            None => (self.new_store(&plugin, ResourceTable::new(), 0), None),
+        };
+        // A reused store starts the request as a fresh one does: the whole
+        // call budget, and no request of an earlier call.
+        store.data_mut().ticks_left = epoch_ticks(timeout);
+        store.set_epoch_deadline(1);
+        let resources_before = store.data_mut().wasi_resources();
         let info = RequestInfo {
             route: matched.route.to_string(),
             kwargs: matched.kwargs.clone(),
@@ -132,12 +149,39 @@ impl PluginHost {
         let pre = plugin.artifact().pre.clone();
         let failures = self.failures.counter(plugin.name());
         let clock = self.ticker.clock();
+        let (ended, mut end) = oneshot::channel();
+        let version = Arc::clone(&plugin);
+        // One task runs the guest to the end of `handle` and reports how it
+        // ended: to `serve_http` while it waits for a response head, to the
+        // log once the head has gone (`end` is closed by then).
         let task = tokio::spawn(async move {
-            let _running = clock.running();
             let _permits = permits;
-            let instance = pre.instantiate_async(&mut store).await?;
-            let handler = indices.load(&mut store, &instance)?;
-            handler.call_handle(&mut store, incoming, outparam).await
+            let running = clock.running();
+            let result = async {
+                let handler = match idle_handler {
+                    Some(handler) => handler,
+                    None => {
+                        let instance = pre.instantiate_async(&mut store).await?;
+                        indices.load(&mut store, &instance)?
+                    }
+                };
+                handler.call_handle(&mut store, incoming, outparam).await?;
+                wasmtime::Result::Ok(handler)
+            }
+            .await;
+            drop(running);
+            let outcome = match result {
+                Ok(handler) => {
+                    if reuse {
+                        keep_if_clean(&version, store, handler, resources_before);
+                    }
+                    Ended::Returned
+                }
+                Err(err) => Ended::Failed(guest_failure(&err, &failures)),
+            };
+            if let Err(Ended::Failed(failure)) = ended.send(outcome) {
+                log_after_head(version.name(), &failure, timeout);
+            }
         });
         // Dropped before the response is handed on (the client went away,
         // or the request failed), it stops the guest.
@@ -150,32 +194,74 @@ impl PluginHost {
             }
             // The guest returned (or trapped) without setting a response.
             Ok(Err(_dropped)) => {
-                let message = match task.await {
-                    Ok(Ok(())) => "the handler returned without setting a response".to_owned(),
-                    Ok(Err(err)) => match guest_failure(&err, &failures) {
-                        Failure::Deadline => {
-                            return Err(HttpError::Deadline {
-                                plugin: name,
-                                timeout,
-                            });
-                        }
-                        Failure::Trap(message) => message,
+                let message = match end.await {
+                    Ok(Ended::Returned) => {
+                        "the handler returned without setting a response".to_owned()
+                    }
+                    Ok(Ended::Failed(Failure::Deadline)) => {
+                        return Err(HttpError::Deadline {
+                            plugin: name,
+                            timeout,
+                        });
+                    }
+                    Ok(Ended::Failed(Failure::Trap(message))) => message,
+                    Err(_) => match task.await {
+                        Err(join) => format!("the handler task failed: {join}"),
+                        Ok(()) => "the handler task ended without a word".to_owned(),
                     },
-                    Err(join) => format!("the handler task failed: {join}"),
                 };
                 return Err(failed(message));
             }
             Err(_elapsed) => {
-                failures.deadline();
+                self.failures.counter(&name).deadline();
                 return Err(HttpError::Deadline {
                     plugin: name,
                     timeout,
                 });
             }
         };
-        tokio::spawn(watch_rest(task, failures, name, timeout));
+        // From here the task logs how the guest ends; an end it reported
+        // already is logged here.
+        end.close();
+        if let Ok(Ended::Failed(failure)) = end.try_recv() {
+            log_after_head(&name, &failure, timeout);
+        }
         Ok(response.map(|body| GuardedBody { inner: body, guest }.boxed_unsync()))
     }
+}
+
+/// Back to the version's pool with `handler`, if the request left nothing
+/// behind: its request context is cleared, and the store's resource table
+/// must hold no more than before the request (else it is dropped).
+fn keep_if_clean(
+    version: &Version,
+    mut store: Store<ConsumerState>,
+    handler: IncomingHandler,
+    resources_before: usize,
+) {
+    // Leaves the groups the request's channel joined.
+    store.data_mut().request = None;
+    let left = store.data_mut().wasi_resources();
+    if left > resources_before {
+        tracing::debug!(
+            plugin = version.name(),
+            left,
+            resources_before,
+            "HTTP instance not reused: the request left resources behind"
+        );
+        return;
+    }
+    version
+        .http_pool
+        .give_back(PooledHandler { store, handler });
+}
+
+/// How the guest's `handle` ended.
+enum Ended {
+    /// It returned.
+    Returned,
+    /// It trapped or ran past its deadline.
+    Failed(Failure),
 }
 
 /// How a guest call failed.
@@ -200,31 +286,19 @@ fn guest_failure(err: &wasmtime::Error, failures: &FailureCounter) -> Failure {
     }
 }
 
-/// After the response head: log how the rest of the guest call ends.
-async fn watch_rest(
-    task: tokio::task::JoinHandle<wasmtime::Result<()>>,
-    failures: Arc<FailureCounter>,
-    plugin: String,
-    timeout: Duration,
-) {
-    match task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => match guest_failure(&err, &failures) {
-            Failure::Deadline => tracing::warn!(
+/// Log a guest failure after its response head went out.
+fn log_after_head(plugin: &str, failure: &Failure, timeout: Duration) {
+    match failure {
+        Failure::Deadline => tracing::warn!(
+            plugin,
+            "HTTP handler ran past its deadline of {timeout:?} after its response head"
+        ),
+        Failure::Trap(message) => {
+            tracing::warn!(
                 plugin,
-                "HTTP handler ran past its deadline of {timeout:?} after its response head"
-            ),
-            Failure::Trap(message) => {
-                tracing::warn!(
-                    plugin,
-                    "HTTP handler failed after its response head: {message}"
-                );
-            }
-        },
-        Err(join) if join.is_cancelled() => {
-            tracing::debug!(plugin, "HTTP handler stopped: the client went away");
+                "HTTP handler failed after its response head: {message}"
+            );
         }
-        Err(join) => tracing::warn!(plugin, "HTTP handler task failed: {join}"),
     }
 }
 
