@@ -15,6 +15,7 @@ mod http;
 mod isolation;
 mod keyvalue;
 mod layer;
+mod loading;
 mod log_format;
 mod metrics;
 mod migration_load;

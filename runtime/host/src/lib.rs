@@ -60,8 +60,8 @@ pub use engine::GuestLimits;
 pub use failures::PluginFailures;
 pub use host::{
     ConnectRequest, HostOptions, HttpBody, HttpBodyError, HttpCall, HttpError, InstantiateError,
-    LoadFailure, LoadReport, MigrateError, PluginHost, PluginStatus, StartError, Started,
-    VersionStatus,
+    LoadFailure, LoadReport, LoadingStatus, MigrateError, PluginHost, PluginStatus, StartError,
+    Started, VersionStatus,
 };
 pub use manifest::{InstanceMode, Manifest, ManifestError, PluginLimits, ReplacePolicy};
 pub use metrics::{CallObserver, GuestMetrics, HostEvents};

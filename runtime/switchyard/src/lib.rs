@@ -26,6 +26,8 @@
 //! - `health` (private): `/healthz` and `/readyz` for load balancers.
 //! - `http_consumer` (private): the `http` side of the protocol router,
 //!   plain HTTP requests served by plugins' `wasi:http` handlers.
+//! - `loading` (private): 503 with `Retry-After` for a path whose plugin is
+//!   still compiling.
 //! - `publish` (private): `POST /_switchyard/send` and `/group-send`.
 //! - [`publish_cli`]: `switchyard send` and `switchyard group-send`.
 //! - `statics` (private): `[static]` files.
@@ -46,6 +48,7 @@ mod deflate;
 mod handshake;
 mod health;
 mod http_consumer;
+mod loading;
 mod metrics;
 mod publish;
 pub mod publish_cli;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{PluginHost, lock, unix_secs};
+use super::{LoadingStatus, PluginHost, lock, unix_secs};
 use crate::manifest::ReplacePolicy;
 use crate::version::Version;
 
@@ -55,6 +55,13 @@ pub struct PluginStatus {
     pub versions: Vec<VersionStatus>,
     /// The last load failure, if its file has not loaded since.
     pub last_error: Option<LoadFailure>,
+    /// `ready` (a version is live), `loading` (none is live yet, one is
+    /// being compiled), `failed` (none is live, the last load failed) or
+    /// `removed` (its file is gone; connections remain on an old version).
+    pub state: &'static str,
+    /// The version being compiled now, if any (beside a live one during a
+    /// hot swap).
+    pub loading: Option<LoadingStatus>,
 }
 
 fn patterns(routes: &[crate::route::RoutePattern]) -> Vec<String> {
@@ -72,9 +79,11 @@ impl PluginHost {
             retired.clone()
         };
         let failures = lock(&self.load_failures).clone();
+        let mut loading = self.loading_status();
         let mut names: Vec<String> = table.plugins().map(|p| p.name().to_owned()).collect();
         names.extend(retired.iter().map(|p| p.name().to_owned()));
         names.extend(failures.keys().cloned());
+        names.extend(loading.keys().cloned());
         names.sort();
         names.dedup();
         names
@@ -96,7 +105,17 @@ impl PluginHost {
                         .filter(|p| p.name() == name)
                         .map(|p| version(p, false)),
                 );
+                let loading = loading.remove(&name);
+                let state = match (live, &loading) {
+                    (Some(_), _) => "ready",
+                    (None, Some(_)) => "loading",
+                    (None, None) if failures.contains_key(&name) => "failed",
+                    // Removed, with connections still on a retired version.
+                    (None, None) => "removed",
+                };
                 PluginStatus {
+                    state,
+                    loading,
                     version: live.map(|p| p.hash().to_owned()),
                     source: live.map(|p| p.artifact().source().display().to_string()),
                     routes: live
