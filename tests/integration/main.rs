@@ -19,6 +19,7 @@ mod loading;
 mod log_format;
 mod metrics;
 mod migration_load;
+mod precompiled;
 mod protocol;
 mod publish;
 mod redis;

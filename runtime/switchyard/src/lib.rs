@@ -14,6 +14,8 @@
 //!   trusted proxies.
 //! - `auth` (private): JWT verification and which routes require it.
 //! - [`cli`]: the `switchyard` command line.
+//! - [`compile_cli`]: `switchyard compile`, components precompiled to
+//!   `.cwasm`.
 //! - [`config`]: the one strict configuration.
 //! - [`counters`]: refusals and forced closes, counted.
 //! - `metrics` (private): `/_switchyard/metrics`, the Prometheus
@@ -42,6 +44,7 @@ mod access;
 pub mod admin;
 mod auth;
 pub mod cli;
+pub mod compile_cli;
 pub mod config;
 pub mod counters;
 mod deflate;

@@ -101,6 +101,10 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             return tokio::task::spawn_blocking(move || switchyard::admin::print_plugins(&args))
                 .await?;
         }
+        Command::Compile(args) => {
+            return tokio::task::spawn_blocking(move || switchyard::compile_cli::run(&args))
+                .await?;
+        }
         Command::Send(_) | Command::GroupSend(_) => {
             unreachable!("publish commands run in main")
         }

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::{LoadingStatus, PluginHost, lock, unix_secs};
 use crate::manifest::ReplacePolicy;
+use crate::plugin::Precompiled;
 use crate::version::Version;
 
 /// A plugin file that failed to load, as the admin API shows it.
@@ -33,6 +34,11 @@ pub struct VersionStatus {
     pub open_connections: usize,
     /// Whether connections can migrate to it.
     pub migratable: bool,
+    /// Whether its code was loaded from the `.cwasm` beside the `.wasm`.
+    pub precompiled: bool,
+    /// Why the `.cwasm` beside the `.wasm` was refused (the `.wasm` was
+    /// compiled instead).
+    pub precompiled_error: Option<String>,
 }
 
 /// One plugin, as the admin API shows it.
@@ -96,6 +102,11 @@ impl PluginHost {
                     live: is_live,
                     open_connections: plugin.open_connections(),
                     migratable: plugin.artifact().migratable(),
+                    precompiled: *plugin.artifact().precompiled() == Precompiled::Used,
+                    precompiled_error: match plugin.artifact().precompiled() {
+                        Precompiled::Refused(why) => Some(why.clone()),
+                        Precompiled::No | Precompiled::Used => None,
+                    },
                 };
                 let mut versions: Vec<VersionStatus> =
                     live.iter().map(|p| version(p, true)).collect();
