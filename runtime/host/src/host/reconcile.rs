@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use anyhow::Context as _;
+use sha2::{Digest as _, Sha256};
 
 use super::loading::Loading;
 use super::{LoadFailure, PluginHost, lock, unix_secs};
@@ -142,9 +143,17 @@ impl PluginHost {
         // cores (wasmtime spreads each one's functions over the cores too).
         let parallel = std::thread::available_parallelism().map_or(1, usize::from);
         let permits = tokio::sync::Semaphore::new(parallel);
+        // Plugins sharing one component compile one after the other, so
+        // the later ones find it in the compile cache.
+        let mut same_component: HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
         let mut compiles = Vec::with_capacity(queued.len());
         for (path, before, files, loading) in queued {
-            compiles.push(self.compile_queued(&permits, path, before, files, loading));
+            let turn = Arc::clone(
+                same_component
+                    .entry(Sha256::digest(&files.wasm).to_vec())
+                    .or_default(),
+            );
+            compiles.push(self.compile_queued(&permits, turn, path, before, files, loading));
         }
         let results = futures_util::future::join_all(compiles).await;
         for (path, before, result) in results {
@@ -237,11 +246,13 @@ impl PluginHost {
     async fn compile_queued(
         &self,
         permits: &tokio::sync::Semaphore,
+        same_component: Arc<tokio::sync::Mutex<()>>,
         path: PathBuf,
         before: FileStamp,
         files: PluginFiles,
         loading: Loading<'_>,
     ) -> (PathBuf, FileStamp, Result<String, PluginError>) {
+        let _turn = same_component.lock().await;
         let _permit = permits.acquire().await;
         let result = self.compile_and_install(files, &loading).await;
         (path, before, result)
