@@ -53,10 +53,14 @@ def main() -> None:
                 text=True,
             )
             children.append(child)
+            port = None
             for line in child.stdout:
                 found = re.search(r"listening on http://[\d.]+:(\d+)", line)
                 if found:
-                    return int(found.group(1))
+                    port = int(found.group(1))
+                # Plugins load in the background once bound; wait for them too.
+                if port is not None and "plugins loaded" in line:
+                    return port
             raise SystemExit("switchyard did not start")
 
         start()

@@ -95,8 +95,10 @@ def start_switchyard(binary: str, plugins: str, workdir: str, name: str, *args: 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         with open(log, errors="replace") as f:
-            found = re.search(r"listening on http://[\d.]+:(\d+)", f.read())
-        if found:
+            text = f.read()
+        found = re.search(r"listening on http://[\d.]+:(\d+)", text)
+        # Plugins load in the background once bound; wait for them too.
+        if found and "plugins loaded" in text:
             return proc, int(found.group(1)), log
         if proc.poll() is not None:
             raise SystemExit(f"switchyard exited with {proc.returncode}; see {log}")

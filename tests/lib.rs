@@ -85,13 +85,30 @@ impl TestServer {
         Self::start_with(test_config()).await
     }
 
-    /// A server with `config`.
+    /// A server with `config`, its plugins loaded before it serves.
     pub async fn start_with(config: Config) -> Self {
-        let listener = tokio::net::TcpListener::bind((config.bind, config.port))
-            .await
-            .expect("bind a free loopback port");
-        let addr = listener.local_addr().expect("local address");
+        let listener = Self::bind(&config).await;
         let server = Server::build(config).await.expect("server builds");
+        Self::serve(listener, server)
+    }
+
+    /// A server with `config` that serves at once and loads its plugins in
+    /// the background, as `switchyard serve` does.
+    pub async fn start_loading(config: Config) -> Self {
+        let listener = Self::bind(&config).await;
+        let server = Server::build_unloaded(config).await.expect("server builds");
+        let _loading = server.load_in_background();
+        Self::serve(listener, server)
+    }
+
+    async fn bind(config: &Config) -> tokio::net::TcpListener {
+        tokio::net::TcpListener::bind((config.bind, config.port))
+            .await
+            .expect("bind a free loopback port")
+    }
+
+    fn serve(listener: tokio::net::TcpListener, server: Server) -> Self {
+        let addr = listener.local_addr().expect("local address");
         let host = Arc::clone(server.host());
         let counters = Arc::clone(server.counters());
         let (tx, rx) = oneshot::channel::<()>();

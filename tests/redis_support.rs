@@ -633,13 +633,18 @@ impl ServerProcess {
             .expect("start the switchyard binary");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
-        // Reads up to the address, then keeps draining so that the server
-        // never blocks on a full pipe.
+        // Reads up to the address and the line saying the plugins (which
+        // load in the background once bound) are loaded, then keeps
+        // draining so that the server never blocks on a full pipe.
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
             let mut line = String::new();
+            let mut bound = None;
             while reader.read_line(&mut line).is_ok_and(|read| read > 0) {
-                if let Some(addr) = listening_addr(&line) {
+                bound = bound.or_else(|| listening_addr(&line));
+                if let Some(addr) = bound
+                    && line.starts_with("  plugins loaded:")
+                {
                     let _ = tx.send(addr);
                     break;
                 }

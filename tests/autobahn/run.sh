@@ -66,11 +66,11 @@ rm -rf reports
 SERVER_PID=$!
 trap 'kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
-  grep -q "listening on" server.log && break
+  grep -q "plugins loaded" server.log && break
   kill -0 "$SERVER_PID" 2>/dev/null || { echo "server exited early:"; cat server.log; exit 1; }
   sleep 0.1
 done
-grep -q "listening on" server.log || { echo "server did not start:"; cat server.log; exit 1; }
+grep -q "plugins loaded" server.log || { echo "server did not start:"; cat server.log; exit 1; }
 
 # --- 3. run the suite ----------------------------------------------------------
 cat > spec.json <<EOF

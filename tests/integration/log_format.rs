@@ -66,6 +66,12 @@ impl JsonServer {
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|addr| addr.parse().ok())
             .unwrap_or_else(|| panic!("no address in {banner}"));
+        // Plugins load in the background once the server has bound.
+        server.wait_for("the plugins loaded line", |line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("  plugins loaded:"))
+        });
         (server, addr)
     }
 

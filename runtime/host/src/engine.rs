@@ -24,6 +24,13 @@ pub struct GuestLimits {
     /// Most live instances in this process; instantiation waits for none and
     /// fails fast past this (the server answers 503).
     pub max_instances: u32,
+    /// Most wasm stack one guest call may use (`guest.max-wasm-stack-bytes`).
+    /// Engine-wide: wasmtime sets it per engine, not per store, so every
+    /// plugin of a server gets the same.
+    pub max_wasm_stack: usize,
+    /// Most core instances one component instance may create (`[limits]
+    /// max-core-instances`, per plugin: a store limit).
+    pub max_core_instances: u32,
 }
 
 impl Default for GuestLimits {
@@ -32,9 +39,24 @@ impl Default for GuestLimits {
             memory_bytes: 64 << 20,
             call_timeout: Duration::from_secs(5),
             max_instances: 20_000,
+            max_wasm_stack: DEFAULT_WASM_STACK,
+            max_core_instances: DEFAULT_CORE_INSTANCES,
         }
     }
 }
+
+/// The default wasm stack: room for an interpreter (CPython parsing a
+/// JSON array nested 800 deep needs more than 256 KiB).
+pub const DEFAULT_WASM_STACK: usize = 1 << 20;
+/// The smallest and largest `guest.max-wasm-stack-bytes`.
+pub const WASM_STACK_RANGE: std::ops::RangeInclusive<usize> = (64 << 10)..=(16 << 20);
+/// Native stack a guest call keeps beyond its wasm stack, for host calls.
+const HOST_STACK_HEADROOM: usize = 256 << 10;
+/// The default core instances per component: componentize-py's output
+/// uses 14, its `--stub-wasi` builds 38.
+pub const DEFAULT_CORE_INSTANCES: u32 = 64;
+/// The largest `[limits] max-core-instances`.
+pub const MAX_CORE_INSTANCES: u32 = 1024;
 
 impl GuestLimits {
     /// These (server-wide) limits narrowed by a plugin's `[limits]` table.
@@ -62,10 +84,18 @@ impl GuestLimits {
         if max_instances == 0 {
             return Err("limits.max-instances must be at least 1".to_owned());
         }
+        let max_core_instances = own.max_core_instances.unwrap_or(self.max_core_instances);
+        if !(1..=MAX_CORE_INSTANCES).contains(&max_core_instances) {
+            return Err(format!(
+                "limits.max-core-instances = {max_core_instances} must be between 1 and {MAX_CORE_INSTANCES}"
+            ));
+        }
         Ok(Self {
             memory_bytes,
             call_timeout,
             max_instances: max_instances.min(self.max_instances),
+            max_wasm_stack: self.max_wasm_stack,
+            max_core_instances,
         })
     }
 }
@@ -98,11 +128,10 @@ pub(crate) fn epoch_ticks(timeout: Duration) -> u64 {
     u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
 }
 
-/// Core wasm items one component instance may hold. A Rust `wasm32-wasip2`
+/// Memories one component instance may hold. A Rust `wasm32-wasip2`
 /// component has one memory and a handful of core instances and tables (its
-/// own module plus the canonical-ABI shims).
-pub(crate) const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
-pub(crate) const TABLES_PER_COMPONENT: u32 = 8;
+/// own module plus the canonical-ABI shims); tables are capped at
+/// [`GuestLimits::max_core_instances`] (each core instance has few).
 pub(crate) const MEMORIES_PER_COMPONENT: u32 = 2;
 /// Most elements in one table. A Rust guest's function table holds a few
 /// hundred entries; a guest growing a table without bound fails here.
@@ -154,7 +183,7 @@ pub(crate) fn build_engine(
         }
         None => None,
     };
-    let mut config = base_config(cache.clone());
+    let mut config = base_config(cache.clone(), limits.max_wasm_stack);
     config
         .allocation_strategy(InstanceAllocationStrategy::OnDemand)
         .memory_init_cow(false)
@@ -204,17 +233,18 @@ fn log_mapping_room(limits: &GuestLimits) {
     }
 }
 
-fn base_config(cache: Option<Cache>) -> Config {
+fn base_config(cache: Option<Cache>, max_wasm_stack: usize) -> Config {
     let mut config = Config::new();
     config
         .cache(cache)
         .epoch_interruption(true)
         .memory_init_cow(true)
         .cranelift_opt_level(wasmtime::OptLevel::Speed)
-        // Guests handle one event at a time; 512 KiB of native stack is
-        // plenty and keeps fiber stacks small.
-        .max_wasm_stack(256 << 10)
-        .async_stack_size(512 << 10);
+        // Engine-wide in wasmtime (no per-store knob). A fiber stack is
+        // reserved, not committed: an instance pays only for the pages its
+        // calls touch.
+        .max_wasm_stack(max_wasm_stack)
+        .async_stack_size(max_wasm_stack + HOST_STACK_HEADROOM);
     config
 }
 
@@ -391,11 +421,19 @@ mod tests {
             memory_bytes: Some(16 << 20),
             call_timeout_ms: Some(300),
             max_instances: Some(u32::MAX),
+            max_core_instances: Some(38),
         };
         let narrowed = server.for_plugin(&own).expect("narrower");
         assert_eq!(narrowed.memory_bytes, 16 << 20);
         assert_eq!(narrowed.call_timeout, Duration::from_millis(300));
         assert_eq!(narrowed.max_instances, server.max_instances);
+        assert_eq!(narrowed.max_core_instances, 38);
+        let too_many = PluginLimits {
+            max_core_instances: Some(MAX_CORE_INSTANCES + 1),
+            ..PluginLimits::default()
+        };
+        let err = server.for_plugin(&too_many).expect_err("too many");
+        assert!(err.contains("limits.max-core-instances"), "{err}");
         let greedy = PluginLimits {
             memory_bytes: Some(server.memory_bytes + 1),
             ..PluginLimits::default()
@@ -407,6 +445,57 @@ mod tests {
             ..PluginLimits::default()
         };
         assert!(server.for_plugin(&zero).is_err());
+    }
+
+    /// Whether a core wasm function recursing `depth` deep returns under
+    /// an engine built with `max_wasm_stack`.
+    async fn recursion_fits(max_wasm_stack: usize, depth: i32) -> bool {
+        let limits = GuestLimits {
+            max_wasm_stack,
+            ..GuestLimits::default()
+        };
+        let (engine, _) = build_engine(&limits, None).expect("engine");
+        let wasm = wat::parse_str(
+            r#"(module (func $r (export "r") (param i32) (result i32)
+                local.get 0
+                i32.eqz
+                if (result i32)
+                  i32.const 0
+                else
+                  local.get 0 i32.const 1 i32.sub call $r i32.const 1 i32.add
+                end))"#,
+        )
+        .expect("wat");
+        let module = wasmtime::Module::new(&engine, wasm).expect("module");
+        let mut store = wasmtime::Store::new(&engine, ());
+        store.set_epoch_deadline(u64::MAX / 2);
+        let instance = wasmtime::Instance::new_async(&mut store, &module, &[])
+            .await
+            .expect("instance");
+        let r = instance
+            .get_typed_func::<i32, i32>(&mut store, "r")
+            .expect("export r");
+        match r.call_async(&mut store, depth).await {
+            Ok(n) => n == depth,
+            Err(err) => {
+                assert_eq!(
+                    err.downcast_ref::<wasmtime::Trap>(),
+                    Some(&wasmtime::Trap::StackOverflow),
+                    "{err:?}"
+                );
+                false
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_wasm_stack_is_the_configured_one() {
+        // 20,000 frames overflow the smallest stack and fit the default.
+        assert!(!recursion_fits(*WASM_STACK_RANGE.start(), 20_000).await);
+        assert!(recursion_fits(DEFAULT_WASM_STACK, 20_000).await);
+        // ... and 200,000 need a raised one.
+        assert!(!recursion_fits(DEFAULT_WASM_STACK, 200_000).await);
+        assert!(recursion_fits(*WASM_STACK_RANGE.end(), 200_000).await);
     }
 
     #[test]

@@ -6,12 +6,15 @@
 //!   directory (reading, compiling, file stamps, load failures).
 //! - `swap`: installing, removing and retiring versions in the route table.
 //! - `status`: the admin API's view of plugins and their versions.
+//! - `loading`: plugins being compiled (reported as `loading`, their
+//!   routes answered 503), and whether the initial load has finished.
 //! - `start`: instantiating a connection's consumer, and migrating it to a
 //!   newer version.
 //! - `http`: serving one HTTP request through a plugin's
 //!   `wasi:http/incoming-handler`.
 
 mod http;
+mod loading;
 mod reconcile;
 mod start;
 mod status;
@@ -40,6 +43,8 @@ use crate::state::{ConsumerState, HostCtx};
 use crate::version::Version;
 
 pub use http::{HttpBody, HttpBodyError, HttpCall, HttpError};
+use loading::LoadingBook;
+pub use loading::LoadingStatus;
 pub use reconcile::LoadReport;
 use reconcile::{FileStamp, Outcome};
 pub use start::{ConnectRequest, InstantiateError, MigrateError, StartError, Started};
@@ -88,6 +93,11 @@ pub struct PluginHost {
     /// Each plugin file's stamp when the directory was last reconciled, and
     /// what came of it: an unchanged file is not read again.
     stamps: Mutex<HashMap<PathBuf, (FileStamp, Outcome)>>,
+    /// Plugins being compiled, and whether the initial load is done.
+    loading: LoadingBook,
+    /// Held by a reconcile of the plugin directory: the initial load and
+    /// the watcher's reconciles take turns.
+    reconciling: tokio::sync::Mutex<()>,
     /// Bumped by every install and removal.
     generation: AtomicU64,
     /// Plugin files read by reconciles since start.
@@ -177,6 +187,8 @@ impl PluginHost {
             events: EventCounters::default(),
             load_failures: Mutex::new(BTreeMap::new()),
             stamps: Mutex::new(HashMap::new()),
+            loading: LoadingBook::default(),
+            reconciling: tokio::sync::Mutex::new(()),
             generation: AtomicU64::new(0),
             files_read: AtomicU64::new(0),
             next_connection_id: AtomicU64::new(1),

@@ -22,6 +22,8 @@
 //!   a version's connections.
 //! - `connection`: the host side of the WIT `connection` resource, and
 //!   what it asks of the socket ([`Outbound`]).
+//! - `precompiled`: `.cwasm` files, written by `switchyard compile`
+//!   ([`precompile_file`]) and preferred by the loader when they match.
 //! - `engine`: the wasmtime engine, the compile cache and [`GuestLimits`].
 //! - `call_deadline`: the tokio half of a guest call's deadline, a timer
 //!   made only for a call that waits.
@@ -53,6 +55,7 @@ mod keyvalue;
 mod manifest;
 mod metrics;
 mod plugin;
+mod precompiled;
 mod registry;
 mod route;
 mod state;
@@ -61,18 +64,21 @@ mod watch;
 
 pub use connection::{Handshake, OutFrame, Outbound, OutboundOverflow, REFUSAL_STATUSES};
 pub use consumer::{ConnectionStatus, Consumer, GuestError, InFrame};
-pub use engine::GuestLimits;
+pub use engine::{
+    DEFAULT_CORE_INSTANCES, DEFAULT_WASM_STACK, GuestLimits, MAX_CORE_INSTANCES, WASM_STACK_RANGE,
+};
 pub use failures::PluginFailures;
 pub use host::{
     ConnectRequest, HostOptions, HttpBody, HttpBodyError, HttpCall, HttpError, InstantiateError,
-    LoadFailure, LoadReport, MigrateError, PluginHost, PluginStatus, StartError, Started,
-    VersionStatus,
+    LoadFailure, LoadReport, LoadingStatus, MigrateError, PluginHost, PluginStatus, StartError,
+    Started, VersionStatus,
 };
 pub use manifest::{
     HttpOptions, InstanceMode, Manifest, ManifestError, PluginLimits, ReplacePolicy,
 };
 pub use metrics::{CallObserver, GuestMetrics, HostEvents};
 pub use plugin::{Artifact, PluginError};
+pub use precompiled::precompile_file;
 pub use registry::{Protocol, RouteInfo, RouteMatch};
 pub use route::{RouteError, RoutePattern};
 pub use version::{Retired, Version};

@@ -21,6 +21,7 @@
 //! memory-bytes = 16777216   # at most the server's guest.memory-bytes
 //! call-timeout-ms = 1000    # epoch deadline and tokio timeout per call
 //! max-instances = 100       # live instances of this plugin (503 past it)
+//! max-core-instances = 64   # core instances per component instance (1 to 1024)
 //! ```
 //!
 //! `[http] reuse-instances = true` (default `false`) keeps a small pool of
@@ -130,6 +131,10 @@ pub struct PluginLimits {
     pub call_timeout_ms: Option<u64>,
     /// Most live instances of this plugin; within the server-wide cap.
     pub max_instances: Option<u32>,
+    /// Most core instances one instance of the component may create
+    /// (default 64, at most 1024): interpreters built by componentize-py
+    /// with `--stub-wasi` need 38.
+    pub max_core_instances: Option<u32>,
 }
 
 /// Why a manifest could not be used.

@@ -14,6 +14,7 @@ use crate::bindings::{IncomingHandlerIndices, MigrationIndices, WebsocketConsume
 use crate::engine::GuestLimits;
 use crate::keyvalue;
 use crate::manifest::{InstanceMode, Manifest, ManifestError};
+use crate::precompiled;
 use crate::route::RouteError;
 use crate::state::ConsumerState;
 
@@ -147,6 +148,9 @@ pub struct Artifact {
     loaded_at: SystemTime,
     /// The server's guest limits narrowed by the manifest's `[limits]`.
     limits: GuestLimits,
+    /// Where the code came from: the `.cwasm` beside the `.wasm`, or why
+    /// that was refused.
+    precompiled: Precompiled,
     pub(crate) pre: InstancePre<ConsumerState>,
     /// Present when the manifest has WebSocket routes (checked at load).
     pub(crate) consumer_exports: Option<WebsocketConsumerIndices>,
@@ -213,6 +217,51 @@ impl Artifact {
     pub(crate) fn limits(&self) -> &GuestLimits {
         &self.limits
     }
+
+    /// Whether the code came from a `.cwasm`, and why one was refused.
+    pub(crate) fn precompiled(&self) -> &Precompiled {
+        &self.precompiled
+    }
+}
+
+/// Where a version's code came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Precompiled {
+    /// Compiled from the `.wasm` (no `.cwasm` beside it).
+    No,
+    /// Loaded from the `.cwasm` beside the `.wasm`.
+    Used,
+    /// Compiled from the `.wasm` because the `.cwasm` was refused: why.
+    Refused(String),
+}
+
+/// The component of a plugin: from the `.cwasm` beside its `.wasm` when
+/// that was compiled from this very `.wasm` for this engine, else compiled
+/// from the `.wasm` (saying why the `.cwasm` was refused).
+fn load_component(
+    engine: &Engine,
+    files: &PluginFiles,
+) -> Result<(Component, Precompiled), PluginError> {
+    let cwasm = precompiled::beside(&files.wasm_path);
+    let mut outcome = Precompiled::No;
+    if cwasm.is_file() {
+        let sha = Sha256::digest(&files.wasm);
+        match precompiled::load(engine, &cwasm, &files.wasm_path, &sha) {
+            Ok(component) => {
+                tracing::info!(plugin = %files.name, file = %cwasm.display(), "using the precompiled component");
+                return Ok((component, Precompiled::Used));
+            }
+            Err(err) => {
+                tracing::warn!(plugin = %files.name, "{err}; compiling {} instead", files.wasm_path.display());
+                outcome = Precompiled::Refused(err.to_string());
+            }
+        }
+    }
+    let component = Component::new(engine, &files.wasm).map_err(|source| PluginError::Compile {
+        path: files.wasm_path.display().to_string(),
+        source,
+    })?;
+    Ok((component, outcome))
 }
 
 /// Check that a file stem can name a plugin: it shows up in logs, routes
@@ -312,10 +361,7 @@ pub(crate) fn compile(
         })?;
     // The version's id: the component and its manifest, as the fingerprint.
     let hash = files.fingerprint[..16].to_owned();
-    let component = Component::new(engine, &files.wasm).map_err(|source| PluginError::Compile {
-        path: path.clone(),
-        source,
-    })?;
+    let (component, precompiled) = load_component(engine, &files)?;
     if !files.manifest.keyvalue
         && let Some(interface) = keyvalue::imported_interface(&component, engine)
     {
@@ -361,6 +407,7 @@ pub(crate) fn compile(
         source: files.wasm_path,
         loaded_at: SystemTime::now(),
         limits,
+        precompiled,
         pre,
         consumer_exports,
         http_exports,

@@ -9,9 +9,7 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::engine::{
-    CORE_INSTANCES_PER_COMPONENT, MEMORIES_PER_COMPONENT, TABLE_ELEMENTS, TABLES_PER_COMPONENT,
-};
+use crate::engine::{GuestLimits, MEMORIES_PER_COMPONENT, TABLE_ELEMENTS};
 use crate::guest_output::{CurrentConnectionId, CurrentSpan, GuestOutput, Stream};
 use crate::http_context::RequestCtx;
 use crate::keyvalue::KvCtx;
@@ -47,7 +45,8 @@ impl std::fmt::Debug for ConsumerState {
 }
 
 impl ConsumerState {
-    pub(crate) fn new(host: HostCtx, kv: KvCtx, memory_bytes: usize) -> Self {
+    pub(crate) fn new(host: HostCtx, kv: KvCtx, limits: &GuestLimits) -> Self {
+        let core_instances = limits.max_core_instances as usize;
         let wasi = WasiCtx::builder()
             .allow_tcp(false)
             .allow_udp(false)
@@ -66,10 +65,10 @@ impl ConsumerState {
             ))
             .build();
         let limits = StoreLimitsBuilder::new()
-            .memory_size(memory_bytes)
+            .memory_size(limits.memory_bytes)
             .table_elements(TABLE_ELEMENTS)
-            .instances(CORE_INSTANCES_PER_COMPONENT as usize)
-            .tables(TABLES_PER_COMPONENT as usize)
+            .instances(core_instances)
+            .tables(core_instances)
             .memories(MEMORIES_PER_COMPONENT as usize)
             .trap_on_grow_failure(true)
             .build();

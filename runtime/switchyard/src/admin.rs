@@ -223,7 +223,20 @@ fn render(listing: &Value) -> String {
         let name = plugin["name"].as_str().unwrap_or("?");
         let version = plugin["version"].as_str().unwrap_or("(not live)");
         let policy = plugin["on_replace"].as_str().unwrap_or("-");
-        let _ = writeln!(out, "{name}  version {version}  on-replace {policy}");
+        let state = plugin["state"].as_str().unwrap_or("?");
+        let _ = writeln!(
+            out,
+            "{name}  {state}  version {version}  on-replace {policy}"
+        );
+        if let Some(loading) = plugin["loading"].as_object() {
+            let _ = writeln!(
+                out,
+                "  loading  {} of {}, {:.1} s",
+                loading["n"],
+                loading["of"],
+                loading["elapsed_ms"].as_f64().unwrap_or(0.0) / 1000.0
+            );
+        }
         for route in plugin["routes"].as_array().unwrap_or(&empty) {
             let _ = writeln!(out, "  route    /{}", route.as_str().unwrap_or("?"));
         }
@@ -284,7 +297,8 @@ mod tests {
     #[test]
     fn the_table_shows_versions_and_errors() {
         let listing = json!({"plugins": [{
-            "name": "chat", "version": "abc", "on_replace": "migrate",
+            "name": "chat", "state": "ready", "version": "abc", "on_replace": "migrate",
+            "loading": {"file": "/p/chat.wasm", "n": 1, "of": 2, "since": 0, "elapsed_ms": 1500},
             "routes": ["ws/chat/<str:room_name>/"],
             "versions": [
                 {"version": "abc", "live": true, "open_connections": 2, "migratable": true},
@@ -294,9 +308,10 @@ mod tests {
         }]});
         let text = render(&listing);
         assert!(
-            text.contains("chat  version abc  on-replace migrate"),
+            text.contains("chat  ready  version abc  on-replace migrate"),
             "{text}"
         );
+        assert!(text.contains("loading  1 of 2, 1.5 s"), "{text}");
         assert!(text.contains("/ws/chat/<str:room_name>/"), "{text}");
         assert!(text.contains("old retired  open connections 1"), "{text}");
         assert!(

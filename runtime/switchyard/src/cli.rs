@@ -52,6 +52,27 @@ pub enum Command {
     Send(SendArgs),
     /// Send an event to a group (Channels' `channel_layer.group_send`).
     GroupSend(GroupSendArgs),
+    /// Precompile components to `.cwasm` (wasmtime's serialised form, for
+    /// this server's engine), so the server neither compiles them at start
+    /// nor keeps the memory compiling takes.
+    Compile(CompileArgs),
+}
+
+/// `switchyard compile [FILE.wasm...]`.
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// Components to precompile [default: every `*.wasm` in the plugin directory]
+    pub files: Vec<PathBuf>,
+    /// Write the `.cwasm` files here [default: beside each `.wasm`, where the server looks]
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Plugin directory [default: plugins]
+    #[arg(long, env = "SWITCHYARD_PLUGINS")]
+    pub plugins: Option<PathBuf>,
+    /// Config file (TOML) of the server that will load them: its `[guest]`
+    /// settings shape the engine
+    #[arg(short = 'c', long, env = "SWITCHYARD_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 /// `switchyard send CHANNEL EVENT_JSON`.

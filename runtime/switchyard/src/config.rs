@@ -67,6 +67,7 @@
 //! memory-bytes = 67108864
 //! call-timeout-ms = 5000
 //! max-instances = 20000
+//! max-wasm-stack-bytes = 1048576 # wasm stack per call, every plugin (engine-wide)
 //!
 //! [access]
 //! # Channels' OriginValidator; absent = every origin (and none) allowed.
@@ -104,7 +105,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use switchyard_host::GuestLimits;
+use switchyard_host::{GuestLimits, WASM_STACK_RANGE};
 use switchyard_kv::{KvLimits, RedisKvConfig};
 use switchyard_layer::{CapacityRules, HostEntry, LayerConfig, RedisConfig};
 
@@ -503,6 +504,9 @@ pub struct GuestSection {
     pub call_timeout_ms: u64,
     /// Most live instances in the process; past it, handshakes get 503.
     pub max_instances: u32,
+    /// Most wasm stack one guest call may use, for every plugin (wasmtime
+    /// sets it per engine).
+    pub max_wasm_stack_bytes: usize,
 }
 
 impl Default for GuestSection {
@@ -512,6 +516,7 @@ impl Default for GuestSection {
             memory_bytes: defaults.memory_bytes,
             call_timeout_ms: u64::try_from(defaults.call_timeout.as_millis()).unwrap_or(u64::MAX),
             max_instances: defaults.max_instances,
+            max_wasm_stack_bytes: defaults.max_wasm_stack,
         }
     }
 }
@@ -784,6 +789,17 @@ impl Config {
         if self.guest.max_instances == 0 {
             return Err(invalid("guest.max-instances", "must be at least 1"));
         }
+        if !WASM_STACK_RANGE.contains(&self.guest.max_wasm_stack_bytes) {
+            return Err(invalid(
+                "guest.max-wasm-stack-bytes",
+                format!(
+                    "{} is out of range: it must be between {} and {}",
+                    self.guest.max_wasm_stack_bytes,
+                    WASM_STACK_RANGE.start(),
+                    WASM_STACK_RANGE.end()
+                ),
+            ));
+        }
         if self.guest.memory_bytes < (1 << 16) {
             return Err(invalid(
                 "guest.memory-bytes",
@@ -999,6 +1015,8 @@ impl Config {
             memory_bytes: self.guest.memory_bytes,
             call_timeout: Duration::from_millis(self.guest.call_timeout_ms),
             max_instances: self.guest.max_instances,
+            max_wasm_stack: self.guest.max_wasm_stack_bytes,
+            ..GuestLimits::default()
         }
     }
 

@@ -24,7 +24,9 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use hyper::upgrade::OnUpgrade;
 use percent_encoding::percent_decode_str;
-use switchyard_host::{ConnectRequest, Handshake, Outbound, RouteMatch, StartError, Started};
+use switchyard_host::{
+    ConnectRequest, Handshake, Outbound, Protocol, RouteMatch, StartError, Started,
+};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 use tungstenite::protocol::WebSocketConfig;
@@ -33,6 +35,7 @@ use crate::access;
 use crate::auth::AuthError;
 use crate::counters::Counters;
 use crate::http_consumer;
+use crate::loading;
 use crate::ratelimit::Refusal;
 use crate::server::AppState;
 use crate::socket;
@@ -150,6 +153,9 @@ async fn answer(
         }
     };
     let Some(matched) = app.host.resolve(&path) else {
+        if let Some(response) = loading::still_loading(&app.host, Protocol::Websocket, &path) {
+            return response;
+        }
         tracing::info!(path = %path, "WSREJECT 404: no route");
         return plain(StatusCode::NOT_FOUND, "no route for this path\n");
     };

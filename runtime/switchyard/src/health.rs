@@ -4,8 +4,9 @@
 //!
 //! - `GET /healthz`: 200 while the process serves at all (liveness).
 //! - `GET /readyz`: 200 when the server should be sent traffic: it is not
-//!   shutting down, at least one plugin route is live, and the channel
-//!   layer reaches its backend ([`ChannelLayer::health`]); otherwise 503.
+//!   shutting down, the initial load of the plugin directory has finished
+//!   (plugins compile in the background after the server binds), at least
+//!   one plugin route is live, and the channel layer reaches its backend ([`ChannelLayer::health`]); otherwise 503.
 //!   Readiness turns to 503 at the very start of a shutdown, before any
 //!   socket is closed with 1001, so a balancer stops sending new
 //!   connections while the old ones drain.
@@ -59,7 +60,8 @@ pub(crate) async fn readyz(State(app): State<AppState>) -> Response {
     let shutting_down = app.draining.is_draining();
     let routes = app.host.routes().len();
     let layer_healthy = app.host.layer().health().is_healthy();
-    let ready = !shutting_down && routes > 0 && layer_healthy;
+    let plugins_loaded = app.host.initial_load_done();
+    let ready = !shutting_down && plugins_loaded && routes > 0 && layer_healthy;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -69,6 +71,8 @@ pub(crate) async fn readyz(State(app): State<AppState>) -> Response {
         "ready": ready,
         "shutting_down": shutting_down,
         "routes": routes,
+        "plugins_loaded": plugins_loaded,
+        "plugins_loading": app.host.loading_count(),
         "layer_healthy": layer_healthy,
     });
     (status, Json(body)).into_response()

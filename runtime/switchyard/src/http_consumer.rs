@@ -20,7 +20,7 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
-use switchyard_host::{HttpCall, HttpError, RouteMatch};
+use switchyard_host::{HttpCall, HttpError, Protocol, RouteMatch};
 
 use crate::auth::AuthError;
 use crate::server::AppState;
@@ -70,6 +70,9 @@ pub(crate) async fn route(
             "this path serves WebSocket connections only\n",
         )
             .into_response();
+    }
+    if let Some(response) = crate::loading::still_loading(&app.host, Protocol::Http, path) {
+        return response;
     }
     tracing::info!(path, "HTTP 404: no route");
     (StatusCode::NOT_FOUND, "no route for this path\n").into_response()

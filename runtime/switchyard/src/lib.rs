@@ -14,6 +14,8 @@
 //!   trusted proxies.
 //! - `auth` (private): JWT verification and which routes require it.
 //! - [`cli`]: the `switchyard` command line.
+//! - [`compile_cli`]: `switchyard compile`, components precompiled to
+//!   `.cwasm`.
 //! - [`config`]: the one strict configuration.
 //! - [`counters`]: refusals and forced closes, counted.
 //! - `metrics` (private): `/_switchyard/metrics`, the Prometheus
@@ -26,6 +28,8 @@
 //! - `health` (private): `/healthz` and `/readyz` for load balancers.
 //! - `http_consumer` (private): the `http` side of the protocol router,
 //!   plain HTTP requests served by plugins' `wasi:http` handlers.
+//! - `loading` (private): 503 with `Retry-After` for a path whose plugin is
+//!   still compiling.
 //! - `publish` (private): `POST /_switchyard/send` and `/group-send`.
 //! - [`publish_cli`]: `switchyard send` and `switchyard group-send`.
 //! - `statics` (private): `[static]` files.
@@ -42,6 +46,7 @@ mod access;
 pub mod admin;
 mod auth;
 pub mod cli;
+pub mod compile_cli;
 pub mod config;
 pub mod counters;
 mod deflate;
@@ -49,6 +54,7 @@ mod fastlane;
 mod handshake;
 mod health;
 mod http_consumer;
+mod loading;
 mod metrics;
 mod publish;
 pub mod publish_cli;

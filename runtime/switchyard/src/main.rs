@@ -101,6 +101,10 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             return tokio::task::spawn_blocking(move || switchyard::admin::print_plugins(&args))
                 .await?;
         }
+        Command::Compile(args) => {
+            return tokio::task::spawn_blocking(move || switchyard::compile_cli::run(&args))
+                .await?;
+        }
         Command::Send(_) | Command::GroupSend(_) => {
             unreachable!("publish commands run in main")
         }
@@ -108,7 +112,9 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     let config = args.into_config()?;
     let redis = config.redis_url.is_some();
     let addr = std::net::SocketAddr::new(config.bind, config.port);
-    let mut server = Server::build(config).await?;
+    // Bind first; plugins compile in the background (their routes answer
+    // 503 with Retry-After meanwhile, `/readyz` 503 until all are done).
+    let mut server = Server::build_unloaded(config).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
@@ -128,24 +134,42 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             &format!("  admin API and health on http://{admin} (not on the public port)"),
         );
     }
-    let routes = server.routes();
-    if routes.is_empty() {
-        announce(
-            format,
-            "  no routes: the plugin directory has no loadable plugins",
-        );
-    }
-    for route in routes {
-        let scheme = match (route.protocol, tls) {
-            (Protocol::Websocket, false) => "ws",
-            (Protocol::Websocket, true) => "wss",
-            (Protocol::Http, _) => http,
+    let loading = server.load_in_background();
+    let host = std::sync::Arc::clone(server.host());
+    // Once the plugins are loaded, say what they serve.
+    tokio::spawn(async move {
+        let report = match loading.await {
+            Ok(Ok(report)) => report,
+            Ok(Err(err)) => return tracing::error!("loading plugins: {err:#}"),
+            Err(err) => return tracing::error!("loading plugins: {err}"),
         };
         announce(
             format,
-            &format!("  {scheme}://{local}/{}  ->  {}", route.route, route.plugin),
+            &format!(
+                "  plugins loaded: {} ready, {} failed",
+                report.loaded.len() + report.unchanged.len(),
+                report.failed.len()
+            ),
         );
-    }
+        let routes = host.routes();
+        if routes.is_empty() {
+            announce(
+                format,
+                "  no routes: the plugin directory has no loadable plugins",
+            );
+        }
+        for route in routes {
+            let scheme = match (route.protocol, tls) {
+                (Protocol::Websocket, false) => "ws",
+                (Protocol::Websocket, true) => "wss",
+                (Protocol::Http, _) => http,
+            };
+            announce(
+                format,
+                &format!("  {scheme}://{local}/{}  ->  {}", route.route, route.plugin),
+            );
+        }
+    });
     // A second signal during the drain exits at once.
     let signals = Signals::listen();
     let serving = server.serve(listener, signals.nth(1));

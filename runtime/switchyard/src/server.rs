@@ -33,7 +33,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use switchyard_host::{
-    GuestMetrics, HostOptions, PluginHost, PluginWatcher, RouteInfo, WatchOptions,
+    GuestMetrics, HostOptions, LoadReport, PluginHost, PluginWatcher, RouteInfo, WatchOptions,
 };
 use switchyard_kv::{KeyValue, KvBackend, MemoryBackend, RedisBackend, RedisKvConfig};
 use switchyard_layer::{ChannelLayer, MemoryLayer, RedisLayer};
@@ -125,14 +125,38 @@ pub struct Server {
 }
 
 impl Server {
+    /// [`Server::build_unloaded`], then load the plugin directory before
+    /// returning. A plugin that fails to load is logged and left out; the
+    /// others serve.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let server = Self::build_unloaded(config).await?;
+        let report = server.host.load_dir(&server.config.plugins).await?;
+        log_loaded(&server.config, &report);
+        Ok(server)
+    }
+
+    /// Load the plugin directory in the background (what `switchyard
+    /// serve` does once it has bound): the server serves what is ready;
+    /// a route whose plugin is still compiling answers 503 with
+    /// `Retry-After`, and `/readyz` answers 503 until the load finishes.
+    pub fn load_in_background(&self) -> tokio::task::JoinHandle<anyhow::Result<LoadReport>> {
+        let host = Arc::clone(&self.host);
+        let config = Arc::clone(&self.config);
+        tokio::spawn(async move {
+            let report = host.load_dir(&config.plugins).await?;
+            log_loaded(&config, &report);
+            Ok(report)
+        })
+    }
+
     /// Create the channel layer (Redis when configured, else in-memory) and
-    /// the plugin host, and load the plugin directory. A plugin that fails to
-    /// load is logged and left out; the others serve.
+    /// the plugin host, and check that the plugin directory can be read,
+    /// without loading it: see [`Server::load_in_background`].
     ///
     /// Redis need not be reachable: the server serves meanwhile, layer
     /// operations fail as `unavailable`, and the layer logs each failed
     /// connection (URL redacted) and keeps retrying.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
+    pub async fn build_unloaded(config: Config) -> anyhow::Result<Self> {
         let Settings {
             layer,
             origins,
@@ -182,13 +206,8 @@ impl Server {
                 calls,
             ))
         });
-        let report = host.load_dir(&config.plugins).await?;
-        tracing::info!(
-            dir = %config.plugins.display(),
-            loaded = report.loaded.len(),
-            failed = report.failed.len(),
-            "plugins loaded"
-        );
+        std::fs::read_dir(&config.plugins)
+            .with_context(|| format!("reading plugin directory {}", config.plugins.display()))?;
         Ok(Self {
             host,
             config: Arc::new(config),
@@ -376,6 +395,15 @@ impl Server {
         let _ = tokio::time::timeout(HTTP_GRACE, connections.wait()).await;
         Ok(())
     }
+}
+
+fn log_loaded(config: &Config, report: &LoadReport) {
+    tracing::info!(
+        dir = %config.plugins.display(),
+        loaded = report.loaded.len(),
+        failed = report.failed.len(),
+        "plugins loaded"
+    );
 }
 
 /// Serves one TCP connection: with `tls`, its TLS handshake first, which

@@ -10,7 +10,9 @@ use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use anyhow::Context as _;
+use sha2::{Digest as _, Sha256};
 
+use super::loading::Loading;
 use super::{LoadFailure, PluginHost, lock, unix_secs};
 use crate::metrics::EventCounters;
 use crate::plugin::{self, Artifact, PluginError, PluginFiles};
@@ -67,7 +69,19 @@ impl PluginHost {
     /// ignored: that is where editors and copy tools keep partial files. A
     /// plugin that fails to load never replaces its live version: the error
     /// is logged and kept for the admin API.
+    ///
+    /// Every changed file is read first (each plugin is then `loading`,
+    /// its routes answering 503), then compiled, as many at once as there
+    /// are cores, each going live as soon as it is ready. Reconciles take
+    /// turns.
     pub async fn load_dir(&self, dir: &Path) -> anyhow::Result<LoadReport> {
+        let _turn = self.reconciling.lock().await;
+        let result = self.reconcile(dir).await;
+        self.loading.finish_initial();
+        result
+    }
+
+    async fn reconcile(&self, dir: &Path) -> anyhow::Result<LoadReport> {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
             .with_context(|| format!("reading plugin directory {}", dir.display()))?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -77,6 +91,7 @@ impl PluginHost {
         let mut report = LoadReport::default();
         let mut present = Vec::new();
         let mut seen = HashMap::new();
+        let mut changed = Vec::new();
         for path in paths {
             present.push(failure_key(&path));
             let before = file_stamp(&path);
@@ -96,32 +111,62 @@ impl PluginHost {
                 seen.insert(path, (stamp, outcome));
                 continue;
             }
-            match self.load_file(&path).await {
-                Ok(Some(name)) => {
-                    report.loaded.push(name);
-                    seen.insert(path, (before, Outcome::Loaded));
-                }
+            changed.push((path, before));
+        }
+        // Read every changed file, so that each is `loading` before any
+        // compiles; a file equal to its live version is done here.
+        let mut to_compile = Vec::new();
+        for (path, before) in changed {
+            match self.read_file(&path).await {
+                Ok(Some(files)) => to_compile.push((path, before, files)),
                 Ok(None) => {
                     report
                         .unchanged
                         .push(plugin::plugin_name(&path).unwrap_or_default());
                     seen.insert(path, (before, Outcome::Loaded));
                 }
-                Err(err) if file_stamp(&path) != before => {
-                    // Still being written: the watcher will see the next write.
-                    tracing::debug!(path = %path.display(), "plugin file changed while loading: {err}");
-                }
-                Err(err) => {
-                    // Only a route conflict can be cured by another plugin
-                    // coming or going; anything else waits for the file.
-                    let generation = matches!(err, PluginError::RouteConflict { .. })
-                        .then(|| self.generation.load(Ordering::Relaxed));
-                    self.record_failure(&path, &err);
-                    report.failed.push((path.clone(), err));
-                    seen.insert(path, (before, Outcome::Failed { generation }));
-                }
+                Err(err) => self.file_failed(&mut report, &mut seen, path, before, err),
             }
         }
+        let of = to_compile.len();
+        let queued: Vec<_> = to_compile
+            .into_iter()
+            .enumerate()
+            .map(|(i, (path, before, files))| {
+                let loading = self
+                    .loading
+                    .begin(&files.name, &path, &files.manifest, i + 1, of);
+                (path, before, files, loading)
+            })
+            .collect();
+        // Compiles run on the blocking pool, as many at once as there are
+        // cores (wasmtime spreads each one's functions over the cores too).
+        let parallel = std::thread::available_parallelism().map_or(1, usize::from);
+        let permits = tokio::sync::Semaphore::new(parallel);
+        // Plugins sharing one component compile one after the other, so
+        // the later ones find it in the compile cache.
+        let mut same_component: HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
+        let mut compiles = Vec::with_capacity(queued.len());
+        for (path, before, files, loading) in queued {
+            let turn = Arc::clone(
+                same_component
+                    .entry(Sha256::digest(&files.wasm).to_vec())
+                    .or_default(),
+            );
+            compiles.push(self.compile_queued(&permits, turn, path, before, files, loading));
+        }
+        let results = futures_util::future::join_all(compiles).await;
+        for (path, before, result) in results {
+            match result {
+                Ok(name) => {
+                    report.loaded.push(name);
+                    seen.insert(path, (before, Outcome::Loaded));
+                }
+                Err(err) => self.file_failed(&mut report, &mut seen, path, before, err),
+            }
+        }
+        report.loaded.sort();
+        report.unchanged.sort();
         *lock(&self.stamps) = seen;
         let live: Vec<String> = self
             .table
@@ -139,6 +184,29 @@ impl PluginHost {
         Ok(report)
     }
 
+    /// A file that failed to read, compile or install: recorded, unless it
+    /// changed meanwhile (the watcher will see the next write).
+    fn file_failed(
+        &self,
+        report: &mut LoadReport,
+        seen: &mut HashMap<PathBuf, (FileStamp, Outcome)>,
+        path: PathBuf,
+        before: FileStamp,
+        err: PluginError,
+    ) {
+        if file_stamp(&path) != before {
+            tracing::debug!(path = %path.display(), "plugin file changed while loading: {err}");
+            return;
+        }
+        // Only a route conflict can be cured by another plugin coming or
+        // going; anything else waits for the file.
+        let generation = matches!(err, PluginError::RouteConflict { .. })
+            .then(|| self.generation.load(Ordering::Relaxed));
+        self.record_failure(&path, &err);
+        report.failed.push((path.clone(), err));
+        seen.insert(path, (before, Outcome::Failed { generation }));
+    }
+
     /// Whether what the last reconcile found for an unchanged file still
     /// holds: the plugin it loaded is still live, or it failed, and for a
     /// route conflict nothing was installed or removed since.
@@ -153,36 +221,71 @@ impl PluginHost {
         }
     }
 
-    /// Load one plugin file unless the live version is the same; `Ok(None)`
-    /// when unchanged.
-    async fn load_file(&self, path: &Path) -> Result<Option<String>, PluginError> {
-        let engine = self.engine.clone();
-        let linker = self.linker.clone();
-        let limits = self.limits.clone();
+    /// Read one plugin's files off the async threads; `Ok(None)` when the
+    /// live version is the same.
+    async fn read_file(&self, path: &Path) -> Result<Option<PluginFiles>, PluginError> {
         let owned = path.to_path_buf();
         let table = self.table.load_full();
         self.files_read.fetch_add(1, Ordering::Relaxed);
-        let compiled = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let files = PluginFiles::read(&owned)?;
-            if table
+            let same = table
                 .get(&files.name)
-                .is_some_and(|live| live.artifact().fingerprint() == files.fingerprint)
-            {
-                return Ok(None);
-            }
-            plugin::compile(&engine, &linker, &limits, files).map(Some)
+                .is_some_and(|live| live.artifact().fingerprint() == files.fingerprint);
+            Ok((!same).then_some(files))
         })
         .await
         .map_err(|source| PluginError::Join {
             path: path.display().to_string(),
             source,
-        })??;
-        let Some(plugin) = compiled else {
-            return Ok(None);
-        };
+        })?
+    }
+
+    /// [`PluginHost::compile_and_install`] once a compile slot is free; the
+    /// plugin stays `loading` until then.
+    async fn compile_queued(
+        &self,
+        permits: &tokio::sync::Semaphore,
+        same_component: Arc<tokio::sync::Mutex<()>>,
+        path: PathBuf,
+        before: FileStamp,
+        files: PluginFiles,
+        loading: Loading<'_>,
+    ) -> (PathBuf, FileStamp, Result<String, PluginError>) {
+        let _turn = same_component.lock().await;
+        let _permit = permits.acquire().await;
+        let result = self.compile_and_install(files, &loading).await;
+        (path, before, result)
+    }
+
+    /// Compile one plugin off the async threads and make it live; its name.
+    async fn compile_and_install(
+        &self,
+        files: PluginFiles,
+        loading: &Loading<'_>,
+    ) -> Result<String, PluginError> {
+        let engine = self.engine.clone();
+        let linker = self.linker.clone();
+        let limits = self.limits.clone();
+        let path = files.wasm_path.clone();
+        let (n, of) = loading.progress();
+        tracing::info!(plugin = %files.name, file = %path.display(), "plugin loading ({n} of {of})");
+        let plugin =
+            tokio::task::spawn_blocking(move || plugin::compile(&engine, &linker, &limits, files))
+                .await
+                .map_err(|source| PluginError::Join {
+                    path: path.display().to_string(),
+                    source,
+                })??;
         let name = plugin.name().to_owned();
         self.install(Arc::new(plugin))?;
-        Ok(Some(name))
+        let elapsed = loading.elapsed();
+        tracing::info!(
+            plugin = %name,
+            elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            "plugin ready ({n} of {of}, {elapsed:.1?})"
+        );
+        Ok(name)
     }
 }
 

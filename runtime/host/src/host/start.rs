@@ -185,10 +185,7 @@ impl PluginHost {
                 .keyvalue
                 .then(|| self.keyvalue.clone()),
         );
-        let mut store = Store::new(
-            &self.engine,
-            ConsumerState::new(host, kv, limits.memory_bytes),
-        );
+        let mut store = Store::new(&self.engine, ConsumerState::new(host, kv, limits));
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_callback(yield_or_interrupt);
         store.data_mut().ticks_left = epoch_ticks(limits.call_timeout);

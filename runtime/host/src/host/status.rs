@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{PluginHost, lock, unix_secs};
+use super::{LoadingStatus, PluginHost, lock, unix_secs};
 use crate::manifest::ReplacePolicy;
+use crate::plugin::Precompiled;
 use crate::version::Version;
 
 /// A plugin file that failed to load, as the admin API shows it.
@@ -33,6 +34,11 @@ pub struct VersionStatus {
     pub open_connections: usize,
     /// Whether connections can migrate to it.
     pub migratable: bool,
+    /// Whether its code was loaded from the `.cwasm` beside the `.wasm`.
+    pub precompiled: bool,
+    /// Why the `.cwasm` beside the `.wasm` was refused (the `.wasm` was
+    /// compiled instead).
+    pub precompiled_error: Option<String>,
 }
 
 /// One plugin, as the admin API shows it.
@@ -55,6 +61,13 @@ pub struct PluginStatus {
     pub versions: Vec<VersionStatus>,
     /// The last load failure, if its file has not loaded since.
     pub last_error: Option<LoadFailure>,
+    /// `ready` (a version is live), `loading` (none is live yet, one is
+    /// being compiled), `failed` (none is live, the last load failed) or
+    /// `removed` (its file is gone; connections remain on an old version).
+    pub state: &'static str,
+    /// The version being compiled now, if any (beside a live one during a
+    /// hot swap).
+    pub loading: Option<LoadingStatus>,
 }
 
 fn patterns(routes: &[crate::route::RoutePattern]) -> Vec<String> {
@@ -72,9 +85,11 @@ impl PluginHost {
             retired.clone()
         };
         let failures = lock(&self.load_failures).clone();
+        let mut loading = self.loading_status();
         let mut names: Vec<String> = table.plugins().map(|p| p.name().to_owned()).collect();
         names.extend(retired.iter().map(|p| p.name().to_owned()));
         names.extend(failures.keys().cloned());
+        names.extend(loading.keys().cloned());
         names.sort();
         names.dedup();
         names
@@ -87,6 +102,11 @@ impl PluginHost {
                     live: is_live,
                     open_connections: plugin.open_connections(),
                     migratable: plugin.artifact().migratable(),
+                    precompiled: *plugin.artifact().precompiled() == Precompiled::Used,
+                    precompiled_error: match plugin.artifact().precompiled() {
+                        Precompiled::Refused(why) => Some(why.clone()),
+                        Precompiled::No | Precompiled::Used => None,
+                    },
                 };
                 let mut versions: Vec<VersionStatus> =
                     live.iter().map(|p| version(p, true)).collect();
@@ -96,7 +116,17 @@ impl PluginHost {
                         .filter(|p| p.name() == name)
                         .map(|p| version(p, false)),
                 );
+                let loading = loading.remove(&name);
+                let state = match (live, &loading) {
+                    (Some(_), _) => "ready",
+                    (None, Some(_)) => "loading",
+                    (None, None) if failures.contains_key(&name) => "failed",
+                    // Removed, with connections still on a retired version.
+                    (None, None) => "removed",
+                };
                 PluginStatus {
+                    state,
+                    loading,
                     version: live.map(|p| p.hash().to_owned()),
                     source: live.map(|p| p.artifact().source().display().to_string()),
                     routes: live
