@@ -171,6 +171,23 @@ start() {
         kill "$SRV_PID" 2>/dev/null
         return 1
     fi
+    # Switchyard binds first and compiles its plugins in the background.
+    if [[ $kind == switchyard* ]] && ! wait_loaded "$log" "$SRV_PID" 600; then
+        SRV_ERROR="plugins not loaded: $(tail -5 "$log" | tr '\n' ' ')"
+        kill "$SRV_PID" 2>/dev/null
+        return 1
+    fi
+}
+
+# wait_loaded LOG PID SECS: 0 once the server's log says its plugins are loaded.
+wait_loaded() {
+    local deadline=$((SECONDS + $3))
+    while [ $SECONDS -lt "$deadline" ]; do
+        kill -0 "$2" 2>/dev/null || return 1
+        grep -q '^  plugins loaded:' "$1" && return 0
+        sleep 0.1
+    done
+    return 1
 }
 
 stop() {

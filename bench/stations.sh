@@ -101,6 +101,13 @@ start_switchyard() {
     SRV_PID=$!
     PIDS+=("$SRV_PID")
     wait_port "$SRV_PORT" "$SRV_PID" 120 || die "switchyard did not start: $(tail -3 "$1")"
+    # It binds first and compiles its plugins in the background.
+    local deadline=$((SECONDS + 600))
+    until grep -q '^  plugins loaded:' "$1"; do
+        kill -0 "$SRV_PID" 2>/dev/null && [ $SECONDS -lt "$deadline" ] ||
+            die "switchyard did not load its plugins: $(tail -3 "$1")"
+        sleep 0.1
+    done
 }
 
 RESULTS=()

@@ -23,6 +23,7 @@ import { createInterface } from 'node:readline';
 import WebSocket from 'ws';
 
 const LISTENING = 'Switchyard listening on http://';
+const LOADED = '  plugins loaded:';
 
 /** A `switchyard serve` process on a free loopback port. */
 export class SwitchyardServer {
@@ -38,13 +39,14 @@ export class SwitchyardServer {
     this.output = [];
   }
 
-  /** Starts the server and resolves once it says where it listens. */
+  /** Starts the server and resolves once it listens with its plugins loaded. */
   start() {
     this.process = spawn(
       this.binary,
       ['serve', '-b', '127.0.0.1', '-p', '0', '--plugins', this.plugins, '--admin-token', this.token, ...this.args],
       { env: { RUST_LOG: 'warn', ...process.env, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'inherit'] },
     );
+    let listening = null;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => fail(new Error('switchyard did not start listening in time')), this.startTimeoutMs);
       const fail = (err) => {
@@ -58,8 +60,12 @@ export class SwitchyardServer {
       });
       createInterface({ input: this.process.stdout }).on('line', (line) => {
         this.output.push(line);
-        if (!this.address && line.startsWith(LISTENING)) {
-          this.address = line.slice(LISTENING.length).split(/\s/)[0];
+        // The server binds first and compiles its plugins in the
+        // background; it is ready once it says they are loaded.
+        if (!listening && line.startsWith(LISTENING)) {
+          listening = line.slice(LISTENING.length).split(/\s/)[0];
+        } else if (listening && !this.address && line.startsWith(LOADED)) {
+          this.address = listening;
           clearTimeout(timer);
           resolve(this);
         }

@@ -43,6 +43,7 @@ from websockets.sync.client import connect as ws_connect
 
 # How a server says where it listens, on its standard output.
 _LISTENING = "Switchyard listening on http://"
+_LOADED = "  plugins loaded:"
 
 
 class SwitchyardServer:
@@ -67,7 +68,7 @@ class SwitchyardServer:
         self._process = None
 
     def start(self):
-        """Starts the server and waits until it says where it listens."""
+        """Starts the server and waits until it listens with its plugins loaded."""
         env = dict(os.environ, NO_COLOR="1")
         env.setdefault("RUST_LOG", "warn")
         self._process = subprocess.Popen(
@@ -81,10 +82,15 @@ class SwitchyardServer:
         found = queue.Queue()
 
         def read():
+            # The server binds first and compiles its plugins in the
+            # background; it is ready once it says they are loaded.
+            address = None
             for line in self._process.stdout:
                 self.output.append(line)
                 if line.startswith(_LISTENING):
-                    found.put(line[len(_LISTENING):].split()[0])
+                    address = line[len(_LISTENING):].split()[0]
+                elif address and line.startswith(_LOADED):
+                    found.put(address)
             found.put(None)
 
         threading.Thread(target=read, daemon=True).start()
