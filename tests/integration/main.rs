@@ -10,6 +10,7 @@ mod deflate;
 mod echo;
 mod fairness;
 mod handshake;
+mod hibernate;
 mod hotswap;
 mod http;
 mod isolation;

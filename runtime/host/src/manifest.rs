@@ -23,6 +23,14 @@
 //! max-instances = 100       # live instances of this plugin (503 past it)
 //! ```
 //!
+//! `hibernate-after-secs = 30` (a top-level key, off by default) lets an
+//! idle connection give its instance back: after that many seconds without
+//! a frame, an event or a send, the host snapshots it through the
+//! `migration` exports, keeps only the bytes and drops the instance; the
+//! next frame or event restores it first (see `hibernate`). 1 to
+//! [`MAX_HIBERNATE_AFTER_SECS`]. No effect on a plugin without `migration`
+//! or with `instance = "shared"` (logged at load).
+//!
 //! `keyvalue = true` (a top-level key, default `false`) opts the plugin
 //! into `wasi:keyvalue` @0.2.0-draft and @0.2.0-draft2 (store, atomics,
 //! batch): its buckets live in the plugin's own namespace, in memory or in
@@ -43,6 +51,9 @@ pub(crate) const RESERVED_PREFIX: &str = "_switchyard/";
 /// Single paths the server keeps for itself: liveness and readiness probes
 /// (`/healthz`, `/readyz`), with or without a trailing slash.
 pub(crate) const RESERVED_PATHS: [&str; 4] = ["healthz", "healthz/", "readyz", "readyz/"];
+
+/// The longest `hibernate-after-secs` accepted: a week.
+pub const MAX_HIBERNATE_AFTER_SECS: u64 = 7 * 24 * 3600;
 
 /// How instances of a plugin map to connections.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -99,6 +110,10 @@ pub struct Manifest {
     /// `keyvalue`: whether the plugin may use `wasi:keyvalue`.
     #[serde(default)]
     pub keyvalue: bool,
+    /// `hibernate-after-secs`: idle seconds after which a connection's
+    /// instance is snapshotted and dropped; `None` (the default) never.
+    #[serde(default)]
+    pub hibernate_after_secs: Option<u64>,
 }
 
 /// A plugin's own guest limits (`[limits]`); `None` takes the server's.
@@ -152,6 +167,7 @@ impl Manifest {
             on_replace: ReplacePolicy::default(),
             limits: PluginLimits::default(),
             keyvalue: false,
+            hibernate_after_secs: None,
         })
     }
 
@@ -188,6 +204,17 @@ impl Manifest {
                 path: path.display().to_string(),
                 message: format!(
                     "route `{route}`: /healthz and /readyz are reserved for the server"
+                ),
+            });
+        }
+        if let Some(secs) = manifest.hibernate_after_secs
+            && !(1..=MAX_HIBERNATE_AFTER_SECS).contains(&secs)
+        {
+            return Err(ManifestError::Invalid {
+                path: path.display().to_string(),
+                message: format!(
+                    "hibernate-after-secs = {secs}: must be 1 to {MAX_HIBERNATE_AFTER_SECS} \
+                     (leave the key out to never hibernate)"
                 ),
             });
         }
@@ -296,6 +323,28 @@ mod tests {
                 .keyvalue
         );
         assert!(parse("routes = [\"ws/a/\"]\nkeyvalue = \"yes\"\n").is_err());
+    }
+
+    #[test]
+    fn hibernate_after_is_off_by_default_and_bounded() {
+        assert_eq!(
+            parse("routes = [\"ws/a/\"]\n").expect("valid").hibernate_after_secs,
+            None
+        );
+        let m = parse("routes = [\"ws/a/\"]\nhibernate-after-secs = 30\n").expect("valid");
+        assert_eq!(m.hibernate_after_secs, Some(30));
+        for bad in ["0", "604801"] {
+            let err = parse(&format!("routes = [\"ws/a/\"]\nhibernate-after-secs = {bad}\n"))
+                .expect_err(bad);
+            let text = err.to_string();
+            assert!(text.contains("chat.toml"), "{text}");
+            assert!(text.contains("hibernate-after-secs"), "{text}");
+        }
+        for bad in ["-1", "\"30\""] {
+            let err = parse(&format!("routes = [\"ws/a/\"]\nhibernate-after-secs = {bad}\n"))
+                .expect_err(bad);
+            assert!(err.to_string().contains("chat.toml"), "{err}");
+        }
     }
 
     #[test]
