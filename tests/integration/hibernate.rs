@@ -59,7 +59,10 @@ async fn a_hibernated_chat_member_receives_group_messages_in_order_and_sends_aft
         talker.send_json(&json!({"message": format!("m{n}")})).await;
     }
     for n in 0..20 {
-        assert_eq!(talker.recv_json().await, json!({"message": format!("m{n}")}));
+        assert_eq!(
+            talker.recv_json().await,
+            json!({"message": format!("m{n}")})
+        );
     }
     for n in 0..20 {
         assert_eq!(
@@ -152,7 +155,11 @@ async fn a_restore_that_fails_closes_that_socket_with_1011_and_is_counted() {
     let traps: u64 = server.host.failures().iter().map(|f| f.traps).sum();
     assert_eq!(traps, 1, "the trap in `restore` is counted");
 
-    assert_eq!(count(&mut other, "x").await["count"], 2, "others unaffected");
+    assert_eq!(
+        count(&mut other, "x").await["count"],
+        2,
+        "others unaffected"
+    );
     server.shutdown().await.expect("clean shutdown");
 }
 
@@ -170,7 +177,9 @@ async fn closing_a_hibernated_connection_wakes_it_for_disconnect() {
     // `disconnect` ran in a woken instance: it told the group.
     let said = stayer.recv_json().await;
     assert!(
-        said["message"].as_str().is_some_and(|m| m.starts_with("left ")),
+        said["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("left ")),
         "{said}"
     );
     server.shutdown().await.expect("clean shutdown");
@@ -205,7 +214,15 @@ async fn keepalive_goes_on_while_hibernated() {
             .expect("open")
             .expect("a frame");
         match message {
-            Message::Ping(_) => pings += 1,
+            Message::Ping(_) => {
+                pings += 1;
+                // A few pings come before the deaf client's timeout; a
+                // stream of them without the "left" means it never came.
+                assert!(
+                    pings < 10,
+                    "the deaf client's `disconnect` never told the group"
+                );
+            }
             Message::Text(text) => {
                 let value: Value = serde_json::from_str(text.as_str()).expect("json");
                 if value["message"]

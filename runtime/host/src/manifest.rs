@@ -328,21 +328,27 @@ mod tests {
     #[test]
     fn hibernate_after_is_off_by_default_and_bounded() {
         assert_eq!(
-            parse("routes = [\"ws/a/\"]\n").expect("valid").hibernate_after_secs,
+            parse("routes = [\"ws/a/\"]\n")
+                .expect("valid")
+                .hibernate_after_secs,
             None
         );
         let m = parse("routes = [\"ws/a/\"]\nhibernate-after-secs = 30\n").expect("valid");
         assert_eq!(m.hibernate_after_secs, Some(30));
         for bad in ["0", "604801"] {
-            let err = parse(&format!("routes = [\"ws/a/\"]\nhibernate-after-secs = {bad}\n"))
-                .expect_err(bad);
+            let err = parse(&format!(
+                "routes = [\"ws/a/\"]\nhibernate-after-secs = {bad}\n"
+            ))
+            .expect_err(bad);
             let text = err.to_string();
             assert!(text.contains("chat.toml"), "{text}");
             assert!(text.contains("hibernate-after-secs"), "{text}");
         }
         for bad in ["-1", "\"30\""] {
-            let err = parse(&format!("routes = [\"ws/a/\"]\nhibernate-after-secs = {bad}\n"))
-                .expect_err(bad);
+            let err = parse(&format!(
+                "routes = [\"ws/a/\"]\nhibernate-after-secs = {bad}\n"
+            ))
+            .expect_err(bad);
             assert!(err.to_string().contains("chat.toml"), "{err}");
         }
     }

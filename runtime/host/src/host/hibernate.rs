@@ -66,7 +66,11 @@ impl PluginHost {
     }
 
     /// [`PluginHost::wake`], uncounted.
-    async fn revive(&self, consumer: &mut Consumer, version: &Arc<Version>) -> Result<(), GuestError> {
+    async fn revive(
+        &self,
+        consumer: &mut Consumer,
+        version: &Arc<Version>,
+    ) -> Result<(), GuestError> {
         let failed = |reason: String| GuestError::Wake {
             plugin: version.artifact().name_arc(),
             reason,
@@ -91,10 +95,7 @@ impl PluginHost {
     /// the version's call timeout for them: a wake is a call the client
     /// already made, so it waits a little rather than fail at once when
     /// every slot is briefly taken.
-    async fn wait_for_slots(
-        &self,
-        version: &Version,
-    ) -> Result<[OwnedSemaphorePermit; 2], String> {
+    async fn wait_for_slots(&self, version: &Version) -> Result<[OwnedSemaphorePermit; 2], String> {
         let timeout = version.limits().call_timeout;
         let slots = async {
             let server = Arc::clone(&self.instances).acquire_owned().await;

@@ -44,7 +44,8 @@ impl Idle {
     /// The earlier of `keepalive` and the hibernation deadline: when the
     /// shared timer should wake.
     pub(super) fn timer_deadline(&self, keepalive: Instant) -> Instant {
-        self.deadline().map_or(keepalive, |idle| idle.min(keepalive))
+        self.deadline()
+            .map_or(keepalive, |idle| idle.min(keepalive))
     }
 
     /// A call into the consumer returned: the connection is busy now. If
