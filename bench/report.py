@@ -62,6 +62,19 @@ def idle_metrics(n):
     ]
 
 
+def hibidle_metrics(n):
+    title = f"{n:,} idle chat connections (hibernated)"
+    f = f"hibidle-{n}"
+    return [
+        (title, f, "RSS per connection", "KiB", False, lambda j: get(j, "rss_per_conn_kib")),
+        (title, f, "failed + dropped", "conns", False,
+         lambda j: None if get(j, "failed") is None else j["failed"] + (j.get("dropped_during_hold") or 0)),
+        (title, f, "first call after idle p50", "ms", False, lambda j: ms(get(j, "wake", "first_call", "p50_us"))),
+        (title, f, "first call after idle p99", "ms", False, lambda j: ms(get(j, "wake", "first_call", "p99_us"))),
+        (title, f, "next call p50", "ms", False, lambda j: ms(get(j, "wake", "awake_call", "p50_us"))),
+    ]
+
+
 CHURN = [
     ("churn (connect + close)", "churn", "cycles/s", "/s", True, lambda j: get(j, "cycles_per_s")),
     ("churn (connect + close)", "churn", "failures", "", False, lambda j: get(j, "failures")),
@@ -139,6 +152,8 @@ def main():
     metrics = list(METRICS)
     for n in sizes:
         metrics += idle_metrics(n)
+    for n in sorted({int(k.split("-")[-1]) for k in raw if "-hibidle-" in k}):
+        metrics += hibidle_metrics(n)
     metrics += CHURN
     metrics += HTTP
 

@@ -17,6 +17,13 @@
 #   idle     1k and 15k idle connections on the echo plugin: server RSS per
 #            connection (VmRSS after - before, / count), connect rate
 #   churn    connect + close cycles per second
+#   hibidle  (only when named in SCENARIOS) HIBIDLE_SIZES (15k) idle chat
+#            sockets in one room (Switchyard: chat with hibernate-after-secs
+#            = HIBERNATE_SECS, RSS measured once the metrics gauge shows them
+#            all hibernated; Daphne: the tutorial chat consumer): RSS per
+#            connection; then WAKE_CONNS (200) more, each alone in a room,
+#            idle until hibernated, send one message each in turn: the first
+#            call's round trip p50/p99 (waking) and the next call's (awake)
 #   http     50 keep-alive HTTP connections, closed loop, GET of a small JSON
 #            view (the hello plugin's api/hello/<name>/; the same view in
 #            axum and in Django): requests/s, latency p50/p99
@@ -53,6 +60,9 @@ FANOUT_SECS=${FANOUT_SECS:-10}
 IDLE_SIZES=${IDLE_SIZES:-"1000 15000 19000"}
 IDLE_PER_CLIENT=${IDLE_PER_CLIENT:-4000}
 IDLE_DEADLINE=${IDLE_DEADLINE:-120}
+HIBIDLE_SIZES=${HIBIDLE_SIZES:-15000}
+HIBERNATE_SECS=${HIBERNATE_SECS:-2}
+WAKE_CONNS=${WAKE_CONNS:-200}
 CHURN_SECS=${CHURN_SECS:-10}
 CHURN_WORKERS=${CHURN_WORKERS:-16}
 HTTP_CONNS=${HTTP_CONNS:-50}
@@ -340,6 +350,106 @@ EOF
     stop "$pid"
 }
 
+# hibidle: idle chat sockets, hibernated on Switchyard.
+BENCH_ADMIN_TOKEN=bench-admin-token-0123456789
+hibernated_now() {
+    curl -s -H "Authorization: Bearer $BENCH_ADMIN_TOKEN" "http://127.0.0.1:$1/_switchyard/metrics" |
+        awk '/^switchyard_connections_hibernated / {print $2}'
+}
+# wait_hibernated KIND PORT N: until N connections hibernate (Switchyard;
+# 60 s at most), or for the hibernation delay and a second (Daphne).
+wait_hibernated() {
+    [ "$1" = switchyard ] || { sleep $((HIBERNATE_SECS + 1)); return; }
+    local deadline=$((SECONDS + 60))
+    while [ $SECONDS -lt $deadline ]; do
+        [ "$(hibernated_now "$2")" -ge "$3" ] 2>/dev/null && return 0
+        sleep 0.5
+    done
+    echo "only $(hibernated_now "$2") of $3 connections hibernated" >&2
+}
+scenario_hibidle() {
+    local kind=$1 conns=$2 out=$RAW/$1-hibidle-$2.json
+    say "$kind: $conns idle chat connections (hibernate after ${HIBERNATE_SECS}s)"
+    local plugins=$PLUGINS
+    if [ "$kind" = switchyard ]; then
+        plugins=$WORK/hib-plugins
+        mkdir -p "$plugins"
+        cp "$PLUGINS/chat.wasm" "$plugins/chat.wasm"
+        printf 'routes = ["ws/chat/<str:room_name>/"]\nhibernate-after-secs = %s\n' "$HIBERNATE_SECS" >"$plugins/chat.toml"
+    fi
+    local saved=$PLUGINS
+    PLUGINS=$plugins
+    SWITCHYARD_ADMIN_TOKEN=$BENCH_ADMIN_TOKEN start "$kind" memory "$WORK/$kind-hibidle-$conns.log"
+    local started=$?
+    PLUGINS=$saved
+    [ $started -eq 0 ] || { error_json "$out" hibidle "server did not start: $SRV_ERROR"; return; }
+    local pid=$SRV_PID port=$SRV_PORT url
+    url=$(URL "$SRV_PORT" /ws/chat/bench/)
+    timeout 30 "$BIN/loadgen" churn --url "$url" --workers 2 --secs 0.5 >/dev/null 2>&1
+    sleep 1
+    local before clients=$(((conns + IDLE_PER_CLIENT - 1) / IDLE_PER_CLIENT))
+    before=$(rss_kib "$pid")
+    local hold=$WORK/hibhold-$kind-$conns lg=() i per=$((conns / clients))
+    rm -f "$hold"
+    for ((i = 0; i < clients; i++)); do
+        local n=$per
+        [ $i -eq $((clients - 1)) ] && n=$((conns - per * (clients - 1)))
+        "$BIN/loadgen" idle --url "$url" --conns "$n" --src "127.0.0.$((10 + 2 * i))" \
+            --src "127.0.0.$((11 + 2 * i))" --hold-file "$hold" --max-hold 400 --deadline "$IDLE_DEADLINE" \
+            >"$WORK/hibidle-$kind-$conns-$i.out" 2>"$WORK/hibidle-$kind-$conns-$i.err" &
+        lg+=($!)
+        PIDS+=($!)
+    done
+    local deadline=$((SECONDS + IDLE_DEADLINE + 30)) ready
+    while [ $SECONDS -lt $deadline ]; do
+        ready=0
+        for ((i = 0; i < clients; i++)); do
+            grep -q '"phase":"connected"' "$WORK/hibidle-$kind-$conns-$i.out" 2>/dev/null && ready=$((ready + 1))
+        done
+        [ $ready -eq "$clients" ] && break
+        sleep 0.2
+    done
+    wait_hibernated "$kind" "$port" "$conns"
+    sleep 2
+    local after alive=1 asleep
+    after=$(rss_kib "$pid" 2>/dev/null) || alive=0
+    [ -z "$after" ] && alive=0
+    asleep=$(hibernated_now "$port")
+    # The first call after idling: WAKE_CONNS more sockets, each alone.
+    local go=$WORK/hibgo-$kind-$conns
+    rm -f "$go"
+    "$BIN/loadgen" wake --url "$(URL "$port" /ws/chat/)" --conns "$WAKE_CONNS" --go-file "$go" \
+        >"$WORK/hibwake-$kind-$conns.out" 2>"$WORK/hibwake-$kind-$conns.err" &
+    local wake_pid=$!
+    PIDS+=("$wake_pid")
+    for _ in $(seq 600); do grep -q '"phase": *"connected"' "$WORK/hibwake-$kind-$conns.out" 2>/dev/null && break; sleep 0.2; done
+    wait_hibernated "$kind" "$port" $((conns + WAKE_CONNS))
+    touch "$go"
+    wait "$wake_pid"
+    touch "$hold"
+    for p in "${lg[@]}"; do wait "$p" 2>/dev/null; done
+    python3 - "$out" "$conns" "${before:-0}" "${after:-0}" "$alive" "${asleep:-}" "$WORK/hibwake-$kind-$conns.out" "$WORK"/hibidle-"$kind"-"$conns"-*.out <<'EOF'
+import json, sys
+out, conns, before, after, alive, asleep = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1", sys.argv[6]
+done = []
+for path in sys.argv[8:]:
+    lines = [l for l in open(path).read().splitlines() if l.startswith("{")]
+    done += [json.loads(l) for l in lines if '"phase":"done"' in l]
+wake = [json.loads(l) for l in open(sys.argv[7]).read().splitlines() if '"phase":"done"' in l]
+connected = sum(d["connected"] for d in done)
+res = {
+    "scenario": "hibidle", "conns": conns, "connected": connected, "failed": conns - connected,
+    "dropped_during_hold": sum(d["dropped_during_hold"] for d in done),
+    "hibernated_at_measure": int(asleep) if asleep.isdigit() else None,
+    "rss_before_kib": before, "rss_after_kib": after, "server_alive": alive,
+    "rss_per_conn_kib": (after - before) / connected if connected and alive else None,
+    "wake": wake[0] if wake else None,
+}
+json.dump(res, open(out, "w"))
+EOF
+    stop "$pid"
+}
+
 scenario_churn() {
     local kind=$1 out=$RAW/$1-churn.json
     say "$kind: churn, $CHURN_WORKERS workers, ${CHURN_SECS}s"
@@ -399,6 +509,9 @@ for kind in $SERVERS; do
         has fanout && [ "$kind" != ceiling ] && scenario_fanout "$kind" redis
     fi
     if has idle; then for n in $IDLE_SIZES; do scenario_idle "$kind" "$n"; done; fi
+    if has hibidle && [[ $kind == switchyard || $kind == daphne ]]; then
+        for n in $HIBIDLE_SIZES; do scenario_hibidle "$kind" "$n"; done
+    fi
     has churn && scenario_churn "$kind"
     # One Switchyard row: the HTTP side has no shared-instance variant.
     has http && [ "$kind" != switchyard-shared ] && scenario_http "$kind"

@@ -12,6 +12,7 @@ mod echo;
 mod fairness;
 mod fastlane;
 mod handshake;
+mod hibernate;
 mod hotswap;
 mod http;
 mod http_reuse;

@@ -12,6 +12,7 @@
 //! loadgen fanout --url ws://127.0.0.1:8000/ws/chat/bench/ --subs 1000 --rate 100 --secs 10
 //! loadgen idle   --url ws://127.0.0.1:8000/ws/echo/ --conns 3750 --src 127.0.0.2 --hold-file /tmp/x
 //! loadgen churn  --url ws://127.0.0.1:8000/ws/echo/ --workers 16 --secs 10
+//! loadgen wake   --url ws://127.0.0.1:8000/ws/chat/ --conns 200 --go-file /tmp/y
 //! loadgen --ca-file ca.pem echo --url wss://127.0.0.1:8443/ws/echo/ --conns 50 --secs 10
 //! ```
 //!
@@ -135,6 +136,25 @@ enum Scenario {
     Idle(IdleArgs),
     /// Connect, close, repeat, from several workers at once.
     Churn(ChurnArgs),
+    /// First-call latency after idling: chat connections, each alone in
+    /// its own room, wait (for hibernation) until told to go, then each in
+    /// turn sends one message and times its reply, then a second one.
+    Wake(WakeArgs),
+}
+
+#[derive(Debug, Args)]
+struct WakeArgs {
+    /// The chat URL prefix; connection `i` uses `<url>wake-<i>/`.
+    #[arg(long)]
+    url: String,
+    #[arg(long, default_value_t = 200)]
+    conns: usize,
+    /// Start sending once this file exists ...
+    #[arg(long)]
+    go_file: PathBuf,
+    /// ... or after this many seconds at most.
+    #[arg(long, default_value_t = 120.0)]
+    max_wait: f64,
 }
 
 #[derive(Debug, Args)]
@@ -232,6 +252,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::Fanout(args) => fanout(args).await,
             Scenario::Idle(args) => idle(args).await,
             Scenario::Churn(args) => churn(args).await,
+            Scenario::Wake(args) => wake(args).await,
         }
     })?;
     println!("{out}");
@@ -660,6 +681,50 @@ async fn hold(mut ws: Ws, dropped: Arc<AtomicU64>, mut stop: watch::Receiver<boo
             },
         }
     }
+}
+
+// ---------------------------------------------------------------- wake
+
+async fn wake(args: WakeArgs) -> anyhow::Result<Value> {
+    let mut sockets = Vec::with_capacity(args.conns);
+    for i in 0..args.conns {
+        sockets.push(connect_retry(&format!("{}wake-{i}/", args.url), None).await?);
+    }
+    println!(
+        "{}",
+        json!({"phase": "connected", "connected": sockets.len()})
+    );
+    let wait_until = Instant::now() + Duration::from_secs_f64(args.max_wait);
+    while Instant::now() < wait_until && !args.go_file.exists() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut first = histogram()?;
+    let mut second = histogram()?;
+    for ws in &mut sockets {
+        for hist in [&mut first, &mut second] {
+            let t = Instant::now();
+            ws.send(Message::text(r#"{"message": "wake"}"#)).await?;
+            loop {
+                match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+                    Ok(Some(Ok(Message::Text(_)))) => break,
+                    Ok(Some(Ok(_))) => {}
+                    other => bail!("no reply after waking: {other:?}"),
+                }
+            }
+            let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+            hist.record(us.max(1))?;
+        }
+    }
+    for mut ws in sockets {
+        let _ = ws.close(None).await;
+    }
+    Ok(json!({
+        "scenario": "wake",
+        "phase": "done",
+        "conns": args.conns,
+        "first_call": quantiles_us(&first),
+        "awake_call": quantiles_us(&second),
+    }))
 }
 
 // ---------------------------------------------------------------- churn

@@ -6,19 +6,24 @@
 //! `{"count": n, "version": "v1"|"v2", "echo": t}`, `n` counting from 1 per
 //! connection. After the text `trap in snapshot`, `snapshot` panics; after
 //! `slow snapshot <ms>`, it sleeps that long first (a migration that takes
-//! a while). The text `join <group>` joins the group, and each
+//! a while). After `trap in restore`, the state it hands over makes
+//! `restore` panic (a wake from hibernation that fails). The text
+//! `announce <group>` joins the group like `join` and has `disconnect`
+//! send `{"message": "left <id>"}` to it, so a test sees that `disconnect`
+//! ran (after a wake from hibernation, say). The text `join <group>` joins
+//! the group, and each
 //! `chat.message` event `{"message": m}` is sent on as `{"message": m,
 //! "version": ...}`.
 //!
 //! Written with the Rust SDK: the consumer value is one connection's state,
-//! and its serde form (the count; the test switches are skipped) is the
-//! migration state.
+//! and its serde form (the count, the `announce` group and the restore
+//! switch; the snapshot switches are skipped) is the migration state.
 
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use switchyard_sdk::{Frame, MigrationState, Socket, Value, WebsocketConsumer, json};
 
 const VERSION: &str = if cfg!(feature = "v2") { "v2" } else { "v1" };
@@ -34,6 +39,21 @@ struct Counter {
     /// Set by the text `slow snapshot <ms>`.
     #[serde(skip)]
     snapshot_sleep_ms: u64,
+    /// The group `disconnect` tells that it ran (`announce <group>`).
+    #[serde(default)]
+    announce: Option<String>,
+    /// Set by the text `trap in restore`: it travels in the state, and
+    /// reading it back panics.
+    #[serde(default, deserialize_with = "panic_if_set")]
+    trap_in_restore: bool,
+}
+
+/// Reads the `trap_in_restore` switch, panicking (a trap in `restore`) when
+/// it is set.
+fn panic_if_set<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    let set = bool::deserialize(deserializer)?;
+    assert!(!set, "counter asked to trap in restore");
+    Ok(set)
 }
 
 impl WebsocketConsumer for Counter {
@@ -44,6 +64,13 @@ impl WebsocketConsumer for Counter {
         if text == "trap in snapshot" {
             self.trap_in_snapshot = true;
         }
+        if text == "trap in restore" {
+            self.trap_in_restore = true;
+        }
+        if let Some(group) = text.strip_prefix("announce ") {
+            let _ = socket.channel_layer().group_add(group);
+            self.announce = Some(group.to_owned());
+        }
         if let Some(ms) = text.strip_prefix("slow snapshot ") {
             self.snapshot_sleep_ms = ms.parse().unwrap_or(0);
         }
@@ -52,6 +79,14 @@ impl WebsocketConsumer for Counter {
         }
         self.count += 1;
         socket.send_json(&json!({"count": self.count, "version": VERSION, "echo": text}));
+    }
+
+    fn disconnect(&mut self, socket: &Socket<'_>, _code: u16) {
+        if let Some(group) = &self.announce {
+            let left = format!("left {}", socket.id());
+            let event = json!({"type": "chat.message", "message": left});
+            let _ = socket.channel_layer().group_send(group, &event);
+        }
     }
 }
 

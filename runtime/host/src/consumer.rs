@@ -1,7 +1,10 @@
 //! A consumer serving one connection: its own store and instance (the
 //! default, Channels semantics) or its turn on an instance shared by every
 //! connection of the plugin version (`instance = "shared"`), and the calls
-//! into it, each bounded by an epoch deadline and a tokio timeout.
+//! into it, each bounded by an epoch deadline and a tokio timeout. An own
+//! instance may hibernate while its connection idles (`hibernation`).
+
+mod hibernation;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,6 +23,8 @@ use crate::failures::FailureCounter;
 use crate::instance::{Instance, SharedInstance};
 use crate::metrics::CallObserver;
 use crate::version::{Retired, Retirement, Version};
+
+use hibernation::Dormant;
 
 /// A frame received from the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +78,25 @@ pub enum GuestError {
         /// The export that could not be called.
         call: &'static str,
     },
+    /// The instance hibernated and was not woken before this call (a host
+    /// bug: the server wakes a hibernated consumer before every call).
+    #[error("plugin `{plugin}`'s instance is hibernating; cannot `{call}`")]
+    Hibernated {
+        /// The plugin's name.
+        plugin: Arc<str>,
+        /// The export that could not be called.
+        call: &'static str,
+    },
+    /// A hibernated instance could not be woken: no instance slot came
+    /// free in time, the version could not be instantiated, or its
+    /// `restore` refused the state it snapshotted.
+    #[error("plugin `{plugin}` could not wake its hibernated instance: {reason}")]
+    Wake {
+        /// The plugin's name.
+        plugin: Arc<str>,
+        /// What failed.
+        reason: String,
+    },
 }
 
 /// The state of the connection after a call, as the plugin left it.
@@ -106,6 +130,9 @@ enum Backing {
     },
     /// Shared with the version's other connections.
     Shared(Arc<SharedInstance>),
+    /// Hibernated: the instance is gone, only its snapshot and the
+    /// connection are kept until the next frame or event wakes it.
+    Dormant(Box<Dormant>),
 }
 
 /// The instance, locked for one call.
@@ -162,15 +189,17 @@ impl Backing {
     /// The instance for one call; `None` when a shared instance broke in
     /// another connection's call.
     async fn lock(&mut self) -> Option<Locked<'_>> {
-        let locked = self.lock_even_broken().await;
+        let locked = self.lock_even_broken().await?;
         // Checked with the lock held: the call before ours may have broken it.
         (!locked.is_broken()).then_some(locked)
     }
 
-    /// The instance, to read or tidy its connection table (not to call it).
-    async fn lock_even_broken(&mut self) -> Locked<'_> {
+    /// The instance, to read or tidy its connection table (not to call it);
+    /// `None` while it hibernates.
+    async fn lock_even_broken(&mut self) -> Option<Locked<'_>> {
         match self {
-            Self::Own { instance, .. } => Locked::Own(instance),
+            Self::Dormant(_) => None,
+            Self::Own { instance, .. } => Some(Locked::Own(instance)),
             Self::Shared(shared) => {
                 let mut guard = shared.instance.lock().await;
                 let orphans = std::mem::take(
@@ -187,7 +216,7 @@ impl Backing {
                         .connections
                         .delete(Resource::<Connection>::new_own(rep));
                 }
-                Locked::Shared(guard, shared)
+                Some(Locked::Shared(guard, shared))
             }
         }
     }
@@ -434,7 +463,16 @@ impl Consumer {
     pub async fn disconnect(mut self, code: u16) {
         let groups = {
             let Self { backing, meta } = &mut self;
-            let mut locked = backing.lock_even_broken().await;
+            if let Backing::Dormant(dormant) = backing {
+                // Not woken (the server wakes it first; this one could not
+                // be): no guest call, but the groups are still left.
+                let groups = dormant.connection.groups.iter().cloned().collect();
+                meta.leave_groups(groups).await;
+                return;
+            }
+            let Some(mut locked) = backing.lock_even_broken().await else {
+                return;
+            };
             if !meta.failed && !locked.is_broken() && !locked.instance().in_call {
                 meta.arm(locked.instance());
                 let Instance { store, guest, .. } = locked.instance();
@@ -554,6 +592,12 @@ impl Meta {
         backing: &'a mut Backing,
         call: &'static str,
     ) -> Result<Locked<'a>, GuestError> {
+        if matches!(backing, Backing::Dormant(_)) {
+            return Err(GuestError::Hibernated {
+                plugin: Arc::clone(&self.plugin),
+                call,
+            });
+        }
         match backing.lock().await {
             Some(mut locked) => {
                 self.enter(locked.instance(), call)?;
@@ -658,7 +702,9 @@ impl Meta {
             GuestError::Trap { .. } => self.failures.trap(),
             GuestError::Deadline { .. }
             | GuestError::Broken { .. }
-            | GuestError::Abandoned { .. } => self.failures.deadline(),
+            | GuestError::Abandoned { .. }
+            | GuestError::Hibernated { .. }
+            | GuestError::Wake { .. } => self.failures.deadline(),
         };
         tracing::warn!(
             plugin = %plugin,

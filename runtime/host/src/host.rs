@@ -12,7 +12,10 @@
 //!   newer version.
 //! - `http`: serving one HTTP request through a plugin's
 //!   `wasi:http/incoming-handler`.
+//! - `hibernate`: putting an idle connection's instance to sleep and
+//!   waking it.
 
+mod hibernate;
 mod http;
 mod loading;
 mod reconcile;

@@ -16,8 +16,10 @@
 //! - `host`: [`PluginHost`], shared by every connection task, and its
 //!   parts: `host::reconcile` (loading the plugin directory), `host::swap`
 //!   (installing and retiring versions), `host::status` (the admin API's
-//!   view) and `host::start` (starting and migrating consumers).
-//! - `consumer`: a [`Consumer`], one instance serving one connection.
+//!   view), `host::start` (starting and migrating consumers) and
+//!   `host::hibernate` (an idle connection's instance put to sleep and woken).
+//! - `consumer`: a [`Consumer`], one instance serving one connection (and
+//!   `consumer::hibernation`, what it keeps while its instance sleeps).
 //! - `instance`: a store and an instance, a connection's own or shared by
 //!   a version's connections.
 //! - `connection`: the host side of the WIT `connection` resource, and
@@ -74,7 +76,8 @@ pub use host::{
     Started, VersionStatus,
 };
 pub use manifest::{
-    HttpOptions, InstanceMode, Manifest, ManifestError, PluginLimits, ReplacePolicy,
+    HttpOptions, InstanceMode, MAX_HIBERNATE_AFTER_SECS, Manifest, ManifestError, PluginLimits,
+    ReplacePolicy,
 };
 pub use metrics::{CallObserver, GuestMetrics, HostEvents};
 pub use plugin::{Artifact, PluginError};

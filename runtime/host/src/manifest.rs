@@ -29,6 +29,14 @@
 //! them instead of a fresh instance: much cheaper, but the guest's globals
 //! and memory persist from one request to the next (see `http_pool`).
 //!
+//! `hibernate-after-secs = 30` (a top-level key, off by default) lets an
+//! idle connection give its instance back: after that many seconds without
+//! a frame, an event or a send, the host snapshots it through the
+//! `migration` exports, keeps only the bytes and drops the instance; the
+//! next frame or event restores it first (see `hibernate`). 1 to
+//! [`MAX_HIBERNATE_AFTER_SECS`]. No effect on a plugin without `migration`
+//! or with `instance = "shared"` (logged at load).
+//!
 //! `keyvalue = true` (a top-level key, default `false`) opts the plugin
 //! into `wasi:keyvalue` @0.2.0-draft and @0.2.0-draft2 (store, atomics,
 //! batch): its buckets live in the plugin's own namespace, in memory or in
@@ -49,6 +57,9 @@ pub(crate) const RESERVED_PREFIX: &str = "_switchyard/";
 /// Single paths the server keeps for itself: liveness and readiness probes
 /// (`/healthz`, `/readyz`), with or without a trailing slash.
 pub(crate) const RESERVED_PATHS: [&str; 4] = ["healthz", "healthz/", "readyz", "readyz/"];
+
+/// The longest `hibernate-after-secs` accepted: a week.
+pub const MAX_HIBERNATE_AFTER_SECS: u64 = 7 * 24 * 3600;
 
 /// How instances of a plugin map to connections.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -105,6 +116,10 @@ pub struct Manifest {
     /// `keyvalue`: whether the plugin may use `wasi:keyvalue`.
     #[serde(default)]
     pub keyvalue: bool,
+    /// `hibernate-after-secs`: idle seconds after which a connection's
+    /// instance is snapshotted and dropped; `None` (the default) never.
+    #[serde(default)]
+    pub hibernate_after_secs: Option<u64>,
     /// `[http]`: how the plugin's HTTP routes are served.
     #[serde(default)]
     pub http: HttpOptions,
@@ -176,6 +191,7 @@ impl Manifest {
             limits: PluginLimits::default(),
             keyvalue: false,
             http: HttpOptions::default(),
+            hibernate_after_secs: None,
         })
     }
 
@@ -212,6 +228,17 @@ impl Manifest {
                 path: path.display().to_string(),
                 message: format!(
                     "route `{route}`: /healthz and /readyz are reserved for the server"
+                ),
+            });
+        }
+        if let Some(secs) = manifest.hibernate_after_secs
+            && !(1..=MAX_HIBERNATE_AFTER_SECS).contains(&secs)
+        {
+            return Err(ManifestError::Invalid {
+                path: path.display().to_string(),
+                message: format!(
+                    "hibernate-after-secs = {secs}: must be 1 to {MAX_HIBERNATE_AFTER_SECS} \
+                     (leave the key out to never hibernate)"
                 ),
             });
         }
@@ -331,6 +358,34 @@ mod tests {
         assert!(m.http.reuse_instances);
         let err = parse("http-routes = [\"api/a/\"]\n[http]\nreuse = true\n").expect_err("typo");
         assert!(err.to_string().contains("reuse"), "{err}");
+    }
+
+    #[test]
+    fn hibernate_after_is_off_by_default_and_bounded() {
+        assert_eq!(
+            parse("routes = [\"ws/a/\"]\n")
+                .expect("valid")
+                .hibernate_after_secs,
+            None
+        );
+        let m = parse("routes = [\"ws/a/\"]\nhibernate-after-secs = 30\n").expect("valid");
+        assert_eq!(m.hibernate_after_secs, Some(30));
+        for bad in ["0", "604801"] {
+            let err = parse(&format!(
+                "routes = [\"ws/a/\"]\nhibernate-after-secs = {bad}\n"
+            ))
+            .expect_err(bad);
+            let text = err.to_string();
+            assert!(text.contains("chat.toml"), "{text}");
+            assert!(text.contains("hibernate-after-secs"), "{text}");
+        }
+        for bad in ["-1", "\"30\""] {
+            let err = parse(&format!(
+                "routes = [\"ws/a/\"]\nhibernate-after-secs = {bad}\n"
+            ))
+            .expect_err(bad);
+            assert!(err.to_string().contains("chat.toml"), "{err}");
+        }
     }
 
     #[test]

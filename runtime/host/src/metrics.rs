@@ -44,6 +44,14 @@ pub struct HostEvents {
     /// Connections that could not be moved (they stayed on the old
     /// version, or closed with 1011 when the snapshot failed).
     pub failed_migrations: u64,
+    /// Connections whose idle instance hibernated (`hibernate-after-secs`).
+    pub hibernations: u64,
+    /// Hibernated connections woken by a frame, an event or their close.
+    pub wakes: u64,
+    /// Hibernated connections that could not be woken (closed with 1011).
+    pub failed_wakes: u64,
+    /// Connections hibernated right now.
+    pub hibernated: u64,
 }
 
 /// The live counters behind [`HostEvents`].
@@ -54,6 +62,12 @@ pub(crate) struct EventCounters {
     pub(crate) swaps: AtomicU64,
     pub(crate) migrations: AtomicU64,
     pub(crate) failed_migrations: AtomicU64,
+    pub(crate) hibernations: AtomicU64,
+    pub(crate) wakes: AtomicU64,
+    pub(crate) failed_wakes: AtomicU64,
+    /// Shared with every hibernated consumer, which counts itself out when
+    /// it wakes or closes.
+    pub(crate) hibernated: Arc<AtomicU64>,
 }
 
 impl EventCounters {
@@ -70,6 +84,10 @@ impl EventCounters {
             swaps: get(&self.swaps),
             migrations: get(&self.migrations),
             failed_migrations: get(&self.failed_migrations),
+            hibernations: get(&self.hibernations),
+            wakes: get(&self.wakes),
+            failed_wakes: get(&self.failed_wakes),
+            hibernated: get(&self.hibernated),
         }
     }
 }

@@ -203,6 +203,16 @@ impl Artifact {
         self.migration_exports.is_some() && self.manifest.instance == InstanceMode::PerConnection
     }
 
+    /// How long a connection may idle before its instance hibernates:
+    /// `hibernate-after-secs` when the version can migrate (its own
+    /// instance per connection, the `migration` exports), else never.
+    pub(crate) fn hibernate_after(&self) -> Option<std::time::Duration> {
+        self.manifest
+            .hibernate_after_secs
+            .filter(|_| self.migratable())
+            .map(std::time::Duration::from_secs)
+    }
+
     /// The `.wasm` file the artifact was compiled from.
     pub(crate) fn source(&self) -> &Path {
         &self.source
@@ -399,6 +409,19 @@ pub(crate) fn compile(
         )
     };
     let migration_exports = MigrationIndices::new(&pre).ok();
+    if files.manifest.hibernate_after_secs.is_some() {
+        if migration_exports.is_none() {
+            tracing::warn!(
+                plugin = files.name,
+                "{path}: hibernate-after-secs has no effect: the component does not export `migration`"
+            );
+        } else if files.manifest.instance == InstanceMode::Shared {
+            tracing::warn!(
+                plugin = files.name,
+                "{path}: hibernate-after-secs has no effect with instance = \"shared\""
+            );
+        }
+    }
     Ok(Artifact {
         name: files.name.into(),
         manifest: files.manifest,

@@ -754,6 +754,25 @@ impl Scraped {
                 ([("result", "failed")], events.failed_migrations),
             ],
         )?;
+        labelled(
+            encoder,
+            (
+                "switchyard_hibernations",
+                "Idle connections whose instance hibernated, woken, or failed to wake (closed with 1011).",
+                MetricType::Counter,
+            ),
+            &[
+                ([("event", "hibernated")], events.hibernations),
+                ([("event", "woken")], events.wakes),
+                ([("event", "wake_failed")], events.failed_wakes),
+            ],
+        )?;
+        gauge(
+            encoder,
+            "switchyard_connections_hibernated",
+            "Connections whose instance hibernates right now (hibernate-after-secs).",
+            events.hibernated,
+        )?;
         let (live, cap) = self.host.instance_slots();
         gauge(
             encoder,

@@ -36,6 +36,12 @@
 //! Pings follow Daphne: a client silent for `ping-interval-secs` is pinged;
 //! one still silent `ping-timeout-secs` after the ping is closed. Any frame
 //! from the client (a pong included) counts as an answer.
+//!
+//! A consumer whose plugin sets `hibernate-after-secs` hibernates after
+//! that long without a call, and is woken before the next one
+//! (`hibernation`); pings, pongs and closes go on meanwhile.
+
+mod hibernation;
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -349,7 +355,13 @@ impl Accepted {
                 tracing::debug!(connection, "socket not flushed within {WRITER_GRACE:?}");
             }
         };
-        tokio::join!(finish, consumer.disconnect(ending.disconnect_code));
+        // Channels calls `disconnect` on every consumer: a hibernated one
+        // is woken for it (one that cannot be only leaves its groups).
+        let disconnect = async {
+            let _ = hibernation::awake(&host, &mut consumer).await;
+            consumer.disconnect(ending.disconnect_code).await;
+        };
+        tokio::join!(finish, disconnect);
         if ending.linger != Linger::No
             && let Ok(mut socket) = stream.reunite(out.sink)
         {
@@ -418,7 +430,10 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
     let shutdown = shutdown.cancelled();
     tokio::pin!(shutdown);
     let mut keepalive = Keepalive::new(limits.ping_interval, limits.ping_timeout);
-    let keepalive_timer: Sleep = tokio::time::sleep_until(keepalive.deadline());
+    // Also wakes the consumer's hibernation when that comes first.
+    let mut idle = hibernation::Idle::new(consumer);
+    let keepalive_timer: Sleep =
+        tokio::time::sleep_until(idle.timer_deadline(keepalive.deadline()));
     tokio::pin!(keepalive_timer);
     let mut retirement = consumer.retirement();
     let mut read_gate = ReadGate::new();
@@ -433,7 +448,7 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
         let result = tokio::select! {
             () = &mut shutdown => {
                 let queued = Queued { inbox, backlog: &mut backlog, outbound };
-                return deliver_queued(consumer, queued, out, route, counters).await;
+                return deliver_queued(host, consumer, queued, out, route, counters).await;
             }
             written = out.write(), if out.busy() => match written {
                 Ok(()) => continue,
@@ -468,12 +483,14 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
                     return Ending::host(POLICY_VIOLATION, "message rate limit exceeded");
                 }
                 match message {
-                    Some(Ok(Message::Text(text))) => {
-                        consumer.receive(InFrame::Text(text.as_str().to_owned())).await
-                    }
-                    Some(Ok(Message::Binary(bytes))) => {
-                        consumer.receive(InFrame::Binary(bytes.to_vec())).await
-                    }
+                    Some(Ok(Message::Text(text))) => match hibernation::awake(host, consumer).await {
+                        Ok(()) => consumer.receive(InFrame::Text(text.as_str().to_owned())).await,
+                        Err(err) => Err(err),
+                    },
+                    Some(Ok(Message::Binary(bytes))) => match hibernation::awake(host, consumer).await {
+                        Ok(()) => consumer.receive(InFrame::Binary(bytes.to_vec())).await,
+                        Err(err) => Err(err),
+                    },
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                     Some(Ok(Message::Close(frame))) => {
                         return Ending::client(frame.map_or(1005, |f| f.code.into()));
@@ -486,7 +503,10 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
                 // A ready frame (host-side broadcast) goes to the socket
                 // without a guest call.
                 Some(event) => match fastlane::queue_frame(&event, outbound) {
-                    None => consumer.event(&event).await,
+                    None => match hibernation::awake(host, consumer).await {
+                        Ok(()) => consumer.event(&event).await,
+                        Err(err) => Err(err),
+                    },
                     Some(Ok(())) => Ok(()),
                     Some(Err(overflow)) => {
                         return overflow_ending(consumer, overflow, route, counters);
@@ -518,6 +538,7 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
                 // The successor has a retirement of its own; the old
                 // instance's (still there if the move failed) is spent.
                 retirement = consumer.retirement();
+                idle.replaced(consumer);
                 match migrated {
                     Ok(()) => Ok(()),
                     Err(err) if err.old_version_usable() => {
@@ -541,7 +562,13 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
                 }
             },
             () = &mut keepalive_timer => {
-                match keepalive.due(Instant::now()) {
+                let now = Instant::now();
+                if let Err(err) = idle.due(now, host, consumer).await
+                    && let Some(ending) = call_ending(consumer, Err(err), route, counters)
+                {
+                    return ending;
+                }
+                match keepalive.due(now) {
                     // A ping already waiting to be written is enough.
                     Ok(true) => out.ping = true,
                     Ok(false) => {}
@@ -558,10 +585,11 @@ async fn read_loop(io: Io<'_>, route: &str, limits: &Limits, counters: &Counters
                         return Ending::ping_timeout();
                     }
                 }
-                keepalive_timer.as_mut().reset(keepalive.deadline());
+                keepalive_timer.as_mut().reset(idle.timer_deadline(keepalive.deadline()));
                 continue;
             }
         };
+        idle.called(consumer, keepalive_timer.as_mut(), keepalive.deadline());
         // What is left unwritten goes through the `write` branch.
         if let Some(ending) = after_call(consumer, result, route, counters, out) {
             return ending;
@@ -652,6 +680,7 @@ fn overflow_ending(
 /// what the inbox holds is taken from it, so events still arriving cannot
 /// keep the socket open; the server's shutdown deadline bounds the rest.
 async fn deliver_queued(
+    host: &PluginHost,
     consumer: &mut Consumer,
     Queued {
         inbox,
@@ -676,7 +705,10 @@ async fn deliver_queued(
             None => break,
         };
         let result = match fastlane::queue_frame(&event, outbound) {
-            None => consumer.event(&event).await,
+            None => match hibernation::awake(host, consumer).await {
+                Ok(()) => consumer.event(&event).await,
+                Err(err) => Err(err),
+            },
             Some(Ok(())) => Ok(()),
             Some(Err(overflow)) => return overflow_ending(consumer, overflow, route, counters),
         };

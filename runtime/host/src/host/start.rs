@@ -196,7 +196,7 @@ impl PluginHost {
     /// A store and an instance of `plugin`, its host state holding
     /// `connections` (a shared instance starts with none) and naming
     /// `current_connection_id` in guest output (0 for a shared instance).
-    async fn new_instance(
+    pub(super) async fn new_instance(
         &self,
         plugin: &Arc<Version>,
         connections: ResourceTable,
@@ -402,6 +402,11 @@ impl PluginHost {
                 plugin: next.name().to_owned(),
                 version: next.hash().to_owned(),
             });
+        }
+        if consumer.is_hibernated() {
+            // Its snapshot is taken already: it wakes into `next`.
+            consumer.rebase(next);
+            return Ok(());
         }
         let old_version = Arc::clone(consumer.version());
         let state = match consumer.snapshot().await {
