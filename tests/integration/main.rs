@@ -26,6 +26,8 @@ mod redis_faults;
 mod redis_hosts;
 mod redis_sentinel;
 mod refusal;
+mod sdk_chats;
+mod sdk_harness;
 mod shared;
 mod shutdown;
 mod stations;

@@ -2,6 +2,7 @@
 //! `.cargo/config.toml`).
 
 mod plugins;
+mod sdk_plugins;
 mod simulate;
 
 use std::env;
@@ -16,7 +17,9 @@ usage: cargo xtask <command> [args...]
 commands:
   plugins          build plugins/ for wasm32-wasip2 and install the components:
                    the examples in target/plugins/, all of them (with the
-                   test-only ones) in target/test-plugins/
+                   test-only ones) in target/test-plugins/; and the Python
+                   and JS examples (chat_py, chat_js) with componentize-py
+                   and componentize-js (needs python3 and npm)
   serve [args...]  `plugins`, then run the server on target/plugins/;
                    args go to `switchyard serve`
   test [args...]   `plugins`, then fmt, clippy and the tests of both

@@ -136,7 +136,7 @@ pub(crate) fn install(root: &Path) -> Result<()> {
             println!("xtask: {name}.wasm -> target/plugins, target/test-plugins as {alias}.wasm");
         }
     }
-    Ok(())
+    crate::sdk_plugins::install(root)
 }
 
 /// Installs the `wasm32-wasip2` target with rustup when it is missing.
@@ -191,7 +191,7 @@ fn plugin_names(plugins: &Path) -> Result<Vec<String>> {
 /// Copies `from` over `to` through a temporary file and a rename, so that a
 /// server watching the directory never reads a partial file. Leaves `to`
 /// alone when it already has the same contents (no needless reload).
-fn replace(from: &Path, to: &Path) -> Result<()> {
+pub(crate) fn replace(from: &Path, to: &Path) -> Result<()> {
     let contents = fs::read(from).with_context(|| format!("cannot read {}", from.display()))?;
     if fs::read(to).is_ok_and(|old| old == contents) {
         return Ok(());

@@ -34,10 +34,12 @@ fn truncate_reason(mut reason: String) -> String {
     reason
 }
 
-/// Close codes a plugin may send: 1000 and the application range. Others
-/// (1001-1015) describe the server or the protocol and are the host's to use.
+/// Close codes a plugin may send: 1000, 1011 (internal error: the Python and
+/// JS SDKs close a connection whose handler raised with it, as the host does
+/// for a trap) and the application range. Others (1001-1015) describe the
+/// server or the protocol and are the host's to use.
 fn valid_app_close_code(code: u16) -> bool {
-    code == 1000 || (3000..=4999).contains(&code)
+    code == 1000 || code == 1011 || (3000..=4999).contains(&code)
 }
 
 impl HostCtx {
@@ -260,7 +262,7 @@ mod tests {
         assert!(valid_app_close_code(1000));
         assert!(valid_app_close_code(4000));
         assert!(!valid_app_close_code(1001));
-        assert!(!valid_app_close_code(1011));
+        assert!(valid_app_close_code(1011));
         assert!(!valid_app_close_code(5000));
     }
 
