@@ -5,7 +5,9 @@
 //! are already set).
 //!
 //! `switchyard send` and `switchyard group-send` publish an event from
-//! outside (see [`crate::publish_cli`]).
+//! outside (see [`crate::publish_cli`]). `switchyard new` and `switchyard
+//! build` make and build plugin projects ([`crate::scaffold`],
+//! [`crate::project_build`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -52,6 +54,10 @@ pub enum Command {
     Send(SendArgs),
     /// Send an event to a group (Channels' `channel_layer.group_send`).
     GroupSend(GroupSendArgs),
+    /// Write a new plugin project (Rust, Python or JavaScript).
+    New(crate::scaffold::NewArgs),
+    /// Build a plugin project into DIR/dist/NAME.wasm and NAME.toml.
+    Build(crate::project_build::BuildArgs),
 }
 
 /// `switchyard send CHANNEL EVENT_JSON`.

@@ -28,6 +28,8 @@
 //!   plain HTTP requests served by plugins' `wasi:http` handlers.
 //! - `publish` (private): `POST /_switchyard/send` and `/group-send`.
 //! - [`publish_cli`]: `switchyard send` and `switchyard group-send`.
+//! - [`scaffold`]: `switchyard new`, plugin projects from templates.
+//! - [`project_build`]: `switchyard build`, a project into `dist/`.
 //! - `statics` (private): `[static]` files.
 //! - `socket` (private): the task that owns one socket.
 //! - `upgrade` (private): the WebSocket handshake's checks and answer, and
@@ -47,9 +49,11 @@ mod handshake;
 mod health;
 mod http_consumer;
 mod metrics;
+pub mod project_build;
 mod publish;
 pub mod publish_cli;
 mod ratelimit;
+pub mod scaffold;
 pub mod server;
 pub mod shutdown;
 mod socket;
