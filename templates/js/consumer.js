@@ -2,14 +2,16 @@
 //
 // Route `ws/{{name}}/<str:room_name>/` ({{name}}.toml). A text frame
 // `{"message": m}` reaches every socket of the room, the sender's too, as
-// `{"message": m}`.
+// `{"message": m}`. switchyard-channels.js is the SDK, copied from
+// {{sdk}}/sdk/js by `switchyard new` (componentize-js bundles only files
+// it reaches by relative path).
 
 import {
   ChannelLayerError,
   InvalidChannelName,
   JsonWebsocketConsumer,
   exportConsumer,
-} from '{{sdk}}/sdk/js/switchyard-channels.js';
+} from './switchyard-channels.js';
 
 class RoomConsumer extends JsonWebsocketConsumer {
   connect() {

@@ -214,6 +214,14 @@ pub fn write_project(dir: &Path, name: &str, lang: Lang, sdk: &Path) -> anyhow::
             .replace("{{sdk}}", sdk);
         fs::write(&to, text).with_context(|| format!("cannot write {}", to.display()))?;
     }
+    if lang == Lang::Js {
+        // componentize-js does not load a module by absolute path, so the
+        // project holds its copy of the SDK (one file).
+        let from = Path::new(sdk).join("sdk/js/switchyard-channels.js");
+        let to = dir.join("switchyard-channels.js");
+        fs::copy(&from, &to)
+            .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    }
     Ok(())
 }
 
