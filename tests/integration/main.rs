@@ -37,6 +37,7 @@ mod sdk_harness;
 mod shared;
 mod shutdown;
 mod stations;
+mod templates;
 mod tls;
 mod versions;
 mod watcher;

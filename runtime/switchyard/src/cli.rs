@@ -5,7 +5,9 @@
 //! are already set).
 //!
 //! `switchyard send` and `switchyard group-send` publish an event from
-//! outside (see [`crate::publish_cli`]).
+//! outside (see [`crate::publish_cli`]). `switchyard new` and `switchyard
+//! build` make and build plugin projects ([`crate::scaffold`],
+//! [`crate::project_build`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -56,6 +58,10 @@ pub enum Command {
     /// this server's engine), so the server neither compiles them at start
     /// nor keeps the memory compiling takes.
     Compile(CompileArgs),
+    /// Write a new plugin project (Rust, Python or JavaScript).
+    New(crate::scaffold::NewArgs),
+    /// Build a plugin project into DIR/dist/NAME.wasm and NAME.toml.
+    Build(crate::project_build::BuildArgs),
 }
 
 /// `switchyard compile [FILE.wasm...]`.

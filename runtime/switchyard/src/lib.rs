@@ -32,6 +32,8 @@
 //!   still compiling.
 //! - `publish` (private): `POST /_switchyard/send` and `/group-send`.
 //! - [`publish_cli`]: `switchyard send` and `switchyard group-send`.
+//! - [`scaffold`]: `switchyard new`, plugin projects from templates.
+//! - [`project_build`]: `switchyard build`, a project into `dist/`.
 //! - `statics` (private): `[static]` files.
 //! - `socket` (private): the task that owns one socket.
 //! - `fastlane` (private): host-side broadcast on the socket: ready frames
@@ -56,9 +58,11 @@ mod health;
 mod http_consumer;
 mod loading;
 mod metrics;
+pub mod project_build;
 mod publish;
 pub mod publish_cli;
 mod ratelimit;
+pub mod scaffold;
 pub mod server;
 pub mod shutdown;
 mod socket;

@@ -22,6 +22,21 @@ fn main() -> ExitCode {
         tracing::error!("cannot read .env: {err}");
         return ExitCode::FAILURE;
     }
+    // Project commands need no async runtime.
+    let project = match &cli.command {
+        Command::New(args) => Some(switchyard::scaffold::new_project(args)),
+        Command::Build(args) => Some(switchyard::project_build::build_project(args).map(|_| ())),
+        _ => None,
+    };
+    if let Some(result) = project {
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if let Command::Serve(args) = &cli.command
@@ -105,8 +120,8 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             return tokio::task::spawn_blocking(move || switchyard::compile_cli::run(&args))
                 .await?;
         }
-        Command::Send(_) | Command::GroupSend(_) => {
-            unreachable!("publish commands run in main")
+        Command::Send(_) | Command::GroupSend(_) | Command::New(_) | Command::Build(_) => {
+            unreachable!("publish and project commands run in main")
         }
     };
     let config = args.into_config()?;
