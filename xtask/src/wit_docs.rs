@@ -11,8 +11,8 @@ use std::fs;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use wit_bindgen_core::Files;
 use wit_bindgen_core::wit_parser::Resolve;
-use wit_bindgen_core::{Files, WorldGenerator as _};
 
 /// Where the pages go, relative to the repository root.
 const OUT_DIR: &str = "docs/wit";

@@ -156,6 +156,10 @@ impl WebsocketCommunicator {
         match next {
             Some(Outbound::Frame(OutFrame::Text(text))) => Ok(Message::Text(text)),
             Some(Outbound::Frame(OutFrame::Binary(bytes))) => Ok(Message::Binary(bytes.to_vec())),
+            Some(Outbound::Ready(frame)) if frame.is_text() => Ok(Message::Text(
+                String::from_utf8_lossy(&frame.payload()).into_owned(),
+            )),
+            Some(Outbound::Ready(frame)) => Ok(Message::Binary(frame.payload().to_vec())),
             Some(Outbound::Close { code, reason }) => {
                 let closed = Closed { code, reason };
                 self.closed = Some(closed.clone());
@@ -244,7 +248,20 @@ async fn serve(
                 None => break 1006,
             },
             event = inbox.recv() => match event {
-                Some(event) => consumer.event(&event).await,
+                // A ready frame (host-side broadcast) goes to the client
+                // without a consumer call, as on the server.
+                Some(event) => match event.frame() {
+                    Some(frame) => match outbound.try_send(Outbound::Ready(frame.clone())) {
+                        Ok(()) => Ok(()),
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            let reason = "outbound queue full (slow reader)".to_owned();
+                            let _ = outbound.try_send(Outbound::Close { code: 1008, reason });
+                            break 1008;
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => break 1006,
+                    },
+                    None => consumer.event(&event).await,
+                },
                 None => Ok(()),
             },
         };
