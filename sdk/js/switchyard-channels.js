@@ -17,7 +17,7 @@
 // synchronous: a handler that returns a Promise is an error (a Switchyard
 // call cannot wait for it).
 
-import { log as hostLog, groupSend, channelSend } from 'switchyard:consumer/host@0.1.1';
+import { log as hostLog, groupSend, channelSend } from 'switchyard:consumer/host@0.1.2';
 
 /** Seconds a client is asked to wait when the layer is down during connect. */
 const RETRY_AFTER_SECS = 5;
