@@ -139,6 +139,9 @@ async fn serve(scratch: &Scratch, name: &str) -> (tokio::process::Child, String)
         .expect("switchyard serve");
     let mut lines = BufReader::new(server.stdout.take().expect("stdout")).lines();
     let mut seen = Vec::new();
+    let mut address = None;
+    // The server binds first and compiles its plugins in the background:
+    // it is ready once it says they are loaded.
     let address = loop {
         let line = lines
             .next_line()
@@ -146,11 +149,11 @@ async fn serve(scratch: &Scratch, name: &str) -> (tokio::process::Child, String)
             .expect("reading the server's output")
             .unwrap_or_else(|| panic!("switchyard serve exited; it said {seen:#?}"));
         if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .expect("an address")
-                .to_owned();
+            address = rest.split_whitespace().next().map(str::to_owned);
+        } else if line.starts_with("  plugins loaded:")
+            && let Some(address) = address.take()
+        {
+            break address;
         }
         seen.push(line);
     };
