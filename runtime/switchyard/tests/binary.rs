@@ -116,7 +116,11 @@ fn unreachable_redis_is_logged_with_the_url_redacted_and_the_server_serves() {
     let mut output = Output::capture(&mut child);
 
     // Serving while Redis is down: an HTTP request gets an HTTP answer.
-    output.wait_for("start-up line", |seen| listening_addr(seen).is_some());
+    // The server binds first and loads its plugins in the background (a
+    // path answers 503 until then): wait until they are loaded.
+    output.wait_for("start-up line", |seen| {
+        listening_addr(seen).is_some() && seen.contains("  plugins loaded:")
+    });
     let addr = listening_addr(&output.seen).expect("the address");
     assert!(
         output.seen.contains("(Redis channel layer)"),
