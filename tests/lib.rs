@@ -183,7 +183,19 @@ pub async fn ping_until_pong(ws: &mut Stream, payload: &[u8]) {
 /// naming `what` after [`PATIENCE`] (a hang turned into a failure, not a
 /// timing assertion).
 pub async fn wait_until(server: &TestServer, what: &str, done: impl Fn(&TestServer) -> bool) {
-    tokio::time::timeout(PATIENCE, async {
+    wait_until_within(server, PATIENCE, what, done).await;
+}
+
+/// [`wait_until`] with its own patience, for events that take long on a
+/// busy machine (a compile, a migration): still a hang turned into a
+/// failure, never a timing assertion.
+pub async fn wait_until_within(
+    server: &TestServer,
+    patience: Duration,
+    what: &str,
+    done: impl Fn(&TestServer) -> bool,
+) {
+    tokio::time::timeout(patience, async {
         while !done(server) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -7,7 +7,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use switchyard::{Config, Counters};
 use switchyard_tests::plugin_dir::{Build, PluginDir};
-use switchyard_tests::{Client, PATIENCE, TestServer, test_config, wait_until};
+use switchyard_tests::{Client, PATIENCE, TestServer, test_config, wait_until, wait_until_within};
 use tokio_tungstenite::tungstenite::Message;
 
 fn chat_manifest() -> &'static str {
@@ -119,13 +119,13 @@ async fn a_swap_while_hibernated_wakes_into_the_new_version() {
     wait_hibernated(&server, 1).await;
     dir.install("counter", Build::V2, counter_manifest());
     // The move is made without waking: the snapshot is already taken.
-    tokio::time::timeout(std::time::Duration::from_secs(60), async {
-        while server.host.events().migrations == 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the hibernated connection never moved to v2");
+    wait_until_within(
+        &server,
+        std::time::Duration::from_secs(60),
+        "the hibernated connection's move to v2",
+        |server| server.host.events().migrations > 0,
+    )
+    .await;
     let events = server.host.events();
     assert_eq!((events.wakes, events.hibernated), (0, 1), "{events:?}");
     assert_eq!(

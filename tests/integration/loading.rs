@@ -8,7 +8,7 @@ use std::time::Duration;
 use switchyard::Config;
 use switchyard_host::Protocol;
 use switchyard_tests::plugin_dir::{Build, PluginDir};
-use switchyard_tests::{Client, TestServer, http_get, test_config};
+use switchyard_tests::{Client, TestServer, http_get, test_config, wait_until_within};
 
 /// A component that takes seconds to compile: `base` (a real consumer
 /// component) with one more core module appended, unused but compiled
@@ -63,13 +63,7 @@ fn salt() -> u64 {
 const COMPILE_PATIENCE: Duration = Duration::from_secs(300);
 
 async fn wait_for(server: &TestServer, what: &str, done: impl Fn(&TestServer) -> bool) {
-    tokio::time::timeout(COMPILE_PATIENCE, async {
-        while !done(server) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{what} never happened"));
+    wait_until_within(server, COMPILE_PATIENCE, what, done).await;
 }
 
 /// The status and `Retry-After` of a WebSocket handshake refused by HTTP.
