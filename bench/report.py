@@ -4,7 +4,10 @@ stdout and an SVG chart. Standard library only.
 
 Raw files are `<server>-<scenario>.json`, one JSON object each, as written by
 `loadgen` (or by run.sh for the idle runs, and `{"error": ...}` /
-`{"not_available": ...}` where a run could not happen).
+`{"not_available": ...}` where a run could not happen). The `lang` scenario
+writes its own under `lang/`: `<plugin>-build.json` (size, compile, cold
+start), `<plugin>-<mode>-{warm,rtt,idle}.json` and `<plugin>-fanout.json`
+per chat plugin, and `daphne-{rtt,idle,fanout}.json`.
 """
 
 import argparse
@@ -89,6 +92,119 @@ HTTP = [
 ]
 
 
+# The lang scenario: the chat plugin per language, beside Daphne.
+LANG_COLUMNS = [("chat", "Rust chat"), ("chat_py", "Python chat"), ("chat_js", "JS chat"),
+                ("daphne", "Daphne (tutorial consumer)")]
+MODES = ["per-connection", "shared"]
+
+
+def mib(v):
+    return None if v is None else v / 1024.0
+
+
+def lang_metrics():
+    """(section, metric, unit, higher_is_better, extractor(lang_raw, plugin))."""
+    def f(name, *path, scale=None):
+        def ext(raw, p):
+            v = get(raw.get(f"{p}-{name}"), *path)
+            return scale(v) if scale and isinstance(v, (int, float)) else v
+        return ext
+
+    def daphne_or(name, dname, *path, scale=None):
+        mine, theirs = f(name, *path, scale=scale), f(dname, *path, scale=scale)
+        return lambda raw, p: theirs(raw, p) if p == "daphne" else mine(raw, p)
+
+    sec = lambda v: v / 1000.0
+    rows = [
+        ("component", "size", "MB", False, f("build", "size_bytes", scale=lambda v: v / 1e6)),
+        ("component", "switchyard compile", "s", False, f("build", "compile_ms", scale=sec)),
+        ("component", "cold start to loaded (no .cwasm, empty cache)", "s", False,
+         f("build", "cold_start_ms", scale=sec)),
+        ("component", "RSS after cold start", "MiB", False, f("build", "cold_rss_kib", scale=mib)),
+    ]
+    for mode in MODES:
+        rows.append(("component", f"warm start to loaded (.cwasm), {mode}", "s", False,
+                     f(f"{mode}-warm", "start_ms", scale=sec)))
+    for mode in MODES:
+        title = f"round trips, {mode} instances (Daphne: its one run)"
+        rows += [
+            (title, "messages/s", "msg/s", True, daphne_or(f"{mode}-rtt", "rtt", "messages_per_s")),
+            (title, "RTT p50", "ms", False, daphne_or(f"{mode}-rtt", "rtt", "rtt", "p50_us", scale=ms)),
+            (title, "RTT p99", "ms", False, daphne_or(f"{mode}-rtt", "rtt", "rtt", "p99_us", scale=ms)),
+            (title, "failed connections", "", False, daphne_or(f"{mode}-rtt", "rtt", "failed_conns")),
+        ]
+    for mode in MODES:
+        title = f"idle members of one room, {mode} instances (Daphne: its one run)"
+        rows += [
+            (title, "RSS before (base)", "MiB", False, daphne_or(f"{mode}-idle", "idle", "rss_before_kib", scale=mib)),
+            (title, "RSS per connection", "KiB", False, daphne_or(f"{mode}-idle", "idle", "rss_per_conn_kib")),
+            (title, "failed + dropped", "conns", False,
+             lambda raw, p, m=mode: (lambda j: None if get(j, "failed") is None
+                                     else j["failed"] + (j.get("dropped_during_hold") or 0))(
+                 raw.get("daphne-idle" if p == "daphne" else f"{p}-{m}-idle"))),
+        ]
+    title = "fan-out to one room (plugin's shipped mode)"
+    rows += [
+        (title, "instance mode", "", None, lambda raw, p: "-" if p == "daphne" else get(raw.get(f"{p}-build"), "default_mode")),
+        (title, "deliveries/s", "/s", True, f("fanout", "deliveries_per_s")),
+        (title, "lost", "msgs", False, f("fanout", "lost")),
+        (title, "latency p50", "ms", False, f("fanout", "latency", "p50_us", scale=ms)),
+        (title, "latency p99", "ms", False, f("fanout", "latency", "p99_us", scale=ms)),
+    ]
+    return rows
+
+
+def lang_result(raw_dir):
+    """The lang scenario's rows, or None when it did not run."""
+    d = os.path.join(raw_dir, "lang")
+    if not os.path.isdir(d):
+        return None
+    raw = {}
+    for name in sorted(os.listdir(d)):
+        if name.endswith(".json"):
+            try:
+                raw[name[:-5]] = json.load(open(os.path.join(d, name)))
+            except (OSError, ValueError) as e:
+                raw[name[:-5]] = {"error": f"unreadable: {e}"}
+    rows = []
+    for section, metric, unit, higher, ext in lang_metrics():
+        row = {"section": section, "metric": metric, "unit": unit, "higher_is_better": higher}
+        for p, _ in LANG_COLUMNS:
+            try:
+                row[p] = ext(raw, p)
+            except (KeyError, TypeError):
+                row[p] = None
+        row["py_vs_daphne"] = ratio(row["chat_py"], row["daphne"])
+        rows.append(row)
+    targets = []
+    for mode in MODES:
+        title = f"round trips, {mode} instances"
+        thr = next(r for r in rows if r["section"].startswith(title) and r["metric"] == "messages/s")
+        p99 = next(r for r in rows if r["section"].startswith(title) and r["metric"] == "RTT p99")
+        ok = None
+        if all(isinstance(r[k], (int, float)) for r in (thr, p99) for k in ("chat_py", "daphne")):
+            ok = thr["chat_py"] > thr["daphne"] and p99["chat_py"] < p99["daphne"]
+        targets.append({"target": f"Python chat ({mode}) beats Daphne's Python consumer on messages/s and RTT p99",
+                        "measured": f"{fmt(thr['chat_py'], 'msg/s')} vs {fmt(thr['daphne'], 'msg/s')} msg/s, "
+                                    f"p99 {fmt(p99['chat_py'], 'ms')} vs {fmt(p99['daphne'], 'ms')} ms",
+                        "goal": "higher msg/s, lower p99", "met": ok})
+    return {"rows": rows, "targets": targets, "raw": raw}
+
+
+def lang_table_lines(lang):
+    head = ["scenario", "metric"] + [label for _, label in LANG_COLUMNS] + ["Python/Daphne"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    last = None
+    for r in lang["rows"]:
+        unit = f" ({r['unit']})" if r["unit"] else ""
+        sec = r["section"] if r["section"] != last else ""
+        last = r["section"]
+        rv = "-" if r["py_vs_daphne"] is None else f"{r['py_vs_daphne']:.2f}x"
+        lines.append("| " + " | ".join([sec, r["metric"] + unit]
+                                       + [fmt(r[p], r["unit"]) for p, _ in LANG_COLUMNS] + [rv]) + " |")
+    return lines
+
+
 def machine():
     cpu = "unknown CPU"
     try:
@@ -113,9 +229,9 @@ def fmt(v, unit=""):
         return "-"
     if isinstance(v, str):
         return v
-    if unit in ("ms",):
+    if unit in ("ms", "s"):
         return f"{v:.2f}" if v < 100 else f"{v:.0f}"
-    if unit == "KiB":
+    if unit in ("KiB", "MiB", "MB"):
         return f"{v:.1f}"
     if abs(v) >= 100 or v == int(v):
         return f"{v:,.0f}"
@@ -229,6 +345,7 @@ def main():
             target(f"{big:,} idle ({mode}): no failures, RSS/conn <= 32 KiB and below Daphne",
                    rss and rss[server], "<= 32 KiB, < Daphne", ok)
 
+    lang = lang_result(args.raw)
     result = {
         "date": args.date,
         "machine": machine(),
@@ -240,13 +357,19 @@ def main():
         "targets": targets,
         "raw": raw,
     }
+    if lang is not None:
+        result["lang"] = lang
     with open(args.out, "w") as fh:
         json.dump(result, fh, indent=1, sort_keys=True)
         fh.write("\n")
 
-    print_table(result)
-    with open(args.svg, "w") as fh:
-        fh.write(svg(result))
+    print_table(result, bool(raw))
+    if lang is not None:
+        print_lang_table(lang)
+    # A run of the lang scenario alone leaves the suite's chart as it is.
+    if raw:
+        with open(args.svg, "w") as fh:
+            fh.write(svg(result))
 
 
 def table_lines(result):
@@ -268,19 +391,35 @@ def table_lines(result):
     return lines
 
 
-def print_table(result):
+def print_table(result, suite=True):
     print(f"Benchmarks, {result['date']}, {result['machine']}")
     print(f"load average before/after: {result['load_average_before']} / {result['load_average_after']}; "
           f"suite {result['suite_secs']} s; {result['params']}")
     print()
+    if not suite:
+        return
     for line in table_lines(result):
         print(line)
     print()
     print("* the ceiling has no Redis layer: its figure is the in-process fan-out.")
     print()
+    print_targets(result["targets"])
+
+
+def print_lang_table(lang):
+    print()
+    print("The chat per language (lang scenario)")
+    print()
+    for line in lang_table_lines(lang):
+        print(line)
+    print()
+    print_targets(lang["targets"])
+
+
+def print_targets(targets):
     print("| target | goal | measured | met |")
     print("|---|---|---|---|")
-    for t in result["targets"]:
+    for t in targets:
         m = t["measured"]
         ms_ = "-" if m is None else (f"{m:.2f}" if isinstance(m, (int, float)) else str(m))
         met = {True: "yes", False: "NO", None: "not measured"}[t["met"]]

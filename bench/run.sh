@@ -27,6 +27,18 @@
 #   http     50 keep-alive HTTP connections, closed loop, GET of a small JSON
 #            view (the hello plugin's api/hello/<name>/; the same view in
 #            axum and in Django): requests/s, latency p50/p99
+#   lang     the tutorial chat per language: chat (Rust), chat_py (Python),
+#            chat_js (JavaScript), each alone in a plugin directory and run in
+#            both instance modes (its manifest copied with `instance` set),
+#            beside Daphne's tutorial ChatConsumer (when daphne is in SERVERS):
+#            component size; `switchyard compile` time (no cache); cold start
+#            (spawn to "plugins loaded", no .cwasm, empty compile cache) and
+#            RSS then; warm start (with the .cwasm) per mode; round trips,
+#            closed loop, LANG_CONNS clients each alone in its own room
+#            awaiting its own broadcast back, LANG_SECS: messages/s, RTT
+#            p50/p99; RSS before and per connection of LANG_IDLE idle members
+#            of one room; fan-out as above to one room, in the plugin's
+#            shipped mode. Writes raw/lang/*.json; its own table.
 #   tls      (only when named in SCENARIOS) echo as above, four rows in one
 #            run: Switchyard over wss:// and over ws://, the axum ceiling
 #            over wss:// and ws://; certificates made by target/release/tlscert.
@@ -40,9 +52,10 @@
 # instance; echo, idle and churn only), ceiling, daphne.
 #
 # Knobs (environment): SERVERS="switchyard switchyard-shared ceiling daphne",
-# SCENARIOS="echo fanout idle churn http", ECHO_SECS=10, HTTP_CONNS=50, HTTP_SECS=10,
+# SCENARIOS="echo fanout idle churn http lang", ECHO_SECS=10, HTTP_CONNS=50, HTTP_SECS=10,
 # FANOUT_SUBS=1000, FANOUT_RATE=100 (messages/s), FANOUT_SECS=10,
 # IDLE_SIZES="1000 15000 19000", IDLE_DEADLINE=120, CHURN_SECS=10, CHURN_WORKERS=16,
+# LANG_PLUGINS="chat chat_py chat_js", LANG_CONNS=50, LANG_SECS=10, LANG_IDLE=200,
 # BIN (default target/release), SY_REDIS_WORKERS (worker threads of each of the two Redis-layer Switchyard
 # processes; default half the cores), SKIP_BUILD=1.
 set -uo pipefail
@@ -51,7 +64,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
 SERVERS=${SERVERS:-"switchyard switchyard-shared ceiling daphne"}
-SCENARIOS=${SCENARIOS:-"echo fanout idle churn http"}
+SCENARIOS=${SCENARIOS:-"echo fanout idle churn http lang"}
 ECHO_CONNS=${ECHO_CONNS:-50}
 ECHO_SECS=${ECHO_SECS:-10}
 FANOUT_SUBS=${FANOUT_SUBS:-1000}
@@ -67,6 +80,10 @@ CHURN_SECS=${CHURN_SECS:-10}
 CHURN_WORKERS=${CHURN_WORKERS:-16}
 HTTP_CONNS=${HTTP_CONNS:-50}
 HTTP_SECS=${HTTP_SECS:-10}
+LANG_PLUGINS=${LANG_PLUGINS:-"chat chat_py chat_js"}
+LANG_CONNS=${LANG_CONNS:-50}
+LANG_SECS=${LANG_SECS:-10}
+LANG_IDLE=${LANG_IDLE:-200}
 SY_REDIS_WORKERS=${SY_REDIS_WORKERS:-$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))}
 
 say() { printf '\n== %s\n' "$*" >&2; }
@@ -139,10 +156,11 @@ PIDS+=("$REDIS_PID")
 wait_port "$REDIS_PORT" "$REDIS_PID" 10 || die "redis-server did not start: $(tail -3 "$WORK/redis.log")"
 REDIS_URL_BENCH="redis://127.0.0.1:$REDIS_PORT/0"
 
-# start KIND LAYER LOG: starts one server on a free port; sets SRV_PID and
+# start KIND LAYER LOG [PLUGIN_DIR]: starts one server on a free port (a
+# Switchyard server over PLUGIN_DIR, default $PLUGINS); sets SRV_PID and
 # SRV_PORT; returns 1 (with the log's tail in SRV_ERROR) if it did not come up.
 start() {
-    local kind=$1 layer=$2 log=$3
+    local kind=$1 layer=$2 log=$3 plugins=${4:-$PLUGINS}
     SRV_PORT=$(free_port)
     SRV_ERROR=""
     case $kind in
@@ -151,15 +169,15 @@ start() {
             # Two processes share the machine: each gets its share of the
             # cores as worker threads (SY_REDIS_WORKERS, default cores / 2).
             RUST_LOG=warn REDIS_URL=$REDIS_URL_BENCH "$BIN/switchyard" serve -b 127.0.0.1 \
-                -p "$SRV_PORT" --plugins "$PLUGINS" --workers "$SY_REDIS_WORKERS" >"$log" 2>&1 &
+                -p "$SRV_PORT" --plugins "$plugins" --workers "$SY_REDIS_WORKERS" >"$log" 2>&1 &
         else
             RUST_LOG=warn REDIS_URL= "$BIN/switchyard" serve -b 127.0.0.1 -p "$SRV_PORT" \
-                --plugins "$PLUGINS" >"$log" 2>&1 &
+                --plugins "$plugins" >"$log" 2>&1 &
         fi
         ;;
     switchyard-tls)
         RUST_LOG=warn REDIS_URL= "$BIN/switchyard" serve -b 127.0.0.1 -p "$SRV_PORT" \
-            --plugins "$PLUGINS" --tls-cert "$TLS_DIR/cert.pem" --tls-key "$TLS_DIR/key.pem" \
+            --plugins "$plugins" --tls-cert "$TLS_DIR/cert.pem" --tls-key "$TLS_DIR/key.pem" \
             >"$log" 2>&1 &
         ;;
     ceiling)
@@ -195,7 +213,7 @@ wait_loaded() {
     while [ $SECONDS -lt "$deadline" ]; do
         kill -0 "$2" 2>/dev/null || return 1
         grep -q '^  plugins loaded:' "$1" && return 0
-        sleep 0.1
+        sleep 0.05
     done
     return 1
 }
@@ -244,11 +262,13 @@ scenario_echo() {
     stop "$SRV_PID"
 }
 
+# scenario_fanout KIND LAYER [ROOM OUT PLUGIN_DIR]: one room (default the
+# Rust chat's /ws/chat/bench/) of FANOUT_SUBS subscribers.
 scenario_fanout() {
-    local kind=$1 layer=$2 out=$RAW/$1-fanout-$2.json
-    local room=/ws/chat/bench/ a b pid_a pid_b
-    say "$kind: fan-out ($layer layer), $FANOUT_SUBS subscribers, $FANOUT_RATE msg/s for ${FANOUT_SECS}s"
-    if ! start "$kind" "$layer" "$WORK/$kind-fanout-$layer-a.log"; then
+    local kind=$1 layer=$2 room=${3:-/ws/chat/bench/} out=${4:-$RAW/$1-fanout-$2.json}
+    local plugins=${5:-$PLUGINS} a b pid_a pid_b
+    say "$kind: fan-out ($layer layer) on $room, $FANOUT_SUBS subscribers, $FANOUT_RATE msg/s for ${FANOUT_SECS}s"
+    if ! start "$kind" "$layer" "$WORK/$kind-fanout-$layer-a.log" "$plugins"; then
         if [ "$kind" = switchyard ] && [ "$layer" = redis ]; then
             na_json "$out" fanout "not available in this build: $SRV_ERROR"
         else
@@ -259,7 +279,7 @@ scenario_fanout() {
     a=$SRV_PORT pid_a=$SRV_PID
     local subs=(--sub-url "$(URL "$a" $room)")
     if [ "$layer" = redis ]; then
-        if ! start "$kind" "$layer" "$WORK/$kind-fanout-$layer-b.log"; then
+        if ! start "$kind" "$layer" "$WORK/$kind-fanout-$layer-b.log" "$plugins"; then
             error_json "$out" fanout "second server did not start: $SRV_ERROR"
             stop "$pid_a"
             return
@@ -278,22 +298,29 @@ scenario_idle() {
     local kind=$1 conns=$2 out=$RAW/$1-idle-$2.json
     say "$kind: $conns idle connections"
     start "$kind" memory "$WORK/$kind-idle-$conns.log" || { error_json "$out" idle "server did not start: $SRV_ERROR"; return; }
-    local url pid=$SRV_PID
-    url=$(URL "$SRV_PORT" "$(echo_path "$kind")")
+    idle_rss "$SRV_PID" "$(URL "$SRV_PORT" "$(echo_path "$kind")")" "$conns" "$out" "$kind-$conns"
+    stop "$SRV_PID"
+}
+
+# idle_rss PID URL CONNS OUT TAG: warm the server up, hold CONNS idle
+# connections to URL, and write its RSS before and after (and per
+# connection) to OUT; TAG names the work files.
+idle_rss() {
+    local pid=$1 url=$2 conns=$3 out=$4 tag=$5 p
     # Warm up (plugin instantiated once, allocator pools touched), then settle.
     timeout 30 "$BIN/loadgen" churn --url "$url" --workers 2 --secs 0.5 >/dev/null 2>&1
     sleep 1
     local before clients=$(((conns + IDLE_PER_CLIENT - 1) / IDLE_PER_CLIENT))
     before=$(rss_kib "$pid")
-    python3 "$ROOT/bench/memmap.py" "$pid" >"$WORK/memmap-$kind-$conns-before.json" 2>/dev/null
-    local hold=$WORK/hold-$kind-$conns lg=() i per=$((conns / clients))
+    python3 "$ROOT/bench/memmap.py" "$pid" >"$WORK/memmap-$tag-before.json" 2>/dev/null
+    local hold=$WORK/hold-$tag lg=() i per=$((conns / clients))
     rm -f "$hold"
     for ((i = 0; i < clients; i++)); do
         local n=$per
         [ $i -eq $((clients - 1)) ] && n=$((conns - per * (clients - 1)))
         "$BIN/loadgen" idle --url "$url" --conns "$n" --src "127.0.0.$((10 + 2 * i))" \
             --src "127.0.0.$((11 + 2 * i))" --hold-file "$hold" --max-hold 300 --deadline "$IDLE_DEADLINE" \
-            >"$WORK/idle-$kind-$conns-$i.out" 2>"$WORK/idle-$kind-$conns-$i.err" &
+            >"$WORK/idle-$tag-$i.out" 2>"$WORK/idle-$tag-$i.err" &
         lg+=($!)
         PIDS+=($!)
     done
@@ -302,7 +329,7 @@ scenario_idle() {
     while [ $SECONDS -lt $deadline ]; do
         ready=0
         for ((i = 0; i < clients; i++)); do
-            grep -q '"phase":"connected"' "$WORK/idle-$kind-$conns-$i.out" 2>/dev/null && ready=$((ready + 1))
+            grep -q '"phase":"connected"' "$WORK/idle-$tag-$i.out" 2>/dev/null && ready=$((ready + 1))
         done
         [ $ready -eq "$clients" ] && break
         sleep 0.2
@@ -311,11 +338,11 @@ scenario_idle() {
     local after alive=1
     after=$(rss_kib "$pid" 2>/dev/null) || alive=0
     [ -z "$after" ] && alive=0
-    python3 "$ROOT/bench/memmap.py" "$pid" >"$WORK/memmap-$kind-$conns-after.json" 2>/dev/null
+    python3 "$ROOT/bench/memmap.py" "$pid" >"$WORK/memmap-$tag-after.json" 2>/dev/null
     sleep 1
     touch "$hold"
     for p in "${lg[@]}"; do wait "$p" 2>/dev/null; done
-    python3 - "$out" "$conns" "${before:-0}" "${after:-0}" "$alive" "$WORK/memmap-$kind-$conns" "$WORK"/idle-"$kind"-"$conns"-*.out <<'EOF'
+    python3 - "$out" "$conns" "${before:-0}" "${after:-0}" "$alive" "$WORK/memmap-$tag" "$WORK"/idle-"$tag"-*.out <<'EOF'
 import json, sys
 out, conns, before, after, alive = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
 def load(path):
@@ -347,7 +374,6 @@ if len(done) < len(sys.argv[7:]):
     res["error"] = "a client process did not finish"
 json.dump(res, open(out, "w"))
 EOF
-    stop "$pid"
 }
 
 # hibidle: idle chat sockets, hibernated on Switchyard.
@@ -377,12 +403,8 @@ scenario_hibidle() {
         cp "$PLUGINS/chat.wasm" "$plugins/chat.wasm"
         printf 'routes = ["ws/chat/<str:room_name>/"]\nhibernate-after-secs = %s\n' "$HIBERNATE_SECS" >"$plugins/chat.toml"
     fi
-    local saved=$PLUGINS
-    PLUGINS=$plugins
-    SWITCHYARD_ADMIN_TOKEN=$BENCH_ADMIN_TOKEN start "$kind" memory "$WORK/$kind-hibidle-$conns.log"
-    local started=$?
-    PLUGINS=$saved
-    [ $started -eq 0 ] || { error_json "$out" hibidle "server did not start: $SRV_ERROR"; return; }
+    SWITCHYARD_ADMIN_TOKEN=$BENCH_ADMIN_TOKEN start "$kind" memory "$WORK/$kind-hibidle-$conns.log" "$plugins" ||
+        { error_json "$out" hibidle "server did not start: $SRV_ERROR"; return; }
     local pid=$SRV_PID port=$SRV_PORT url
     url=$(URL "$SRV_PORT" /ws/chat/bench/)
     timeout 30 "$BIN/loadgen" churn --url "$url" --workers 2 --secs 0.5 >/dev/null 2>&1
@@ -474,6 +496,114 @@ scenario_http() {
     stop "$SRV_PID"
 }
 
+# lang: the tutorial chat in Rust (plugins/chat), Python (plugins/chat_py)
+# and JavaScript (plugins/chat_js), each alone in a plugin directory, in both
+# instance modes, beside Daphne running the tutorial ChatConsumer.
+now_ms() { date +%s%3N; }
+
+# lang_dir PLUGIN MODE: prints a new plugin directory holding only PLUGIN,
+# its manifest's instance mode set to MODE (per-connection or shared).
+lang_dir() {
+    local dir=$WORK/lang/$1-$2
+    mkdir -p "$dir"
+    cp "$PLUGINS/$1.wasm" "$dir/$1.wasm"
+    # Top-level keys come before any [table] of the manifest.
+    { printf 'instance = "%s"\n' "$2"; grep -v '^instance *=' "$PLUGINS/$1.toml"; } >"$dir/$1.toml"
+    echo "$dir"
+}
+
+# chat_prefix PLUGIN: the URL prefix of its first route, `ws/chat-py/<...>/`
+# -> /ws/chat-py/.
+chat_prefix() { sed -n 's|^routes = \["\(ws/[^<"]*\)<.*|/\1|p' "$PLUGINS/$1.toml" | head -1; }
+
+# kv_json FILE KEY=VALUE...: one JSON object; numbers stay numbers, empty
+# values are null.
+kv_json() {
+    python3 - "$@" <<'EOF'
+import json, sys
+res = {}
+for kv in sys.argv[2:]:
+    k, v = kv.split("=", 1)
+    try:
+        res[k] = int(v)
+    except ValueError:
+        res[k] = v or None
+json.dump(res, open(sys.argv[1], "w"))
+EOF
+}
+
+# lang_rtt KIND URL_PREFIX OUT [PLUGIN_DIR]: closed loop, LANG_CONNS clients
+# each alone in its own room, each awaiting its own broadcast back.
+lang_rtt() {
+    local kind=$1 prefix=$2 out=$3 plugins=${4:-$PLUGINS}
+    start "$kind" memory "$WORK/lang/$(basename "$out" .json).log" "$plugins" || { error_json "$out" echo "server did not start: $SRV_ERROR"; return; }
+    loadgen_to "$out" $((LANG_SECS + 120)) echo --url "$(URL "$SRV_PORT" "$prefix")" --rooms \
+        --conns "$LANG_CONNS" --secs "$LANG_SECS"
+    stop "$SRV_PID"
+}
+
+# lang_idle KIND URL_PREFIX OUT [PLUGIN_DIR]: RSS of LANG_IDLE idle members of one room.
+lang_idle() {
+    local kind=$1 prefix=$2 out=$3 plugins=${4:-$PLUGINS}
+    start "$kind" memory "$WORK/lang/$(basename "$out" .json).log" "$plugins" || { error_json "$out" idle "server did not start: $SRV_ERROR"; return; }
+    idle_rss "$SRV_PID" "$(URL "$SRV_PORT" "${prefix}idle/")" "$LANG_IDLE" "$out" "$(basename "$out" .json)"
+    stop "$SRV_PID"
+}
+
+scenario_lang() {
+    local dir=$RAW/lang p mode prefix default t0 cold_ms cold_rss compile_ms
+    mkdir -p "$dir"
+    for p in $LANG_PLUGINS; do
+        [ -f "$PLUGINS/$p.wasm" ] || { error_json "$dir/$p-build.json" lang "missing $PLUGINS/$p.wasm"; continue; }
+        prefix=$(chat_prefix "$p")
+        default=$(sed -n 's/^instance *= *"\(.*\)".*/\1/p' "$PLUGINS/$p.toml")
+        default=${default:-per-connection}
+        lang_dir "$p" per-connection >/dev/null
+        lang_dir "$p" shared >/dev/null
+        say "lang $p: cold start (no .cwasm, empty compile cache)"
+        cold_ms="" cold_rss="" compile_ms=""
+        t0=$(now_ms)
+        if XDG_CACHE_HOME=$WORK/lang/cache-$p start switchyard memory "$WORK/lang/$p-cold.log" "$WORK/lang/$p-$default"; then
+            cold_ms=$(($(now_ms) - t0))
+            cold_rss=$(rss_kib "$SRV_PID")
+            stop "$SRV_PID"
+        fi
+        say "lang $p: switchyard compile"
+        t0=$(now_ms)
+        if "$BIN/switchyard" compile --plugins "$WORK/lang/$p-shared" >"$WORK/lang/$p-compile.log" 2>&1; then
+            compile_ms=$(($(now_ms) - t0))
+            cp "$WORK/lang/$p-shared/$p.cwasm" "$WORK/lang/$p-per-connection/$p.cwasm"
+        fi
+        kv_json "$dir/$p-build.json" plugin="$p" route="$prefix" default_mode="$default" \
+            size_bytes="$(stat -c %s "$PLUGINS/$p.wasm")" compile_ms="$compile_ms" \
+            cold_start_ms="$cold_ms" cold_rss_kib="$cold_rss"
+        for mode in per-connection shared; do
+            say "lang $p ($mode): warm start (.cwasm)"
+            t0=$(now_ms)
+            if start switchyard memory "$WORK/lang/$p-$mode-warm.log" "$WORK/lang/$p-$mode"; then
+                kv_json "$dir/$p-$mode-warm.json" start_ms=$(($(now_ms) - t0)) rss_kib="$(rss_kib "$SRV_PID")"
+                stop "$SRV_PID"
+            else
+                error_json "$dir/$p-$mode-warm.json" lang "server did not start: $SRV_ERROR"
+            fi
+            say "lang $p ($mode): round trips, $LANG_CONNS clients in their own rooms, ${LANG_SECS}s"
+            lang_rtt switchyard "$prefix" "$dir/$p-$mode-rtt.json" "$WORK/lang/$p-$mode"
+            say "lang $p ($mode): RSS of $LANG_IDLE idle members"
+            lang_idle switchyard "$prefix" "$dir/$p-$mode-idle.json" "$WORK/lang/$p-$mode"
+        done
+        # Fan-out in the mode the plugin ships with: 1,000 per-connection
+        # interpreters would take gigabytes.
+        scenario_fanout switchyard memory "${prefix}bench/" "$dir/$p-fanout.json" "$WORK/lang/$p-$default"
+    done
+    if [[ " $SERVERS " == *" daphne "* ]]; then
+        say "lang daphne: round trips, $LANG_CONNS clients in their own rooms, ${LANG_SECS}s"
+        lang_rtt daphne /ws/chat/ "$dir/daphne-rtt.json"
+        say "lang daphne: RSS of $LANG_IDLE idle members"
+        lang_idle daphne /ws/chat/ "$dir/daphne-idle.json"
+        scenario_fanout daphne memory /ws/chat/bench/ "$dir/daphne-fanout.json"
+    fi
+}
+
 # TLS echo vs plain echo vs the bare axum ceiling with TLS: the echo
 # scenario against four servers in turn, the same client (wss:// trusting
 # the CA tlscert made).
@@ -516,6 +646,7 @@ for kind in $SERVERS; do
     # One Switchyard row: the HTTP side has no shared-instance variant.
     has http && [ "$kind" != switchyard-shared ] && scenario_http "$kind"
 done
+has lang && scenario_lang
 has tls && scenario_tls
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -526,5 +657,5 @@ OUT_JSON=$ROOT/bench/results/$(date -u +%Y-%m-%d).json
 python3 "$ROOT/bench/report.py" --raw "$RAW" --out "$OUT_JSON" --svg "$ROOT/docs/bench.svg" \
     --date "$RUN_DATE" --load-before "$LOAD_BEFORE" --load-after "$LOAD_AFTER" \
     --secs $((SECONDS - STARTED)) \
-    --params "sy_redis_workers=$SY_REDIS_WORKERS echo_conns=$ECHO_CONNS echo_secs=$ECHO_SECS fanout_subs=$FANOUT_SUBS fanout_rate=$FANOUT_RATE fanout_secs=$FANOUT_SECS idle_sizes=${IDLE_SIZES// /,} churn_workers=$CHURN_WORKERS churn_secs=$CHURN_SECS http_conns=$HTTP_CONNS http_secs=$HTTP_SECS vm.max_map_count=$(cat /proc/sys/vm/max_map_count)"
+    --params "sy_redis_workers=$SY_REDIS_WORKERS echo_conns=$ECHO_CONNS echo_secs=$ECHO_SECS fanout_subs=$FANOUT_SUBS fanout_rate=$FANOUT_RATE fanout_secs=$FANOUT_SECS idle_sizes=${IDLE_SIZES// /,} churn_workers=$CHURN_WORKERS churn_secs=$CHURN_SECS http_conns=$HTTP_CONNS http_secs=$HTTP_SECS lang_plugins=${LANG_PLUGINS// /,} lang_conns=$LANG_CONNS lang_secs=$LANG_SECS lang_idle=$LANG_IDLE vm.max_map_count=$(cat /proc/sys/vm/max_map_count)"
 echo "raw results and server logs: $WORK" >&2

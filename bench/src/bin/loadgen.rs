@@ -9,6 +9,7 @@
 //!
 //! ```text
 //! loadgen echo   --url ws://127.0.0.1:8000/ws/echo/ --conns 50 --secs 10
+//! loadgen echo   --url ws://127.0.0.1:8000/ws/chat/ --rooms --conns 50 --secs 10
 //! loadgen fanout --url ws://127.0.0.1:8000/ws/chat/bench/ --subs 1000 --rate 100 --secs 10
 //! loadgen idle   --url ws://127.0.0.1:8000/ws/echo/ --conns 3750 --src 127.0.0.2 --hold-file /tmp/x
 //! loadgen churn  --url ws://127.0.0.1:8000/ws/echo/ --workers 16 --secs 10
@@ -171,6 +172,11 @@ struct EchoArgs {
     /// Payload bytes per frame.
     #[arg(long, default_value_t = 32)]
     size: usize,
+    /// Chat rooms: `--url` is a chat URL prefix, connection `i` joins its
+    /// own room `<url>rtt<i>/` and sends `{"message": payload}`, and a round
+    /// trip ends at the room's broadcast back to it (the chat's echo path).
+    #[arg(long)]
+    rooms: bool,
 }
 
 #[derive(Debug, Args)]
@@ -361,12 +367,23 @@ async fn connect_retry(url: &str, src: Option<IpAddr>) -> anyhow::Result<Ws> {
 // ---------------------------------------------------------------- echo
 
 async fn echo(args: EchoArgs) -> anyhow::Result<Value> {
-    let payload: String = "x".repeat(args.size);
+    let text = "x".repeat(args.size);
+    let payload = if args.rooms {
+        json!({ "message": text }).to_string()
+    } else {
+        text
+    };
     let warm_until = Instant::now() + Duration::from_secs_f64(args.warmup);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    for _ in 0..args.conns {
-        let ws = connect_retry(&args.url, None).await?;
+    for i in 0..args.conns {
+        let url = if args.rooms {
+            // `\w+` room names: Channels' tutorial routes take no `-`.
+            format!("{}rtt{i}/", args.url)
+        } else {
+            args.url.clone()
+        };
+        let ws = connect_retry(&url, None).await?;
         let payload = payload.clone();
         let stop = stop_rx.clone();
         tasks.push(tokio::spawn(echo_loop(ws, payload, warm_until, stop)));
@@ -387,6 +404,7 @@ async fn echo(args: EchoArgs) -> anyhow::Result<Value> {
     Ok(json!({
         "scenario": "echo",
         "conns": args.conns,
+        "rooms": args.rooms,
         "secs": elapsed,
         "messages": hist.len(),
         "messages_per_s": hist.len() as f64 / elapsed,
