@@ -16,8 +16,9 @@ use crate::version::Version;
 pub struct RouteMatch {
     /// The plugin version serving the route.
     pub plugin: Arc<Version>,
-    /// The pattern that matched.
-    pub route: RoutePattern,
+    /// The pattern that matched (shared with the route table: resolving
+    /// copies no pattern).
+    pub route: Arc<RoutePattern>,
     /// Keyword arguments in pattern order (the scope's url route).
     pub kwargs: Vec<(String, String)>,
 }
@@ -54,7 +55,7 @@ pub struct RouteInfo {
 }
 
 /// Routes of one protocol, in the order they are tried.
-type Routes = Vec<(RoutePattern, Arc<Version>)>;
+type Routes = Vec<(Arc<RoutePattern>, Arc<Version>)>;
 
 /// An immutable set of plugins and the routes they serve.
 #[derive(Debug, Default)]
@@ -115,7 +116,7 @@ impl RouteTable {
                         Protocol::Http => &manifest.http_routes,
                     };
                     own.iter()
-                        .map(move |route| (route.clone(), Arc::clone(plugin)))
+                        .map(move |route| (Arc::new(route.clone()), Arc::clone(plugin)))
                 })
                 .collect();
             // A stable sort keeps plugin-name and manifest order among equals.
@@ -142,7 +143,7 @@ impl RouteTable {
         self.side(protocol).iter().find_map(|(route, plugin)| {
             route.matches(path).map(|kwargs| RouteMatch {
                 plugin: Arc::clone(plugin),
-                route: route.clone(),
+                route: Arc::clone(route),
                 kwargs,
             })
         })

@@ -511,6 +511,13 @@ impl RoutePattern {
     #[must_use]
     pub(crate) fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
         let path = path.strip_prefix('/').unwrap_or(path);
+        // The literal text before the first parameter must start the path:
+        // a check far cheaper than the regex, which most routes tried for
+        // a request fail.
+        let prefix = self.pattern.split('<').next().unwrap_or_default();
+        if !path.starts_with(prefix) {
+            return None;
+        }
         let captures = self.regex.captures(path)?;
         self.params
             .iter()
@@ -853,6 +860,26 @@ mod tests {
             p.matches("a/b/09"),
             kw(&[("_", "a"), ("class", "b"), ("_x9", "9")])
         );
+    }
+
+    #[test]
+    fn the_literal_text_before_the_first_parameter_must_start_the_path() {
+        // `matches` refuses on this prefix before running the regex: the
+        // answers must be the regex's own.
+        let p = pat("api/hello/<str:name>/");
+        assert_eq!(p.matches("/api/hello/x/"), kw(&[("name", "x")]));
+        assert_eq!(p.matches("/api/Hello/x/"), None);
+        assert_eq!(p.matches("/api/hell/x/"), None);
+        assert_eq!(p.matches("//api/hello/x/"), None);
+        assert_eq!(p.matches("/api/hello/"), None);
+        // A pattern that starts with a parameter has no prefix to check.
+        let p = pat("<int:n>/api/");
+        assert_eq!(p.matches("/7/api/"), kw(&[("n", "7")]));
+        assert_eq!(p.matches("/x/api/"), None);
+        // A pattern without parameters is all prefix, and still anchored.
+        let p = pat("ws/echo/");
+        assert_eq!(p.matches("/ws/echo/"), Some(vec![]));
+        assert_eq!(p.matches("/ws/echo/more/"), None);
     }
 
     // --- errors -------------------------------------------------------------

@@ -58,9 +58,23 @@ use crate::{admin, handshake};
 /// sockets have drained.
 const HTTP_GRACE: Duration = Duration::from_secs(1);
 
-/// Everything a request handler needs, cheap to clone.
+/// Everything a request handler needs, cheap to clone: one reference
+/// count, because axum clones the state for every request (a struct of a
+/// dozen `Arc`s cost a dozen shared counters bumped and dropped each time).
 #[derive(Debug, Clone)]
-pub(crate) struct AppState {
+pub(crate) struct AppState(Arc<AppParts>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+#[derive(Debug)]
+pub(crate) struct AppParts {
     pub(crate) host: Arc<PluginHost>,
     pub(crate) config: Arc<Config>,
     /// Cancelled when the server shuts down: sockets close with 1001.
@@ -277,7 +291,7 @@ impl Server {
         let connections = TaskTracker::new();
         let draining = Draining::default();
         let counters = Arc::clone(&self.counters);
-        let state = AppState {
+        let state = AppState(Arc::new(AppParts {
             host: self.host,
             config: Arc::clone(&self.config),
             shutdown: token.clone(),
@@ -299,7 +313,7 @@ impl Server {
                 .map(|dir| Arc::new(StaticFiles::new(dir, &self.config.static_files.prefix))),
             metrics: self.metrics,
             deflate: crate::deflate::Deflate::new(&self.config.websocket).map(Arc::new),
-        };
+        }));
         // Dropping the watcher (when serving ends) stops hot swap.
         let _watcher = if self.config.watch_plugins {
             Some(PluginWatcher::start(

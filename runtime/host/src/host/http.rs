@@ -1,16 +1,22 @@
 //! Serving one HTTP request through a plugin's `wasi:http/incoming-handler`
 //! export, as wasmtime's `serve` and Spin do: a fresh instance per request
 //! (or, for a plugin that opted in, an idle one kept from an earlier
-//! request: see `crate::http_pool`), run in a task of its own so the guest
-//! can go on writing the body after it has set the response.
+//! request: see `crate::http_pool`). The guest runs in the request's own
+//! task: until it sets the response head, then inside the response body,
+//! which runs it on whenever hyper asks for the next frame, so the guest
+//! can go on writing the body after it has set the response. A task of its
+//! own per request (as before) cost a spawn, a timer and a wake-up on
+//! another thread for every request, most of which set their head, write
+//! their body and return in one poll.
 //!
 //! Deadlines: the response head must come within the plugin's call timeout
 //! (else 504) and the guest's running time is bounded by the epoch deadline
 //! throughout; a body that streams (Server-Sent Events) lives as long as
 //! the client reads it and the guest writes it. When the client goes away
-//! before the body ends, the guest task is aborted and its instance
-//! dropped (never kept for reuse).
+//! before the body ends, the guest is dropped mid-call and its instance
+//! with it (never kept for reuse).
 
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -21,7 +27,7 @@ use http_body_util::BodyExt as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::oneshot;
-use tokio::task::AbortHandle;
+use tokio::time::Instant;
 use wasmtime::Store;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi_http::WasiHttpView as _;
@@ -30,6 +36,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use super::PluginHost;
 use super::start::StartError;
 use crate::bindings::IncomingHandler;
+use crate::call_deadline::{Elapsed, within};
 use crate::engine::epoch_ticks;
 use crate::failures::FailureCounter;
 use crate::http_context::{RequestCtx, RequestInfo};
@@ -149,12 +156,13 @@ impl PluginHost {
         let pre = plugin.artifact().pre.clone();
         let failures = self.failures.counter(plugin.name());
         let clock = self.ticker.clock();
-        let (ended, mut end) = oneshot::channel();
         let version = Arc::clone(&plugin);
-        // One task runs the guest to the end of `handle` and reports how it
-        // ended: to `serve_http` while it waits for a response head, to the
-        // log once the head has gone (`end` is closed by then).
-        let task = tokio::spawn(async move {
+        // The guest runs to the end of `handle` in the request's own task,
+        // not a task of its own: first while this function waits for the
+        // response head, then inside the response body (see `GuardedBody`).
+        // A small view sets its head, writes its body and returns in one
+        // poll, with no task to spawn and no thread to wake.
+        let guest: Guest = Box::pin(async move {
             let _permits = permits;
             let running = clock.running();
             let result = async {
@@ -170,7 +178,7 @@ impl PluginHost {
             }
             .await;
             drop(running);
-            let outcome = match result {
+            match result {
                 Ok(handler) => {
                     if reuse {
                         keep_if_clean(&version, store, handler, resources_before);
@@ -178,41 +186,63 @@ impl PluginHost {
                     Ended::Returned
                 }
                 Err(err) => Ended::Failed(guest_failure(&err, &failures)),
-            };
-            if let Err(Ended::Failed(failure)) = ended.send(outcome) {
-                log_after_head(version.name(), &failure, timeout);
             }
         });
-        // Dropped before the response is handed on (the client went away,
-        // or the request failed), it stops the guest.
-        let guest = AbortOnDrop(Some(task.abort_handle()));
-        let outcome = tokio::time::timeout(timeout, receiver).await;
-        let response = match outcome {
-            Ok(Ok(Ok(response))) => response,
-            Ok(Ok(Err(code))) => {
+        let mut guest = Some(guest);
+        let mut ended = None;
+        let mut receiver = receiver;
+        // The head must come within the call timeout; the timer is made only
+        // if the guest has not set it in the first poll (`within`).
+        let head = within(
+            Instant::now() + timeout,
+            poll_fn(|cx| {
+                if let Some(running) = guest.as_mut()
+                    && let Poll::Ready(end) = running.as_mut().poll(cx)
+                {
+                    guest = None;
+                    ended = Some(end);
+                }
+                match Pin::new(&mut receiver).poll(cx) {
+                    Poll::Ready(head) => Poll::Ready(head.ok()),
+                    // The guest is done and set nothing (the outparam is
+                    // dropped with the store, or kept in an idle one).
+                    Poll::Pending if ended.is_some() => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                }
+            }),
+        )
+        .await;
+        // Returning early drops `guest`, which stops it (its store and
+        // instance are dropped, never kept for reuse).
+        let response = match head {
+            Ok(Some(Ok(response))) => response,
+            Ok(Some(Err(code))) => {
                 return Err(failed(format!("the plugin answered with error {code:?}")));
             }
             // The guest returned (or trapped) without setting a response.
-            Ok(Err(_dropped)) => {
-                let message = match end.await {
-                    Ok(Ended::Returned) => {
+            Ok(None) => {
+                let end = match (ended, guest) {
+                    (Some(end), _) => Some(end),
+                    // The outparam went before the guest ended: wait for
+                    // the end, within what is left of the call timeout.
+                    (None, Some(running)) => within(Instant::now() + timeout, running).await.ok(),
+                    (None, None) => None,
+                };
+                let message = match end {
+                    Some(Ended::Returned) => {
                         "the handler returned without setting a response".to_owned()
                     }
-                    Ok(Ended::Failed(Failure::Deadline)) => {
+                    Some(Ended::Failed(Failure::Trap(message))) => message,
+                    Some(Ended::Failed(Failure::Deadline)) | None => {
                         return Err(HttpError::Deadline {
                             plugin: name,
                             timeout,
                         });
                     }
-                    Ok(Ended::Failed(Failure::Trap(message))) => message,
-                    Err(_) => match task.await {
-                        Err(join) => format!("the handler task failed: {join}"),
-                        Ok(()) => "the handler task ended without a word".to_owned(),
-                    },
                 };
                 return Err(failed(message));
             }
-            Err(_elapsed) => {
+            Err(Elapsed) => {
                 self.failures.counter(&name).deadline();
                 return Err(HttpError::Deadline {
                     plugin: name,
@@ -220,13 +250,21 @@ impl PluginHost {
                 });
             }
         };
-        // From here the task logs how the guest ends; an end it reported
-        // already is logged here.
-        end.close();
-        if let Ok(Ended::Failed(failure)) = end.try_recv() {
-            log_after_head(&name, &failure, timeout);
+        // From here the body runs the guest on and logs how it ends; an
+        // end that came already is logged here.
+        if let Some(Ended::Failed(failure)) = &ended {
+            log_after_head(&name, failure, timeout);
         }
-        Ok(response.map(|body| GuardedBody { inner: body, guest }.boxed_unsync()))
+        let plugin = plugin.artifact().name_arc();
+        Ok(response.map(|inner| {
+            GuardedBody {
+                inner,
+                guest,
+                plugin,
+                timeout,
+            }
+            .boxed_unsync()
+        }))
     }
 }
 
@@ -302,29 +340,27 @@ fn log_after_head(plugin: &str, failure: &Failure, timeout: Duration) {
     }
 }
 
-/// Aborts the guest's task when dropped, unless disarmed first.
-struct AbortOnDrop(Option<AbortHandle>);
+/// A guest call to the end of `handle`, with how it ended.
+type Guest = Pin<Box<dyn Future<Output = Ended> + Send>>;
 
-impl AbortOnDrop {
-    fn disarm(&mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(guest) = self.0.take() {
-            guest.abort();
-        }
-    }
-}
-
-/// The guest's response body; dropped before its end (the client went
-/// away), it aborts the guest's task, whose store and instance go with it.
+/// The guest's response body, and the guest itself until it has ended:
+/// each poll for a frame runs the guest on first, so it writes the body
+/// in the task that sends it. Dropped before the guest ended (the client
+/// went away), it stops the guest, whose store and instance go with it.
 struct GuardedBody {
     inner: wasmtime_wasi_http::p2::body::HyperOutgoingBody,
-    /// Disarmed once the body has ended.
-    guest: AbortOnDrop,
+    /// `None` once the guest has ended.
+    guest: Option<Guest>,
+    plugin: Arc<str>,
+    timeout: Duration,
+}
+
+impl GuardedBody {
+    fn guest_ended(&self, end: &Ended) {
+        if let Ended::Failed(failure) = end {
+            log_after_head(&self.plugin, failure, self.timeout);
+        }
+    }
 }
 
 impl Body for GuardedBody {
@@ -335,15 +371,31 @@ impl Body for GuardedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, HttpBodyError>>> {
+        if let Some(guest) = self.guest.as_mut()
+            && let Poll::Ready(end) = guest.as_mut().poll(cx)
+        {
+            self.guest = None;
+            self.guest_ended(&end);
+        }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            self.guest.disarm();
+        if let Poll::Ready(None) = polled
+            && let Some(guest) = self.guest.take()
+        {
+            // The body is whole but the guest runs on after it: it
+            // finishes in a task of its own, as nobody polls this any more.
+            let plugin = Arc::clone(&self.plugin);
+            let timeout = self.timeout;
+            tokio::spawn(async move {
+                if let Ended::Failed(failure) = guest.await {
+                    log_after_head(&plugin, &failure, timeout);
+                }
+            });
         }
         polled.map_err(HttpBodyError)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.guest.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
