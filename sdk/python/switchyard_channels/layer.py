@@ -15,7 +15,10 @@ import base64
 import json
 
 from componentize_py_types import Err
-from wit_world.imports import host, types
+from wit_world.imports import host
+# The world imports wasi:filesystem/types too, so componentize-py names
+# this module after its package.
+from wit_world.imports import switchyard_consumer_types as types
 
 from .sync import Done
 
@@ -55,6 +58,9 @@ def layer_error(err):
         return InvalidEvent(value.value)
     if isinstance(value, types.LayerError_Unavailable):
         return LayerUnavailable(value.value)
+    if isinstance(value, types.LayerError_Other):
+        # The WIT's catch-all: a failure no case above names.
+        return ChannelLayerError(value.value)
     return ChannelLayerError(repr(value))
 
 
