@@ -20,7 +20,7 @@
 // The one import of the host interface, by its versioned name: the
 // package version must be wit/consumer.wit's (`cargo xtask` checks it; see
 // xtask/src/js_wit_version.rs).
-import { log as hostLog, groupSend, channelSend } from 'switchyard:consumer/host@0.2.0';
+import { log as hostLog, groupSend, groupSendFrame, channelSend } from 'switchyard:consumer/host@0.2.0';
 
 /** Seconds a client is asked to wait when the layer is down during connect. */
 const RETRY_AFTER_SECS = 5;
@@ -139,6 +139,27 @@ class ChannelLayer {
   groupSend(group, message) {
     const text = encodeEvent(message);
     layerCall(() => groupSend(group, text));
+  }
+
+  /**
+   * Host-side broadcast (`group-send-frame`): every Switchyard member of
+   * `group` gets `frame` (a string: a text frame; a `Uint8Array`: a binary
+   * one) written to its socket by the host, with no call to its consumer;
+   * other members (Django consumers on a shared Redis layer, HTTP request
+   * channels) get the event `message` as from `groupSend`. Use it when
+   * `frame` is exactly what each member's handler would send for `message`.
+   */
+  groupSendFrame(group, message, frame) {
+    const text = encodeEvent(message);
+    let witFrame;
+    if (typeof frame === 'string') {
+      witFrame = { tag: 'text', val: frame };
+    } else if (frame instanceof Uint8Array) {
+      witFrame = { tag: 'binary', val: frame };
+    } else {
+      throw new TypeError('a frame is a string or a Uint8Array');
+    }
+    layerCall(() => groupSendFrame(group, text, witFrame));
   }
 
   /** Sends the event `message` to one channel; `ChannelFull` when it is at capacity. */

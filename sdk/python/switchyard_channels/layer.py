@@ -129,6 +129,26 @@ class ChannelLayer:
             raise layer_error(err) from None
         return Done()
 
+    def group_send_frame(self, group, message, frame):
+        """Host-side broadcast (``group-send-frame``): every Switchyard member of
+        ``group`` gets ``frame`` (``str``: a text frame; ``bytes``: a binary one)
+        written to its socket by the host, with no call to its consumer; other
+        members (Django consumers on a shared Redis layer, HTTP request channels)
+        get the event ``message`` as from ``group_send``. Use it when ``frame``
+        is exactly what each member's handler would send for ``message``.
+        """
+        if isinstance(frame, str):
+            wit_frame = types.Frame_Text(frame)
+        elif isinstance(frame, (bytes, bytearray, memoryview)):
+            wit_frame = types.Frame_Binary(bytes(frame))
+        else:
+            raise TypeError(f"a frame is str or bytes, not {type(frame).__name__}")
+        try:
+            host.group_send_frame(group, encode_event(message), wit_frame)
+        except Err as err:
+            raise layer_error(err) from None
+        return Done()
+
     def send(self, channel, message):
         """Sends the event ``message`` to one channel; ``ChannelFull`` when it is at capacity."""
         try:
