@@ -1,8 +1,10 @@
 //! Components built against the 0.1 contract (`wit/v0.1`) on the current
 //! host: the `legacy_chat` test plugin imports `switchyard:consumer/host@0.1.2`
-//! and exports `websocket-consumer@0.1.2`, and must load and chat as before.
+//! and exports `websocket-consumer@0.1.2` (and, for HTTP, imports
+//! `http-context@0.1.2`), and must load and behave as before.
 
 use serde_json::json;
+use switchyard_tests::http_client::get;
 use switchyard_tests::{Client, TestServer};
 
 #[tokio::test]
@@ -77,6 +79,34 @@ async fn a_0_2_component_reaches_a_0_1_component_through_the_layer() {
     assert_eq!(
         event,
         json!({"event": {"type": "chat.message", "message": "from 0.1"}})
+    );
+    server.shutdown().await.expect("clean shutdown");
+}
+
+/// The 0.1 `http-context` and `host` reach an HTTP handler built against
+/// 0.1: the view learns its route and kwargs and publishes to a room whose
+/// 0.1 WebSocket member gets the message.
+#[tokio::test]
+async fn a_0_1_http_handler_sees_its_context_and_publishes_to_the_room() {
+    let server = TestServer::start().await;
+    let mut member = Client::connect(&server, "/legacy/chat/http/").await;
+    member.recv_json().await;
+    let reply = get(&server, "/legacy/say/http/hello/").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.json(),
+        json!({
+            "ok": true,
+            "route": "legacy/say/<str:room_name>/<str:message>/",
+            "url_route": {"room_name": "http", "message": "hello"},
+        })
+    );
+    assert_eq!(member.recv_json().await, json!({"message": "hello"}));
+    // A layer error reaches the 0.1 view as its 0.1 case.
+    let reply = get(&server, "/legacy/say/a%20b/x/").await;
+    assert_eq!(
+        (reply.status, reply.json()["kind"].clone()),
+        (400, json!("invalid_name"))
     );
     server.shutdown().await.expect("clean shutdown");
 }
