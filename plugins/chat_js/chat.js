@@ -9,6 +9,13 @@
 // `binary_not_supported`, `group_send_failed`) and the socket stays open.
 // A room name that cannot be part of a group name is rejected (HTTP 403);
 // while the layer is down the SDK refuses with 503 and `Retry-After: 5`.
+//
+// Host-side broadcast: a client's message goes to the room with
+// `groupSendFrame`, the event together with the `{"message": m}` frame every
+// member would send for it, so the host writes that frame to the members'
+// sockets without calling `chat_message` for each (Django consumers in the
+// room still get the `chat.message` event). `chat_message` still turns a
+// `chat.message` from elsewhere (Django, the publish API) into the frame.
 
 import {
   ChannelLayerError,
@@ -60,8 +67,15 @@ class ChatConsumer extends JsonWebsocketConsumer {
       this.sendError('missing_message', 'expected a JSON object with a "message" key');
       return;
     }
+    const message = content.message;
     try {
-      this.channelLayer.groupSend(this.roomGroupName, { type: 'chat.message', message: content.message });
+      // Host-side broadcast: the host writes the frame `chat_message` would
+      // send to each member's socket, without calling it.
+      this.channelLayer.groupSendFrame(
+        this.roomGroupName,
+        { type: 'chat.message', message },
+        this.encodeJson({ message }),
+      );
     } catch (err) {
       if (!(err instanceof ChannelLayerError)) throw err;
       this.sendError('group_send_failed', err.message);

@@ -10,8 +10,16 @@ as ``{"type": "chat.message", "message": m}`` and reaches every member
 A room name that cannot be part of a group name is rejected (HTTP 403);
 while the layer is down the SDK refuses with 503 and ``Retry-After: 5``.
 
-Against the tutorial's ``ChatConsumer`` only the imports, the last line and
-the error frames differ.
+Host-side broadcast: a client's message goes to the room with
+``group_send_frame``, the event together with the ``{"message": m}`` frame
+every member would send for it, so the host writes that frame to the
+members' sockets without calling ``chat_message`` for each (Django consumers
+in the room still get the ``chat.message`` event). ``chat_message`` still
+turns a ``chat.message`` from elsewhere (Django, the publish API) into the
+frame.
+
+Against the tutorial's ``ChatConsumer`` only the imports, the last line,
+the error frames and ``group_send_frame`` differ.
 """
 
 from switchyard_channels import (
@@ -55,9 +63,14 @@ class ChatConsumer(JsonWebsocketConsumer):
         if not isinstance(content, dict) or "message" not in content:
             self.send_error("missing_message", 'expected a JSON object with a "message" key')
             return
+        message = content["message"]
         try:
-            async_to_sync(self.channel_layer.group_send)(
-                self.room_group_name, {"type": "chat.message", "message": content["message"]}
+            # Host-side broadcast: the host writes the frame `chat_message`
+            # would send to each member's socket, without calling it.
+            async_to_sync(self.channel_layer.group_send_frame)(
+                self.room_group_name,
+                {"type": "chat.message", "message": message},
+                self.encode_json({"message": message}),
             )
         except ChannelLayerError as err:
             self.send_error("group_send_failed", str(err))

@@ -17,7 +17,10 @@
 // synchronous: a handler that returns a Promise is an error (a Switchyard
 // call cannot wait for it).
 
-import { log as hostLog, groupSend, channelSend } from 'switchyard:consumer/host@0.1.2';
+// The one import of the host interface, by its versioned name: the
+// package version must be wit/consumer.wit's (`cargo xtask` checks it; see
+// xtask/src/js_wit_version.rs).
+import { log as hostLog, groupSend, groupSendFrame, channelSend } from 'switchyard:consumer/host@0.2.0';
 
 /** Seconds a client is asked to wait when the layer is down during connect. */
 const RETRY_AFTER_SECS = 5;
@@ -52,6 +55,7 @@ const LAYER_ERRORS = {
   'invalid-name': InvalidChannelName,
   'invalid-event': InvalidEvent,
   unavailable: LayerUnavailable,
+  // `other` (the WIT's catch-all) is a plain ChannelLayerError.
 };
 
 /** The SDK error for what a host call threw (a WIT `layer-error`). */
@@ -135,6 +139,27 @@ class ChannelLayer {
   groupSend(group, message) {
     const text = encodeEvent(message);
     layerCall(() => groupSend(group, text));
+  }
+
+  /**
+   * Host-side broadcast (`group-send-frame`): every Switchyard member of
+   * `group` gets `frame` (a string: a text frame; a `Uint8Array`: a binary
+   * one) written to its socket by the host, with no call to its consumer;
+   * other members (Django consumers on a shared Redis layer, HTTP request
+   * channels) get the event `message` as from `groupSend`. Use it when
+   * `frame` is exactly what each member's handler would send for `message`.
+   */
+  groupSendFrame(group, message, frame) {
+    const text = encodeEvent(message);
+    let witFrame;
+    if (typeof frame === 'string') {
+      witFrame = { tag: 'text', val: frame };
+    } else if (frame instanceof Uint8Array) {
+      witFrame = { tag: 'binary', val: frame };
+    } else {
+      throw new TypeError('a frame is a string or a Uint8Array');
+    }
+    layerCall(() => groupSendFrame(group, text, witFrame));
   }
 
   /** Sends the event `message` to one channel; `ChannelFull` when it is at capacity. */
@@ -290,24 +315,30 @@ export class JsonWebsocketConsumer extends WebsocketConsumer {
   }
 }
 
-/** The WIT scope as a Channels-shaped scope object. */
+/** The WIT scope (a resource lent for `connect`) as a Channels-shaped scope object. */
 export function makeScope(wit) {
   let client = null;
-  if (wit.client) {
-    const at = wit.client.lastIndexOf(':');
-    client = [wit.client.slice(0, at).replace(/^\[|\]$/g, ''), Number(wit.client.slice(at + 1))];
+  const clientText = wit.client();
+  if (clientText) {
+    const at = clientText.lastIndexOf(':');
+    client = [clientText.slice(0, at).replace(/^\[|\]$/g, ''), Number(clientText.slice(at + 1))];
   }
+  const server = wit.server();
+  const claims = wit.claims();
   return {
     type: 'websocket',
-    path: wit.path,
-    query_string: wit.queryString,
-    headers: wit.headers.map(([name, value]) => [name, value]),
-    url_route: { args: [], kwargs: Object.fromEntries(wit.urlRoute) },
-    route: wit.route,
+    scheme: wit.scheme(),
+    http_version: wit.httpVersion(),
+    path: wit.path(),
+    query_string: wit.queryString(),
+    headers: wit.headers().map(([name, value]) => [name, value]),
+    url_route: { args: [], kwargs: Object.fromEntries(wit.urlRoute()) },
+    route: wit.route(),
     client,
-    subprotocols: [...wit.subprotocols],
-    user: wit.user ?? null,
-    claims: wit.claims ? JSON.parse(wit.claims) : null,
+    server: server ? [server[0], server[1]] : null,
+    subprotocols: [...wit.subprotocols()],
+    user: wit.user() ?? null,
+    claims: claims ? JSON.parse(claims) : null,
   };
 }
 

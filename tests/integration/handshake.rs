@@ -89,6 +89,14 @@ async fn the_scope_carries_path_query_headers_and_url_route() {
         "{channel}"
     );
     assert!(scope["user"].is_null());
+    // ASGI's `scheme`, `http_version` and `server` (added in 0.2.0): plain
+    // ws over HTTP/1.1, accepted on the server's own listening socket.
+    assert_eq!(scope["scheme"], "ws");
+    assert_eq!(scope["http_version"], "1.1");
+    assert_eq!(
+        scope["server"],
+        json!([server.addr.ip().to_string(), server.addr.port()])
+    );
 
     let mut any = Client::connect(&server, &format!("/probe/any/a/b/{uuid}")).await;
     let scope = any.recv_json().await;

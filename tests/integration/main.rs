@@ -7,6 +7,7 @@ mod browser;
 mod call_deadline;
 mod cancellation;
 mod chat;
+mod contract_v0_1;
 mod deflate;
 mod echo;
 mod fairness;

@@ -3,13 +3,16 @@
 //! `target/test-plugins/sdk/`) passes the Rust chat's tests: the tutorial
 //! protocol, rooms kept apart, bad input answered, a bad room name
 //! rejected; and an exception in a handler closes that one connection with
-//! 1011 while the shared instance serves the others.
+//! 1011 while the shared instance serves the others. Like the Rust chat,
+//! they broadcast host-side (`group_send_frame`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use switchyard::Config;
 use switchyard_layer::Event;
+use switchyard_tests::plugin_dir::PluginDir;
 use switchyard_tests::{
     Client, PATIENCE, TestServer, handshake_status, test_config, test_plugins_dir,
 };
@@ -197,6 +200,69 @@ async fn an_exception_in_a_handler_closes_only_that_connection_with_1011() {
             again.recv_json().await,
             json!({"message": "back"}),
             "{chat}"
+        );
+    }
+    server.shutdown().await.expect("clean shutdown");
+}
+
+/// The SDK chats broadcast as the Rust chat does, with `group_send_frame`:
+/// a Switchyard member of the room that is not a chat (the probe, whose
+/// `event` export would answer `{"event": e}`) gets the `{"message": m}`
+/// frame written by the host, not an event; an event sent to the room from
+/// elsewhere still reaches the chat's `chat_message` handler.
+#[tokio::test]
+async fn the_sdk_chats_send_host_side_broadcasts() {
+    let dir = PluginDir::new();
+    let sdk = sdk_plugins_dir();
+    for name in ["chat_py", "chat_js"] {
+        for ext in ["toml", "wasm"] {
+            let file = format!("{name}.{ext}");
+            dir.write(
+                &file,
+                &std::fs::read(sdk.join(&file)).expect("a built SDK chat"),
+            );
+        }
+    }
+    for ext in ["toml", "wasm"] {
+        let file = format!("probe.{ext}");
+        let bytes = std::fs::read(test_plugins_dir().join(&file)).expect("the built probe");
+        dir.write(&file, &bytes);
+    }
+    let server = TestServer::start_with(Config {
+        plugins: dir.path().to_path_buf(),
+        ..test_config()
+    })
+    .await;
+    for (chat, room) in CHATS.into_iter().zip(["fastpy", "fastjs"]) {
+        let mut member = first_client(&server, &format!("{chat}{room}/")).await;
+        let mut probe = Client::connect(&server, "/probe/layer/").await;
+        probe.recv_json().await;
+        let group = format!("chat_{room}");
+        probe
+            .send_json(&json!({"cmd": "group_add", "group": group}))
+            .await;
+        assert_eq!(probe.recv_json().await, json!({"ok": true}));
+
+        member.send_json(&json!({"message": "hi"})).await;
+        assert_eq!(member.recv_json().await, json!({"message": "hi"}), "{chat}");
+        assert_eq!(
+            probe.recv_json().await,
+            json!({"message": "hi"}),
+            "{chat}: the probe got the frame, not the event"
+        );
+
+        probe
+            .send_json(&json!({
+                "cmd": "group_send",
+                "group": group,
+                "event": {"type": "chat.message", "message": "from elsewhere"},
+            }))
+            .await;
+        assert_eq!(probe.recv_json().await, json!({"ok": true}));
+        assert_eq!(
+            member.recv_json().await,
+            json!({"message": "from elsewhere"}),
+            "{chat}: chat_message still handles events"
         );
     }
     server.shutdown().await.expect("clean shutdown");

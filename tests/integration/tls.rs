@@ -216,6 +216,23 @@ async fn wss_chat_and_https_get_work_with_alpn_http1() {
 }
 
 #[tokio::test]
+async fn the_scope_of_a_wss_connection_says_wss() {
+    let ca = TestCa::new();
+    let files = Files::new(&ca.leaf("scope"));
+    let server = TestServer::start_with(files.config()).await;
+    let (mut ws, _) = wss(server.addr, &ca.connector(), "/probe/scope/1/a/").await;
+    let scope = recv_json(&mut ws).await;
+    assert_eq!(scope["scheme"], "wss");
+    assert_eq!(scope["http_version"], "1.1");
+    assert_eq!(
+        scope["server"],
+        json!([server.addr.ip().to_string(), server.addr.port()])
+    );
+    drop(ws);
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
 async fn plain_ws_and_http_to_the_tls_port_get_no_answer() {
     let ca = TestCa::new();
     let files = Files::new(&ca.leaf("first"));

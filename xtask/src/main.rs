@@ -1,6 +1,7 @@
 //! Developer commands, run as `cargo xtask <command>` (an alias in
 //! `.cargo/config.toml`).
 
+mod js_wit_version;
 mod plugins;
 mod sdk_plugins;
 mod simulate;

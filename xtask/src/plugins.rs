@@ -16,7 +16,14 @@ const TARGET: &str = "wasm32-wasip2";
 
 /// Plugins that exist for the integration tests: installed in
 /// `target/test-plugins/` only, never beside the examples.
-const TEST_ONLY: &[&str] = &["probe", "counter", "http_probe", "kvprobe", "broadcast"];
+const TEST_ONLY: &[&str] = &[
+    "probe",
+    "counter",
+    "http_probe",
+    "kvprobe",
+    "broadcast",
+    "legacy_chat",
+];
 
 /// Second versions of plugins, for the hot-swap tests: `(crate, plugin)`.
 /// Installed as `target/test-plugins/v2/<plugin>.wasm`, so a test can copy

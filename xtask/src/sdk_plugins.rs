@@ -92,6 +92,7 @@ pub(crate) fn install(root: &Path) -> Result<()> {
                     command
                 }
                 Lang::JavaScript => {
+                    crate::js_wit_version::check(root)?;
                     let tool = match &js {
                         Some(tool) => tool,
                         None => js.insert(js_tool(root)?),

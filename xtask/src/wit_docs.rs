@@ -12,7 +12,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use wit_bindgen_core::Files;
-use wit_bindgen_core::wit_parser::Resolve;
+use wit_bindgen_core::wit_parser::{InterfaceId, Resolve, WorldId, WorldItem};
 
 /// Where the pages go, relative to the repository root.
 const OUT_DIR: &str = "docs/wit";
@@ -20,6 +20,13 @@ const OUT_DIR: &str = "docs/wit";
 /// The package the pages document (its WASI dependencies appear where a
 /// world uses them).
 const PACKAGE: &str = "switchyard:consumer";
+
+/// WASI packages every world imports through `wasi:cli/imports` (the
+/// interfaces the host links). The pages name them in the index but leave
+/// their reference to WASI's own documentation: rendered in full they
+/// would be nine tenths of each page. An interface that a kept one
+/// depends on stays (e.g. `wasi:io/streams` for `wasi:http/types`).
+const WASI_LEFT_OUT: &[&str] = &["cli", "clocks", "filesystem", "io", "random", "sockets"];
 
 /// Write the reference pages into `docs/wit/`, removing pages of worlds
 /// that no longer exist.
@@ -63,6 +70,12 @@ pub(crate) fn generate(root: &Path) -> Result<BTreeMap<String, String>> {
          Generated from [`wit/`](../../wit) by `cargo xtask wit-docs`\n\
          (wit-bindgen-markdown); do not edit by hand. The guide is\n\
          [docs/plugins.md](../plugins.md).\n\n\
+         Every world also imports `wasi:cli/imports@0.2.12` (cli, clocks,\n\
+         filesystem, random, sockets, io), the WASI interfaces the host\n\
+         links; the pages leave them out unless another interface on the\n\
+         page uses their types (see WASI's own reference,\n\
+         <https://github.com/WebAssembly/WASI>). Linked is not\n\
+         granted: see the package notes on WASI in `wit/consumer.wit`.\n\n\
          | world | what it is for |\n| --- | --- |\n"
     );
     for world in worlds {
@@ -74,10 +87,12 @@ pub(crate) fn generate(root: &Path) -> Result<BTreeMap<String, String>> {
             .and_then(|docs| docs.split("\n\n").next())
             .unwrap_or("")
             .replace('\n', " ");
+        let mut page_resolve = resolve.clone();
+        leave_out_wasi(&mut page_resolve, world);
         let mut files = Files::default();
         wit_bindgen_markdown::Opts::default()
             .build()
-            .generate(&mut resolve, world, &mut files)
+            .generate(&mut page_resolve, world, &mut files)
             .with_context(|| format!("generating the page of world `{world_name}`"))?;
         let file = format!("{world_name}.md");
         let text = files
@@ -90,6 +105,44 @@ pub(crate) fn generate(root: &Path) -> Result<BTreeMap<String, String>> {
     }
     pages.insert("README.md".to_owned(), index);
     Ok(pages)
+}
+
+/// Drops from `world` the imports of the packages in [`WASI_LEFT_OUT`],
+/// except those another kept import or an export depends on.
+fn leave_out_wasi(resolve: &mut Resolve, world: WorldId) {
+    let left_out = |interface: InterfaceId| {
+        resolve.interfaces[interface]
+            .package
+            .map(|package| &resolve.packages[package].name)
+            .is_some_and(|name| {
+                name.namespace == "wasi" && WASI_LEFT_OUT.contains(&name.name.as_str())
+            })
+    };
+    let interface_of = |item: &WorldItem| match item {
+        WorldItem::Interface { id, .. } => Some(*id),
+        _ => None,
+    };
+    let the_world = &resolve.worlds[world];
+    let mut needed: Vec<InterfaceId> = the_world
+        .imports
+        .values()
+        .chain(the_world.exports.values())
+        .filter_map(interface_of)
+        .filter(|id| !left_out(*id))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    while let Some(id) = needed.pop() {
+        if seen.insert(id) {
+            needed.extend(resolve.interface_direct_deps(id));
+        }
+    }
+    let kept = the_world
+        .imports
+        .iter()
+        .filter(|(_, item)| interface_of(item).is_none_or(|id| seen.contains(&id)))
+        .map(|(key, item)| (key.clone(), item.clone()))
+        .collect();
+    resolve.worlds[world].imports = kept;
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@
 
 #[allow(unsafe_code)] // wit-bindgen's canonical-ABI glue needs `unsafe`.
 mod bindings {
-    wit_bindgen::generate!({ path: "../../wit", world: "consumer" });
+    wit_bindgen::generate!({ path: "../../wit", world: "consumer", generate_all });
 
     use super::Broadcast;
     export!(Broadcast);
@@ -31,8 +31,8 @@ mod bindings {
 use std::cell::{Cell, RefCell};
 
 use bindings::exports::switchyard::consumer::websocket_consumer::Guest;
-use bindings::switchyard::consumer::host::{self, Connection};
-use bindings::switchyard::consumer::types::{Frame, LayerError, Scope};
+use bindings::switchyard::consumer::host::{self, Connection, Scope};
+use bindings::switchyard::consumer::types::{Frame, LayerError};
 use serde_json::{Value, json};
 
 thread_local! {
@@ -45,12 +45,12 @@ thread_local! {
 struct Broadcast;
 
 impl Guest for Broadcast {
-    fn connect(conn: &Connection, scope: Scope) {
+    fn connect(conn: &Connection, scope: &Scope) {
         let group = scope
-            .url_route
-            .iter()
+            .url_route()
+            .into_iter()
             .find(|(name, _)| name == "group")
-            .map(|(_, value)| value.clone())
+            .map(|(_, value)| value)
             .unwrap_or_default();
         if conn.group_add(&group).is_err() {
             conn.close(4400, Some("cannot join the group"));
@@ -120,5 +120,6 @@ fn describe(err: &LayerError) -> String {
         LayerError::InvalidName(why) => format!("invalid name: {why}"),
         LayerError::InvalidEvent(why) => format!("invalid event: {why}"),
         LayerError::Unavailable(why) => format!("unavailable: {why}"),
+        LayerError::Other(why) => format!("other: {why}"),
     }
 }

@@ -7,20 +7,20 @@
 
 #[allow(unsafe_code)] // wit-bindgen's canonical-ABI glue needs `unsafe`.
 mod bindings {
-    wit_bindgen::generate!({ path: "../../wit", world: "consumer" });
+    wit_bindgen::generate!({ path: "../../wit", world: "consumer", generate_all });
 
     use super::Echo;
     export!(Echo);
 }
 
 use bindings::exports::switchyard::consumer::websocket_consumer::Guest;
-use bindings::switchyard::consumer::host::{self, Connection, Level};
-use bindings::switchyard::consumer::types::{Frame, Scope};
+use bindings::switchyard::consumer::host::{self, Connection, Level, Scope};
+use bindings::switchyard::consumer::types::Frame;
 
 struct Echo;
 
 impl Guest for Echo {
-    fn connect(conn: &Connection, _scope: Scope) {
+    fn connect(conn: &Connection, _scope: &Scope) {
         conn.accept(None);
     }
 

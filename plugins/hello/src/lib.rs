@@ -92,6 +92,7 @@ fn layer_failed(out: ResponseOutparam, err: &LayerError) {
         LayerError::InvalidEvent(why) => (400, "invalid_message", why.clone()),
         LayerError::ChannelFull => (503, "channel_full", String::new()),
         LayerError::Unavailable(why) => (503, "layer_unavailable", why.clone()),
+        LayerError::Other(why) => (503, "layer_error", why.clone()),
     };
     let body = json!({"error": code, "detail": detail}).to_string();
     let extra: &[(&str, &str)] = if status == 503 {

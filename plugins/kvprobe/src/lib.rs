@@ -34,8 +34,8 @@ mod bindings {
 use std::cell::RefCell;
 
 use bindings::exports::switchyard::consumer::websocket_consumer::Guest;
-use bindings::switchyard::consumer::host::Connection;
-use bindings::switchyard::consumer::types::{Frame, Scope};
+use bindings::switchyard::consumer::host::{Connection, Scope};
+use bindings::switchyard::consumer::types::Frame;
 use bindings::wasi::keyvalue0_2_0_draft::store::{Bucket, Error};
 use bindings::wasi::keyvalue0_2_0_draft::{atomics, batch, store};
 use bindings::wasi::keyvalue0_2_0_draft2 as draft2;
@@ -216,7 +216,7 @@ fn run(bucket: &Bucket, command: &str, rest: &str) -> Result<Value, Error> {
 }
 
 impl Guest for KvProbe {
-    fn connect(conn: &Connection, _scope: Scope) {
+    fn connect(conn: &Connection, _scope: &Scope) {
         conn.accept(None);
     }
 

@@ -16,9 +16,11 @@
 //!   (if any) and sends one text frame describing the connection:
 //!   `{"path", "query_string", "headers": [[name, value], ...],
 //!   "url_route": {name: value, ...}, "route", "client", "subprotocols",
-//!   "user", "claims", "channel_name", "id"}`. Values are the scope's as
+//!   "user", "claims", "scheme", "http_version", "server", "channel_name",
+//!   "id"}`. Values are the scope's as
 //!   given; `client`, `user` and `claims` are strings or `null` (`claims`
-//!   is the JSON text the host passed, not parsed).
+//!   is the JSON text the host passed, not parsed); `server` is
+//!   `[host, port]` or `null`.
 //!
 //! Each text frame from the client is a JSON command, answered with at most
 //! one text frame:
@@ -41,7 +43,7 @@
 //! | any other JSON                                       | `{"error": "bad_command", "detail": text}` |
 //!
 //! A layer reply is `{"ok": true}` or `{"error": text, "kind": k}`, `k` one of
-//! `channel_full`, `invalid_name`, `invalid_event`, `unavailable`. An event
+//! `channel_full`, `invalid_name`, `invalid_event`, `unavailable`, `other`. An event
 //! `e` that is a JSON string is passed to the layer as that string, verbatim,
 //! so tests can send malformed events; any other value is serialized.
 //!
@@ -52,7 +54,7 @@
 
 #[allow(unsafe_code)] // wit-bindgen's canonical-ABI glue needs `unsafe`.
 mod bindings {
-    wit_bindgen::generate!({ path: "../../wit", world: "consumer" });
+    wit_bindgen::generate!({ path: "../../wit", world: "consumer", generate_all });
 
     use super::Probe;
     export!(Probe);
@@ -60,19 +62,55 @@ mod bindings {
 
 use bindings::exports::switchyard::consumer::websocket_consumer::Guest;
 use bindings::switchyard::consumer::host::{self, Connection, Level};
-use bindings::switchyard::consumer::types::{Frame, LayerError, Scope};
+use bindings::switchyard::consumer::types::{Frame, LayerError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 struct Probe;
 
+/// The scope, copied out of the host's resource (lent for `connect` only).
+struct Scope {
+    path: String,
+    query_string: String,
+    headers: Vec<(String, String)>,
+    url_route: Vec<(String, String)>,
+    route: String,
+    client: Option<String>,
+    subprotocols: Vec<String>,
+    user: Option<String>,
+    claims: Option<String>,
+    scheme: String,
+    http_version: String,
+    server: Option<(String, u16)>,
+}
+
+impl Scope {
+    fn read(scope: &host::Scope) -> Self {
+        Self {
+            path: scope.path(),
+            query_string: scope.query_string(),
+            headers: scope.headers(),
+            url_route: scope.url_route(),
+            route: scope.route(),
+            client: scope.client(),
+            subprotocols: scope.subprotocols(),
+            user: scope.user(),
+            claims: scope.claims(),
+            scheme: scope.scheme(),
+            http_version: scope.http_version(),
+            server: scope.server(),
+        }
+    }
+}
+
 /// Frames `receive` has had on this instance (one per connection unless
 /// the manifest shares it).
 static RECEIVED: AtomicU64 = AtomicU64::new(0);
 
 impl Guest for Probe {
-    fn connect(conn: &Connection, scope: Scope) {
+    fn connect(conn: &Connection, scope: &host::Scope) {
+        let scope = Scope::read(scope);
         match scope.route.as_str() {
             "probe/reject/" => conn.close(4003, Some("rejected by probe")),
             "probe/silent/" => {}
@@ -253,6 +291,9 @@ fn describe_connection(conn: &Connection, scope: Scope) -> Value {
         "subprotocols": scope.subprotocols,
         "user": scope.user,
         "claims": scope.claims,
+        "scheme": scope.scheme,
+        "http_version": scope.http_version,
+        "server": scope.server,
         "channel_name": conn.channel_name(),
         "id": conn.id(),
     })
@@ -275,6 +316,7 @@ fn reply(conn: &Connection, result: Result<(), LayerError>) {
         Err(LayerError::InvalidName(why)) => json!({"error": why, "kind": "invalid_name"}),
         Err(LayerError::InvalidEvent(why)) => json!({"error": why, "kind": "invalid_event"}),
         Err(LayerError::Unavailable(why)) => json!({"error": why, "kind": "unavailable"}),
+        Err(LayerError::Other(why)) => json!({"error": why, "kind": "other"}),
     };
     send_json(conn, &answer);
 }

@@ -8,6 +8,10 @@
 wit_bindgen::generate!({
     path: "../../wit",
     world: "migratable-consumer",
+    // The world includes the WASI interfaces the host links
+    // (`wasi:cli/imports`); their bindings are generated too, and the ones
+    // a plugin does not call cost nothing in the component.
+    generate_all,
     // The export macro is invoked from the plugin crate (through
     // `switchyard_sdk::export!`), so it must be public and find the
     // generated types and the wit-bindgen runtime through this crate.

@@ -78,32 +78,15 @@ pub mod bindings;
 mod consumer;
 #[doc(hidden)]
 pub mod runtime;
+mod scope;
 mod socket;
 
 pub use bindings::switchyard::consumer::host::Level;
-pub use bindings::switchyard::consumer::types::{Frame, Scope};
+pub use bindings::switchyard::consumer::types::Frame;
 pub use consumer::{JsonWebsocketConsumer, MigrationState, WebsocketConsumer};
+pub use scope::Scope;
 pub use serde_json::{Value, json};
 pub use socket::{ChannelLayer, LayerError, Socket};
-
-impl Scope {
-    /// The value of a keyword argument captured by the route (Channels'
-    /// `scope["url_route"]["kwargs"][name]`), e.g. `room_name`.
-    pub fn kwarg(&self, name: &str) -> Option<&str> {
-        self.url_route
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-    }
-
-    /// The first value of a request header; `name` in lower case.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-    }
-}
 
 /// Lines in the host's log, tagged with the plugin and the connection.
 pub mod log {

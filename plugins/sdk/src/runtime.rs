@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::bindings::exports::switchyard::consumer::migration::Guest as MigrationGuest;
 use crate::bindings::exports::switchyard::consumer::websocket_consumer::Guest;
-use crate::bindings::switchyard::consumer::host::Connection;
+use crate::bindings::switchyard::consumer::host::{Connection, Scope as WitScope};
 use crate::{Frame, MigrationState, Scope, Socket, WebsocketConsumer, log};
 
 thread_local! {
@@ -116,8 +116,9 @@ pub struct Migrating<C>(PhantomData<C>);
 macro_rules! websocket_guest {
     ($adapter:ident, $($bound:tt)*) => {
         impl<C: WebsocketConsumer + Events + $($bound)*> Guest for $adapter<C> {
-            fn connect(conn: &Connection, scope: Scope) {
+            fn connect(conn: &Connection, scope: &WitScope) {
                 let socket = Socket::new(conn);
+                let scope = Scope::read(scope);
                 let mut consumer = C::default();
                 consumer.connect(&socket, &scope);
                 put(conn.id(), consumer);

@@ -189,6 +189,10 @@ pub enum LayerError {
     /// The layer cannot be reached now (e.g. Redis is down); retrying
     /// later may succeed.
     Unavailable(String),
+    /// Any other failure (the WIT's catch-all `other`, where kinds of
+    /// failure a later host knows go): the operation failed for a reason
+    /// the consumer cannot act on.
+    Other(String),
 }
 
 impl From<RawLayerError> for LayerError {
@@ -198,6 +202,7 @@ impl From<RawLayerError> for LayerError {
             RawLayerError::InvalidName(why) => Self::InvalidName(why),
             RawLayerError::InvalidEvent(why) => Self::InvalidEvent(why),
             RawLayerError::Unavailable(why) => Self::Unavailable(why),
+            RawLayerError::Other(why) => Self::Other(why),
         }
     }
 }
@@ -209,6 +214,7 @@ impl fmt::Display for LayerError {
             Self::InvalidName(why) => write!(f, "invalid name: {why}"),
             Self::InvalidEvent(why) => write!(f, "invalid event: {why}"),
             Self::Unavailable(why) => write!(f, "channel layer unavailable: {why}"),
+            Self::Other(why) => write!(f, "channel layer error: {why}"),
         }
     }
 }

@@ -52,9 +52,9 @@ mod store;
 
 use bindings::exports::switchyard::consumer::websocket_consumer::Guest as Consumer;
 use bindings::exports::wasi::http::incoming_handler::Guest as HttpHandler;
-use bindings::switchyard::consumer::host::{self, Connection, Level};
+use bindings::switchyard::consumer::host::{self, Connection, Level, Scope};
 use bindings::switchyard::consumer::http_context;
-use bindings::switchyard::consumer::types::{Frame, LayerError, Scope};
+use bindings::switchyard::consumer::types::{Frame, LayerError};
 use bindings::wasi::http::types::{IncomingRequest, Method, ResponseOutparam};
 use model::{Change, Refusal, Station};
 use serde_json::{Value, json};
@@ -181,8 +181,8 @@ impl HttpHandler for Stations {
 }
 
 impl Consumer for Stations {
-    fn connect(conn: &Connection, scope: Scope) {
-        let only = kwarg(&scope.url_route, "station_id");
+    fn connect(conn: &Connection, scope: &Scope) {
+        let only = kwarg(&scope.url_route(), "station_id");
         let ids = match only {
             Some(id) => store::station(id).map(|_| vec![id]),
             None => store::station_ids(),

@@ -15,13 +15,14 @@ use switchyard_layer::{ChannelLayer, Event};
 use tokio::sync::{MutexGuard, OwnedSemaphorePermit, watch};
 use wasmtime::component::Resource;
 
-use crate::bindings::{Frame, Scope};
+use crate::bindings::Frame;
 use crate::call_deadline;
 use crate::connection::{Connection, Handshake, OutboundOverflow};
 use crate::engine::{EpochClock, epoch_ticks};
 use crate::failures::FailureCounter;
 use crate::instance::{Instance, SharedInstance};
 use crate::metrics::CallObserver;
+use crate::scope::ScopeInfo;
 use crate::version::{Retired, Retirement, Version};
 
 use hibernation::Dormant;
@@ -406,13 +407,13 @@ impl Consumer {
 
     /// Call `connect`; returns the plugin's answer to the handshake. A plugin
     /// that neither accepts nor closes is taken to reject (HTTP 403).
-    pub(crate) async fn connect(&mut self, scope: Scope) -> Result<Handshake, GuestError> {
+    pub(crate) async fn connect(&mut self, scope: ScopeInfo) -> Result<Handshake, GuestError> {
         let Self { backing, meta } = self;
         let mut locked = meta.lock(backing, "connect").await?;
         let Instance { store, guest, .. } = locked.instance();
         let conn = meta.borrow();
         let result = meta
-            .guarded("connect", guest.call_connect(&mut *store, conn, &scope))
+            .guarded("connect", guest.call_connect(&mut *store, conn, scope))
             .await;
         meta.settle(&mut locked, result)?;
         if meta.handshake == Handshake::Pending {
@@ -440,7 +441,7 @@ impl Consumer {
             InFrame::Binary(bytes) => Frame::Binary(bytes),
         };
         let result = meta
-            .guarded("receive", guest.call_receive(&mut *store, conn, &frame))
+            .guarded("receive", guest.call_receive(&mut *store, conn, frame))
             .await;
         meta.settle(&mut locked, result)
     }

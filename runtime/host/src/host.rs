@@ -37,7 +37,7 @@ use tokio::sync::Semaphore;
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
 
-use crate::bindings::{add_host_to_linker, add_http_context_to_linker, add_types_to_linker};
+use crate::bindings::{add_host_to_linker, add_http_context_to_linker, add_types_to_linker, v0_1};
 use crate::engine::{EpochTicker, GuestLimits, build_engine};
 use crate::failures::{FailureBook, PluginFailures};
 use crate::metrics::{EventCounters, GuestMetrics, HostEvents};
@@ -173,6 +173,17 @@ impl PluginHost {
         add_http_context_to_linker::<_, HasSelf<ConsumerState>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("linking switchyard:consumer/http-context")?;
+        // The 0.1 contract beside the current one, for components built
+        // against 0.1.x (see `host_api_v0_1`).
+        v0_1::add_types_to_linker::<_, HasSelf<HostCtx>>(&mut linker, |state| &mut state.host)
+            .map_err(anyhow::Error::from)
+            .context("linking switchyard:consumer/types@0.1")?;
+        v0_1::add_host_to_linker::<_, HasSelf<HostCtx>>(&mut linker, |state| &mut state.host)
+            .map_err(anyhow::Error::from)
+            .context("linking switchyard:consumer/host@0.1")?;
+        v0_1::add_http_context_to_linker::<_, HasSelf<ConsumerState>>(&mut linker, |state| state)
+            .map_err(anyhow::Error::from)
+            .context("linking switchyard:consumer/http-context@0.1")?;
         let ticker = EpochTicker::start(engine.clone()).context("starting the epoch thread")?;
         let slots = usize::try_from(limits.max_instances).unwrap_or(usize::MAX);
         Ok(Self {

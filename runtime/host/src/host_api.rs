@@ -11,6 +11,9 @@ use crate::state::HostCtx;
 /// 125 bytes, two of them the code).
 const MAX_CLOSE_REASON: usize = 123;
 
+/// The WIT case of a layer error. Every kind the layer has today has a case
+/// of its own; `other` is for kinds a later layer adds (a 0.1 guest gets
+/// those as `unavailable`, see `host_api_v0_1`).
 pub(crate) fn to_wit(err: LayerError) -> WitLayerError {
     match err {
         LayerError::ChannelFull { .. } => WitLayerError::ChannelFull,

@@ -8,17 +8,17 @@ use tokio::sync::{Mutex, OwnedSemaphorePermit, watch};
 use wasmtime::Store;
 use wasmtime::component::{Resource, ResourceTableError};
 
-use crate::bindings::{Migration, WebsocketConsumer};
 use crate::connection::Connection;
 use crate::failures::FailureCounter;
+use crate::guest_exports::{ConsumerExports, MigrationExports};
 use crate::state::ConsumerState;
 
 /// A store and an instance of one plugin version, with its exports.
 pub(crate) struct Instance {
     pub(crate) store: Store<ConsumerState>,
-    pub(crate) guest: WebsocketConsumer,
+    pub(crate) guest: ConsumerExports,
     /// Present when the plugin exports `migration`.
-    pub(crate) migration: Option<Migration>,
+    pub(crate) migration: Option<MigrationExports>,
     /// Set while a call runs, cleared when it returns. Still set when the
     /// instance is locked again means the last call's future was dropped
     /// halfway: wasmtime cannot enter such an instance again.

@@ -10,8 +10,9 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::{Component, InstancePre, Linker};
 
-use crate::bindings::{IncomingHandlerIndices, MigrationIndices, WebsocketConsumerIndices};
+use crate::bindings::IncomingHandlerIndices;
 use crate::engine::GuestLimits;
+use crate::guest_exports::{ConsumerIndices, MigrationIndicesAny};
 use crate::keyvalue;
 use crate::manifest::{InstanceMode, Manifest, ManifestError};
 use crate::precompiled;
@@ -56,7 +57,7 @@ pub enum PluginError {
     /// The manifest has WebSocket routes but the component lacks the
     /// `websocket-consumer` exports.
     #[error(
-        "{path} does not export the switchyard:consumer/websocket-consumer@0.1.x interface \
+        "{path} does not export the switchyard:consumer/websocket-consumer interface (0.2.x, or 0.1.x) \
          (is it built for the `consumer` world of wit/consumer.wit?): {source:#}"
     )]
     Exports {
@@ -153,11 +154,11 @@ pub struct Artifact {
     precompiled: Precompiled,
     pub(crate) pre: InstancePre<ConsumerState>,
     /// Present when the manifest has WebSocket routes (checked at load).
-    pub(crate) consumer_exports: Option<WebsocketConsumerIndices>,
+    pub(crate) consumer_exports: Option<ConsumerIndices>,
     /// Present when the manifest has HTTP routes (checked at load).
     pub(crate) http_exports: Option<IncomingHandlerIndices>,
     /// Present when the component exports `migration`.
-    pub(crate) migration_exports: Option<MigrationIndices>,
+    pub(crate) migration_exports: Option<MigrationIndicesAny>,
 }
 
 impl std::fmt::Debug for Artifact {
@@ -392,12 +393,20 @@ pub(crate) fn compile(
         None
     } else {
         Some(
-            WebsocketConsumerIndices::new(&pre).map_err(|source| PluginError::Exports {
+            ConsumerIndices::new(&pre).map_err(|source| PluginError::Exports {
                 path: path.clone(),
                 source,
             })?,
         )
     };
+    if let Some(exports) = &consumer_exports {
+        tracing::debug!(
+            plugin = files.name,
+            contract = exports.contract(),
+            "{path}: built against switchyard:consumer {}",
+            exports.contract()
+        );
+    }
     let http_exports = if files.manifest.http_routes.is_empty() {
         None
     } else {
@@ -408,7 +417,7 @@ pub(crate) fn compile(
             })?,
         )
     };
-    let migration_exports = MigrationIndices::new(&pre).ok();
+    let migration_exports = MigrationIndicesAny::new(&pre);
     if files.manifest.hibernate_after_secs.is_some() {
         if migration_exports.is_none() {
             tracing::warn!(

@@ -97,9 +97,10 @@ pub(crate) async fn serve_listener(
             () = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let accepted = server::Accepted { local: stream.local_addr().ok(), tls: false };
                     connections.spawn(server::serve_http(
                         stream,
-                        peer,
+                        (peer, accepted),
                         app.clone(),
                         header_timeout,
                         stop.clone(),

@@ -37,9 +37,20 @@ use crate::counters::Counters;
 use crate::http_consumer;
 use crate::loading;
 use crate::ratelimit::Refusal;
-use crate::server::AppState;
+use crate::server::{Accepted, AppState};
 use crate::socket;
 use crate::upgrade::{self, Upgrade};
+
+/// ASGI's `http_version` for a request's version.
+fn http_version(version: axum::http::Version) -> &'static str {
+    match version {
+        axum::http::Version::HTTP_09 => "0.9",
+        axum::http::Version::HTTP_10 => "1.0",
+        axum::http::Version::HTTP_2 => "2",
+        axum::http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
 
 /// An HTTP answer with a one-line plain-text body.
 fn plain(status: StatusCode, body: &'static str) -> Response {
@@ -198,6 +209,7 @@ async fn answer(
         }
     };
     let (user, claims) = identity.map_or((None, None), |id| (id.user, Some(id.claims)));
+    let accepted = request.extensions().get::<Accepted>().copied();
     let request = ConnectRequest {
         path: path.into_owned(),
         query_string: query.to_owned(),
@@ -206,6 +218,9 @@ async fn answer(
         subprotocols: requested_subprotocols(&headers),
         user,
         claims,
+        tls: accepted.is_some_and(|accepted| accepted.tls),
+        http_version: http_version(request.version()).to_owned(),
+        server: accepted.and_then(|accepted| accepted.local),
     };
     let (outbound_tx, outbound_rx) = mpsc::channel(ws.outbound_queue);
     let timeout = Duration::from_secs(ws.handshake_timeout_secs);

@@ -420,6 +420,16 @@ fn log_loaded(config: &Config, report: &LoadReport) {
     );
 }
 
+/// The listening side of an accepted connection, as a request extension:
+/// the scope's `server` (ASGI) and `scheme` (`wss` over TLS).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Accepted {
+    /// The address of the listening socket, when the OS told it.
+    pub(crate) local: Option<SocketAddr>,
+    /// Whether the connection speaks TLS.
+    pub(crate) tls: bool,
+}
+
 /// Serves one TCP connection: with `tls`, its TLS handshake first, which
 /// must finish within `header_timeout` (a silent client is closed and
 /// counted as a request timeout); then [`serve_http`].
@@ -432,8 +442,18 @@ async fn serve_tcp(
     counters: Arc<Counters>,
     tls: Option<Arc<Tls>>,
 ) {
+    let local = stream.local_addr().ok();
     let Some(tls) = tls else {
-        return serve_http(stream, peer, app, header_timeout, shutdown, counters).await;
+        let accepted = Accepted { local, tls: false };
+        return serve_http(
+            stream,
+            (peer, accepted),
+            app,
+            header_timeout,
+            shutdown,
+            counters,
+        )
+        .await;
     };
     // Cancel safe: a handshake cut short by shutdown loses only itself.
     let handshake = tokio::select! {
@@ -441,7 +461,18 @@ async fn serve_tcp(
         () = shutdown.cancelled() => return,
     };
     match handshake {
-        Ok(stream) => serve_http(stream, peer, app, header_timeout, shutdown, counters).await,
+        Ok(stream) => {
+            let accepted = Accepted { local, tls: true };
+            serve_http(
+                stream,
+                (peer, accepted),
+                app,
+                header_timeout,
+                shutdown,
+                counters,
+            )
+            .await;
+        }
         Err(HandshakeError::TimedOut) => {
             let total = Counters::bump(&counters.request_timeouts);
             tracing::info!(%peer, total,
@@ -461,7 +492,7 @@ async fn serve_tcp(
 /// branch goes on to drive the same connection through a graceful shutdown.
 pub(crate) async fn serve_http<S>(
     stream: S,
-    peer: SocketAddr,
+    (peer, accepted): (SocketAddr, Accepted),
     app: Router,
     header_timeout: Duration,
     shutdown: CancellationToken,
@@ -472,6 +503,7 @@ pub(crate) async fn serve_http<S>(
     let service = service_fn(move |mut request: Request<Incoming>| {
         // What `Router::into_make_service_with_connect_info` would insert.
         request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(accepted);
         // A `Router` is always ready; `poll_ready` need not be called.
         app.clone().call(request)
     });

@@ -188,8 +188,7 @@ impl TestHost {
             headers,
             client: Some("127.0.0.1:0".to_owned()),
             subprotocols,
-            user: None,
-            claims: None,
+            ..ConnectRequest::default()
         };
         let (outbound_tx, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
         let started = self

@@ -9,7 +9,9 @@ both work: the ``Async*`` classes are the same classes under Channels' names.
 
 import json
 
-from wit_world.imports import types
+# The world imports wasi:filesystem/types too, so componentize-py names
+# this module after its package.
+from wit_world.imports import switchyard_consumer_types as types
 
 from .exceptions import AcceptConnection, DenyConnection
 from .layer import ChannelLayer

@@ -15,7 +15,10 @@ import base64
 import json
 
 from componentize_py_types import Err
-from wit_world.imports import host, types
+from wit_world.imports import host
+# The world imports wasi:filesystem/types too, so componentize-py names
+# this module after its package.
+from wit_world.imports import switchyard_consumer_types as types
 
 from .sync import Done
 
@@ -55,6 +58,9 @@ def layer_error(err):
         return InvalidEvent(value.value)
     if isinstance(value, types.LayerError_Unavailable):
         return LayerUnavailable(value.value)
+    if isinstance(value, types.LayerError_Other):
+        # The WIT's catch-all: a failure no case above names.
+        return ChannelLayerError(value.value)
     return ChannelLayerError(repr(value))
 
 
@@ -119,6 +125,26 @@ class ChannelLayer:
         """Sends the event ``message`` (a dict with ``type``) to every member of ``group``."""
         try:
             host.group_send(group, encode_event(message))
+        except Err as err:
+            raise layer_error(err) from None
+        return Done()
+
+    def group_send_frame(self, group, message, frame):
+        """Host-side broadcast (``group-send-frame``): every Switchyard member of
+        ``group`` gets ``frame`` (``str``: a text frame; ``bytes``: a binary one)
+        written to its socket by the host, with no call to its consumer; other
+        members (Django consumers on a shared Redis layer, HTTP request channels)
+        get the event ``message`` as from ``group_send``. Use it when ``frame``
+        is exactly what each member's handler would send for ``message``.
+        """
+        if isinstance(frame, str):
+            wit_frame = types.Frame_Text(frame)
+        elif isinstance(frame, (bytes, bytearray, memoryview)):
+            wit_frame = types.Frame_Binary(bytes(frame))
+        else:
+            raise TypeError(f"a frame is str or bytes, not {type(frame).__name__}")
+        try:
+            host.group_send_frame(group, encode_event(message), wit_frame)
         except Err as err:
             raise layer_error(err) from None
         return Done()

@@ -13,7 +13,10 @@ import json
 import traceback
 
 from wit_world import exports
-from wit_world.imports import host, types
+from wit_world.imports import host
+# The world imports wasi:filesystem/types too, so componentize-py names
+# this module after its package.
+from wit_world.imports import switchyard_consumer_types as types
 
 from .exceptions import StopConsumer
 from .layer import LayerUnavailable, decode_event
@@ -25,26 +28,31 @@ INTERNAL_ERROR = 1011
 
 
 def make_scope(wit_scope):
-    """The WIT scope as a Channels scope dict."""
+    """The WIT scope (a resource lent for ``connect``) as a Channels scope dict."""
     client = None
-    if wit_scope.client:
-        address, _, port = wit_scope.client.rpartition(":")
-        client = [address.strip("[]"), int(port)] if port.isdigit() else [wit_scope.client, 0]
-    claims = json.loads(wit_scope.claims) if wit_scope.claims else None
+    client_text = wit_scope.client()
+    if client_text:
+        address, _, port = client_text.rpartition(":")
+        client = [address.strip("[]"), int(port)] if port.isdigit() else [client_text, 0]
+    claims_text = wit_scope.claims()
+    server = wit_scope.server()
     return {
         "type": "websocket",
-        "path": wit_scope.path,
-        "query_string": wit_scope.query_string.encode("latin-1"),
+        "scheme": wit_scope.scheme(),
+        "http_version": wit_scope.http_version(),
+        "path": wit_scope.path(),
+        "query_string": wit_scope.query_string().encode("latin-1"),
         "headers": [
             (name.encode("latin-1"), value.encode("latin-1"))
-            for name, value in wit_scope.headers
+            for name, value in wit_scope.headers()
         ],
-        "url_route": {"args": (), "kwargs": dict(wit_scope.url_route)},
-        "route": wit_scope.route,
+        "url_route": {"args": (), "kwargs": dict(wit_scope.url_route())},
+        "route": wit_scope.route(),
         "client": client,
-        "subprotocols": list(wit_scope.subprotocols),
-        "user": wit_scope.user,
-        "claims": claims,
+        "server": [server[0], server[1]] if server is not None else None,
+        "subprotocols": list(wit_scope.subprotocols()),
+        "user": wit_scope.user(),
+        "claims": json.loads(claims_text) if claims_text else None,
     }
 
 

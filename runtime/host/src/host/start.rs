@@ -11,7 +11,6 @@ use wasmtime::Store;
 use wasmtime::component::{ResourceTable, ResourceTableError};
 
 use super::PluginHost;
-use crate::bindings::Scope;
 use crate::connection::{Connection, Handshake, Outbound};
 use crate::consumer::{CallBook, Consumer, GuestError};
 use crate::engine::{epoch_ticks, yield_or_interrupt};
@@ -20,11 +19,12 @@ use crate::keyvalue::KvCtx;
 use crate::manifest::InstanceMode;
 use crate::metrics::EventCounters;
 use crate::registry::RouteMatch;
+use crate::scope::ScopeInfo;
 use crate::state::{ConsumerState, HostCtx};
 use crate::version::Version;
 
 /// What the server knows about a handshake; the host adds the route.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ConnectRequest {
     /// Percent-decoded path with its leading `/`.
     pub path: String,
@@ -40,6 +40,32 @@ pub struct ConnectRequest {
     pub user: Option<String>,
     /// Claims of the authenticated user as a JSON object.
     pub claims: Option<String>,
+    /// Whether the connection came over TLS (scope `scheme` `wss`, else `ws`).
+    pub tls: bool,
+    /// The handshake's HTTP version, e.g. `1.1` (ASGI `http_version`).
+    pub http_version: String,
+    /// The address of the listening socket that accepted the connection
+    /// (ASGI `server`), when known.
+    pub server: Option<std::net::SocketAddr>,
+}
+
+impl Default for ConnectRequest {
+    /// An empty request over plain HTTP/1.1 (the only HTTP a WebSocket
+    /// handshake uses here), from no known server address.
+    fn default() -> Self {
+        Self {
+            path: String::new(),
+            query_string: String::new(),
+            headers: Vec::new(),
+            client: None,
+            subprotocols: Vec::new(),
+            user: None,
+            claims: None,
+            tls: false,
+            http_version: "1.1".to_owned(),
+            server: None,
+        }
+    }
 }
 
 /// Why a consumer could not be started for a handshake.
@@ -346,7 +372,7 @@ impl PluginHost {
                     source,
                 })?,
         };
-        let scope = Scope {
+        let scope = ScopeInfo {
             path: request.path,
             query_string: request.query_string,
             headers: request.headers,
@@ -356,6 +382,11 @@ impl PluginHost {
             subprotocols: request.subprotocols,
             user: request.user,
             claims: request.claims,
+            scheme: if request.tls { "wss" } else { "ws" },
+            http_version: request.http_version,
+            server: request
+                .server
+                .map(|addr| (addr.ip().to_string(), addr.port())),
         };
         match consumer.connect(scope).await {
             Ok(handshake) => Ok(Started {
