@@ -302,46 +302,64 @@ scenario_idle() {
     stop "$SRV_PID"
 }
 
-# idle_rss PID URL CONNS OUT TAG: warm the server up, hold CONNS idle
-# connections to URL, and write its RSS before and after (and per
-# connection) to OUT; TAG names the work files.
-idle_rss() {
-    local pid=$1 url=$2 conns=$3 out=$4 tag=$5 p
-    # Warm up (plugin instantiated once, allocator pools touched), then settle.
-    timeout 30 "$BIN/loadgen" churn --url "$url" --workers 2 --secs 0.5 >/dev/null 2>&1
-    sleep 1
-    local before clients=$(((conns + IDLE_PER_CLIENT - 1) / IDLE_PER_CLIENT))
-    before=$(rss_kib "$pid")
-    python3 "$ROOT/bench/memmap.py" "$pid" >"$WORK/memmap-$tag-before.json" 2>/dev/null
-    local hold=$WORK/hold-$tag lg=() i per=$((conns / clients))
-    rm -f "$hold"
+# hold_idle URL CONNS PREFIX MAX_HOLD: open CONNS idle connections to URL
+# from as many loadgen clients as IDLE_PER_CLIENT asks (each from its own
+# 127.0.0.x source addresses, writing $WORK/PREFIX-<i>.out), and return once
+# every client reports its connections open (or gave up). They hold until
+# release_idle (or MAX_HOLD seconds).
+hold_idle() {
+    local url=$1 conns=$2 prefix=$3 max_hold=$4 i n ready
+    local clients=$(((conns + IDLE_PER_CLIENT - 1) / IDLE_PER_CLIENT))
+    local per=$((conns / clients))
+    HOLD_FILE=$WORK/$prefix-hold
+    HOLD_PIDS=()
+    rm -f "$HOLD_FILE"
     for ((i = 0; i < clients; i++)); do
-        local n=$per
+        n=$per
         [ $i -eq $((clients - 1)) ] && n=$((conns - per * (clients - 1)))
         "$BIN/loadgen" idle --url "$url" --conns "$n" --src "127.0.0.$((10 + 2 * i))" \
-            --src "127.0.0.$((11 + 2 * i))" --hold-file "$hold" --max-hold 300 --deadline "$IDLE_DEADLINE" \
-            >"$WORK/idle-$tag-$i.out" 2>"$WORK/idle-$tag-$i.err" &
-        lg+=($!)
+            --src "127.0.0.$((11 + 2 * i))" --hold-file "$HOLD_FILE" --max-hold "$max_hold" \
+            --deadline "$IDLE_DEADLINE" >"$WORK/$prefix-$i.out" 2>"$WORK/$prefix-$i.err" &
+        HOLD_PIDS+=($!)
         PIDS+=($!)
     done
-    # Wait until every client reports its connections open (or gave up).
-    local deadline=$((SECONDS + IDLE_DEADLINE + 30)) ready
+    local deadline=$((SECONDS + IDLE_DEADLINE + 30))
     while [ $SECONDS -lt $deadline ]; do
         ready=0
         for ((i = 0; i < clients; i++)); do
-            grep -q '"phase":"connected"' "$WORK/idle-$tag-$i.out" 2>/dev/null && ready=$((ready + 1))
+            grep -q '"phase":"connected"' "$WORK/$prefix-$i.out" 2>/dev/null && ready=$((ready + 1))
         done
         [ $ready -eq "$clients" ] && break
         sleep 0.2
     done
+}
+
+# release_idle: let hold_idle's clients close, and wait for them.
+release_idle() {
+    local p
+    touch "$HOLD_FILE"
+    for p in "${HOLD_PIDS[@]}"; do wait "$p" 2>/dev/null; done
+}
+
+# idle_rss PID URL CONNS OUT TAG: warm the server up, hold CONNS idle
+# connections to URL, and write its RSS before and after (and per
+# connection) to OUT; TAG names the work files.
+idle_rss() {
+    local pid=$1 url=$2 conns=$3 out=$4 tag=$5
+    # Warm up (plugin instantiated once, allocator pools touched), then settle.
+    timeout 30 "$BIN/loadgen" churn --url "$url" --workers 2 --secs 0.5 >/dev/null 2>&1
+    sleep 1
+    local before
+    before=$(rss_kib "$pid")
+    python3 "$ROOT/bench/memmap.py" "$pid" >"$WORK/memmap-$tag-before.json" 2>/dev/null
+    hold_idle "$url" "$conns" "idle-$tag" 300
     sleep 2
     local after alive=1
     after=$(rss_kib "$pid" 2>/dev/null) || alive=0
     [ -z "$after" ] && alive=0
     python3 "$ROOT/bench/memmap.py" "$pid" >"$WORK/memmap-$tag-after.json" 2>/dev/null
     sleep 1
-    touch "$hold"
-    for p in "${lg[@]}"; do wait "$p" 2>/dev/null; done
+    release_idle
     python3 - "$out" "$conns" "${before:-0}" "${after:-0}" "$alive" "$WORK/memmap-$tag" "$WORK"/idle-"$tag"-*.out <<'EOF'
 import json, sys
 out, conns, before, after, alive = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
@@ -409,28 +427,9 @@ scenario_hibidle() {
     url=$(URL "$SRV_PORT" /ws/chat/bench/)
     timeout 30 "$BIN/loadgen" churn --url "$url" --workers 2 --secs 0.5 >/dev/null 2>&1
     sleep 1
-    local before clients=$(((conns + IDLE_PER_CLIENT - 1) / IDLE_PER_CLIENT))
+    local before
     before=$(rss_kib "$pid")
-    local hold=$WORK/hibhold-$kind-$conns lg=() i per=$((conns / clients))
-    rm -f "$hold"
-    for ((i = 0; i < clients; i++)); do
-        local n=$per
-        [ $i -eq $((clients - 1)) ] && n=$((conns - per * (clients - 1)))
-        "$BIN/loadgen" idle --url "$url" --conns "$n" --src "127.0.0.$((10 + 2 * i))" \
-            --src "127.0.0.$((11 + 2 * i))" --hold-file "$hold" --max-hold 400 --deadline "$IDLE_DEADLINE" \
-            >"$WORK/hibidle-$kind-$conns-$i.out" 2>"$WORK/hibidle-$kind-$conns-$i.err" &
-        lg+=($!)
-        PIDS+=($!)
-    done
-    local deadline=$((SECONDS + IDLE_DEADLINE + 30)) ready
-    while [ $SECONDS -lt $deadline ]; do
-        ready=0
-        for ((i = 0; i < clients; i++)); do
-            grep -q '"phase":"connected"' "$WORK/hibidle-$kind-$conns-$i.out" 2>/dev/null && ready=$((ready + 1))
-        done
-        [ $ready -eq "$clients" ] && break
-        sleep 0.2
-    done
+    hold_idle "$url" "$conns" "hibidle-$kind-$conns" 400
     wait_hibernated "$kind" "$port" "$conns"
     sleep 2
     local after alive=1 asleep
@@ -448,8 +447,7 @@ scenario_hibidle() {
     wait_hibernated "$kind" "$port" $((conns + WAKE_CONNS))
     touch "$go"
     wait "$wake_pid"
-    touch "$hold"
-    for p in "${lg[@]}"; do wait "$p" 2>/dev/null; done
+    release_idle
     python3 - "$out" "$conns" "${before:-0}" "${after:-0}" "$alive" "${asleep:-}" "$WORK/hibwake-$kind-$conns.out" "$WORK"/hibidle-"$kind"-"$conns"-*.out <<'EOF'
 import json, sys
 out, conns, before, after, alive, asleep = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1", sys.argv[6]
