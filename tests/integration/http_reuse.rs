@@ -57,6 +57,18 @@ async fn count_when_free(server: &TestServer) -> u64 {
     }
 }
 
+/// Lets every `/probe-http/hold/` request go: the probe's held requests
+/// wait for a `release` event on the `probe_hold` group.
+async fn release_holds(server: &TestServer) {
+    let event = Event::from_json(r#"{"type": "release"}"#).expect("an event");
+    server
+        .host
+        .layer()
+        .group_send("probe_hold", event)
+        .await
+        .expect("group send");
+}
+
 #[tokio::test]
 async fn with_reuse_an_instance_serves_request_after_request() {
     let (_dir, server) = probe_alone(&probe_manifest(true, ""), None).await;
@@ -158,13 +170,7 @@ async fn over_capacity_is_503_as_without_reuse_and_idle_instances_hold_no_slot()
     assert_eq!(reply.status, 503, "{}", reply.body);
     assert_eq!(reply.header("retry-after"), Some("1"));
     // Release both; they end cleanly and go back to the pool.
-    let event = Event::from_json(r#"{"type": "release"}"#).expect("an event");
-    server
-        .host
-        .layer()
-        .group_send("probe_hold", event)
-        .await
-        .expect("group send");
+    release_holds(&server).await;
     first.expect_line("released").await;
     second.expect_line("released").await;
     assert_eq!(first.next_line().await, None);
@@ -185,13 +191,7 @@ async fn over_capacity_is_503_as_without_reuse_and_idle_instances_hold_no_slot()
     let (mut a, mut b) = (a, b);
     a.expect_line("held").await;
     b.expect_line("held").await;
-    let event = Event::from_json(r#"{"type": "release"}"#).expect("an event");
-    server
-        .host
-        .layer()
-        .group_send("probe_hold", event)
-        .await
-        .expect("group send");
+    release_holds(&server).await;
     a.expect_line("released").await;
     b.expect_line("released").await;
     server.shutdown().await.expect("clean shutdown");
