@@ -3,11 +3,11 @@
 use std::fmt;
 use std::sync::{Arc, Weak};
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::Event;
 use crate::local::Registry;
+use crate::queue::Receiver;
 use crate::stats::{self, StatCounters};
 
 /// An event waiting in a channel, with the instant after which it is stale.
@@ -43,7 +43,7 @@ impl Envelope {
 /// are undeliverable, and the name is never handed out again.
 pub struct Inbox {
     name: Arc<str>,
-    receiver: mpsc::Receiver<Envelope>,
+    receiver: Receiver<Envelope>,
     /// Weak, so that dropping the layer drops every sender and ends `recv`.
     registry: Weak<Registry>,
     stats: Arc<StatCounters>,
@@ -52,7 +52,7 @@ pub struct Inbox {
 impl Inbox {
     pub(crate) fn new(
         name: Arc<str>,
-        receiver: mpsc::Receiver<Envelope>,
+        receiver: Receiver<Envelope>,
         registry: Weak<Registry>,
         stats: Arc<StatCounters>,
     ) -> Self {
@@ -72,7 +72,7 @@ impl Inbox {
 
     /// How many events the channel holds before sends fail with `ChannelFull`.
     pub fn capacity(&self) -> usize {
-        self.receiver.max_capacity()
+        self.receiver.capacity()
     }
 
     /// The next unexpired event, waiting for one if the channel is empty.
@@ -86,7 +86,7 @@ impl Inbox {
     /// as they would be anyway).
     pub async fn recv(&mut self) -> Option<Event> {
         loop {
-            // `mpsc::Receiver::recv` is cancel safe, and nothing below awaits.
+            // `Receiver::recv` is cancel safe, and nothing below awaits.
             let envelope = self.receiver.recv().await?;
             if let Some(event) = self.unexpired(envelope) {
                 return Some(event);
@@ -98,7 +98,7 @@ impl Inbox {
     /// empty (or the layer is gone).
     pub fn try_recv(&mut self) -> Option<Event> {
         loop {
-            let envelope = self.receiver.try_recv().ok()?;
+            let envelope = self.receiver.try_recv()?;
             if let Some(event) = self.unexpired(envelope) {
                 return Some(event);
             }

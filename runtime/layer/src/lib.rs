@@ -46,6 +46,7 @@ mod local;
 mod memberships;
 pub mod memory;
 pub mod names;
+pub mod queue;
 pub mod redis;
 mod stats;
 

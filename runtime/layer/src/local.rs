@@ -11,12 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 
 use crate::inbox::{Envelope, Inbox};
 use crate::names::non_local_name;
+use crate::queue::{self, Sender, TrySendError};
 use crate::stats::StatCounters;
 use crate::{CapacityRules, Event, LayerError, lock_unpoisoned};
 
@@ -41,7 +40,7 @@ pub(crate) type CloseHook = Box<dyn Fn(&str) + Send + Sync>;
 /// A std mutex, because every critical section is a map lookup, insert or
 /// removal, and `Inbox::drop` (which cannot await) needs it too.
 pub(crate) struct Registry {
-    senders: Mutex<HashMap<Arc<str>, mpsc::Sender<Envelope>>>,
+    senders: Mutex<HashMap<Arc<str>, Sender<Envelope>>>,
     on_close: CloseHook,
 }
 
@@ -57,7 +56,7 @@ impl Registry {
         lock_unpoisoned(&self.senders).contains_key(name)
     }
 
-    fn sender(&self, name: &str) -> Option<mpsc::Sender<Envelope>> {
+    fn sender(&self, name: &str) -> Option<Sender<Envelope>> {
         lock_unpoisoned(&self.senders).get(name).cloned()
     }
 
@@ -121,7 +120,7 @@ impl LocalChannels {
             self.channel_prefix,
             rand::random::<u64>()
         ));
-        let (sender, receiver) = mpsc::channel(self.capacity.capacity_for(&name));
+        let (sender, receiver) = queue::channel(self.capacity.capacity_for(&name));
         lock_unpoisoned(&self.registry.senders).insert(Arc::clone(&name), sender);
         Inbox::new(
             name,
@@ -158,7 +157,7 @@ impl LocalChannels {
         channels: &[Arc<str>],
         event: &Event,
     ) -> Vec<Result<Delivery, LayerError>> {
-        let senders: Vec<Option<mpsc::Sender<Envelope>>> = {
+        let senders: Vec<Option<Sender<Envelope>>> = {
             let map = lock_unpoisoned(&self.registry.senders);
             channels
                 .iter()
@@ -175,7 +174,7 @@ impl LocalChannels {
     fn try_deliver(
         &self,
         channel: &str,
-        sender: Option<&mpsc::Sender<Envelope>>,
+        sender: Option<&Sender<Envelope>>,
         event: Event,
     ) -> Result<Delivery, LayerError> {
         let Some(sender) = sender else {
