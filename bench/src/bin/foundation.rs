@@ -23,7 +23,6 @@ use serde_json::{Value, json};
 use switchyard::{Config, Server};
 use switchyard_host::{ConnectRequest, GuestLimits, Handshake, InFrame, PluginHost};
 use switchyard_layer::{ChannelLayer, MemoryLayer};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 const CONNECTS: usize = 3000;
@@ -95,7 +94,7 @@ async fn in_process(dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
     let chat = host.resolve("/ws/chat/bench/").context("chat route")?;
     let messages_per_connection = MESSAGES / CONNECTS + 1;
     for round in 0..CONNECTS {
-        let (tx, mut rx) = mpsc::channel(1024);
+        let (tx, mut rx) = switchyard_host::outbound_queue(1024);
         let t = Instant::now();
         let mut started = host.start(&echo, request("/ws/echo/"), tx).await?;
         connect_echo.record(t.elapsed())?;
@@ -113,7 +112,7 @@ async fn in_process(dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
         }
         started.consumer.disconnect(1000).await;
 
-        let (tx, mut rx) = mpsc::channel(1024);
+        let (tx, mut rx) = switchyard_host::outbound_queue(1024);
         let t = Instant::now();
         let mut started = host.start(&chat, request("/ws/chat/bench/"), tx).await?;
         connect_chat.record(t.elapsed())?;

@@ -7,8 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use switchyard_layer::ReadyFrame;
-use tokio::sync::mpsc;
+use switchyard_layer::{ReadyFrame, queue};
 
 /// A frame the plugin sends to the client. Payloads are moved, not copied,
 /// into the server's WebSocket message types.
@@ -36,6 +35,20 @@ pub enum Outbound {
         /// The close reason (at most 123 bytes).
         reason: String,
     },
+}
+
+/// The sending end of a socket's outbound queue: the connection's entry in
+/// the instance's table holds one, the server another (for host-side
+/// broadcast).
+pub type OutboundSender = queue::Sender<Outbound>;
+
+/// The receiving end of a socket's outbound queue: the socket's writer.
+pub type OutboundReceiver = queue::Receiver<Outbound>;
+
+/// A socket's outbound queue, holding at most `capacity` messages. It holds
+/// no memory while empty, so an idle socket does not pay for its capacity.
+pub fn outbound_queue(capacity: usize) -> (OutboundSender, OutboundReceiver) {
+    queue::channel(capacity)
 }
 
 /// The answer to the handshake, decided during `connect`.
@@ -100,11 +113,11 @@ pub struct Connection {
     /// Groups this connection joined, so the host can leave them on close
     /// (Channels leaves that to the consumer and leaks memberships).
     pub(crate) groups: BTreeSet<String>,
-    outbound: mpsc::Sender<Outbound>,
+    outbound: OutboundSender,
 }
 
 impl Connection {
-    pub(crate) fn new(id: u64, channel_name: Arc<str>, outbound: mpsc::Sender<Outbound>) -> Self {
+    pub(crate) fn new(id: u64, channel_name: Arc<str>, outbound: OutboundSender) -> Self {
         Self {
             id,
             channel_name,
@@ -141,10 +154,10 @@ impl Connection {
         }
         match self.outbound.try_send(message) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(queue::TrySendError::Full(_)) => {
                 self.overflow = Some(OutboundOverflow::QueueFull);
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(queue::TrySendError::Closed(_)) => {
                 self.overflow = Some(OutboundOverflow::Gone);
             }
         }

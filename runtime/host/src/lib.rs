@@ -67,7 +67,10 @@ mod state;
 mod version;
 mod watch;
 
-pub use connection::{Handshake, OutFrame, Outbound, OutboundOverflow, REFUSAL_STATUSES};
+pub use connection::{
+    Handshake, OutFrame, Outbound, OutboundOverflow, OutboundReceiver, OutboundSender,
+    REFUSAL_STATUSES, outbound_queue,
+};
 pub use consumer::{ConnectionStatus, Consumer, GuestError, InFrame};
 pub use engine::{
     DEFAULT_CORE_INSTANCES, DEFAULT_WASM_STACK, GuestLimits, MAX_CORE_INSTANCES, WASM_STACK_RANGE,

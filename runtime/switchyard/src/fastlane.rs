@@ -9,9 +9,9 @@
 //! it for each member copies a pointer, and the socket's write is the only
 //! copy.
 
-use switchyard_host::{Outbound, OutboundOverflow};
+use switchyard_host::{Outbound, OutboundOverflow, OutboundSender};
+use switchyard_layer::queue::TrySendError;
 use switchyard_layer::{Event, ReadyFrame};
-use tokio::sync::mpsc;
 use tungstenite::{Message, Utf8Bytes};
 
 /// Queues the event's ready frame for the socket, if it has one: `None` for
@@ -19,15 +19,15 @@ use tungstenite::{Message, Utf8Bytes};
 /// whether the frame fit in the outbound queue.
 pub(crate) fn queue_frame(
     event: &Event,
-    outbound: &mpsc::Sender<Outbound>,
+    outbound: &OutboundSender,
 ) -> Option<Result<(), OutboundOverflow>> {
     let frame = event.frame()?;
     Some(
         outbound
             .try_send(Outbound::Ready(frame.clone()))
             .map_err(|err| match err {
-                mpsc::error::TrySendError::Full(_) => OutboundOverflow::QueueFull,
-                mpsc::error::TrySendError::Closed(_) => OutboundOverflow::Gone,
+                TrySendError::Full(_) => OutboundOverflow::QueueFull,
+                TrySendError::Closed(_) => OutboundOverflow::Gone,
             }),
     )
 }
@@ -55,7 +55,7 @@ mod tests {
 
     #[test]
     fn only_events_with_a_frame_are_queued() {
-        let (tx, mut rx) = mpsc::channel(1);
+        let (tx, mut rx) = switchyard_host::outbound_queue(1);
         let plain = Event::from_json(r#"{"type":"a"}"#).expect("event");
         assert_eq!(queue_frame(&plain, &tx), None);
         let framed = Event::with_frame(r#"{"type":"a"}"#, ReadyFrame::text("hi")).expect("event");

@@ -25,9 +25,10 @@ use axum::response::{IntoResponse, Response};
 use hyper::upgrade::OnUpgrade;
 use percent_encoding::percent_decode_str;
 use switchyard_host::{
-    ConnectRequest, Handshake, Outbound, Protocol, RouteMatch, StartError, Started,
+    ConnectRequest, Handshake, OutboundSender, Protocol, RouteMatch, StartError, Started,
+    outbound_queue,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::Instrument as _;
 use tungstenite::protocol::WebSocketConfig;
 
@@ -222,7 +223,7 @@ async fn answer(
         http_version: http_version(request.version()).to_owned(),
         server: accepted.and_then(|accepted| accepted.local),
     };
-    let (outbound_tx, outbound_rx) = mpsc::channel(ws.outbound_queue);
+    let (outbound_tx, outbound_rx) = outbound_queue(ws.outbound_queue);
     let timeout = Duration::from_secs(ws.handshake_timeout_secs);
     let answer = start_consumer(&app, &matched, request, outbound_tx.clone());
     let Started {
@@ -359,7 +360,7 @@ fn start_consumer(
     app: &AppState,
     matched: &RouteMatch,
     request: ConnectRequest,
-    outbound: mpsc::Sender<Outbound>,
+    outbound: OutboundSender,
 ) -> oneshot::Receiver<Result<Started, StartError>> {
     let (answer_tx, answer_rx) = oneshot::channel();
     let host = Arc::clone(&app.host);

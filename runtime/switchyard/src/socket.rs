@@ -55,10 +55,9 @@ use futures_util::task::AtomicWaker;
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use switchyard_host::{
     ConnectionStatus, Consumer, GuestError, InFrame, OutFrame, Outbound, OutboundOverflow,
-    PluginHost, Retired,
+    OutboundReceiver, OutboundSender, PluginHost, Retired,
 };
 use switchyard_layer::{Event, Inbox};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
@@ -114,8 +113,8 @@ pub(crate) struct Accepted {
     pub(crate) inbox: Inbox,
     /// The host's own handle on the outbound queue (the guest's is in the
     /// store); kept so the queue stays open until this task ends.
-    pub(crate) outbound_tx: mpsc::Sender<Outbound>,
-    pub(crate) outbound_rx: mpsc::Receiver<Outbound>,
+    pub(crate) outbound_tx: OutboundSender,
+    pub(crate) outbound_rx: OutboundReceiver,
     pub(crate) shutdown: CancellationToken,
     /// The route pattern that matched, for log lines.
     pub(crate) route: String,
@@ -387,7 +386,7 @@ struct Io<'a> {
     consumer: &'a mut Consumer,
     inbox: &'a mut Inbox,
     /// The outbound queue, for the ready frames of host-side broadcast.
-    outbound: &'a mpsc::Sender<Outbound>,
+    outbound: &'a OutboundSender,
     stream: &'a mut SplitStream<Socket>,
     out: &'a mut Outgoing,
     shutdown: &'a CancellationToken,
@@ -725,7 +724,7 @@ async fn deliver_queued(
 struct Queued<'a> {
     inbox: &'a mut Inbox,
     backlog: &'a mut VecDeque<Event>,
-    outbound: &'a mpsc::Sender<Outbound>,
+    outbound: &'a OutboundSender,
 }
 
 /// The next channel-layer event: those held during a migration first, in
@@ -850,7 +849,7 @@ impl ReadGate {
 /// The socket's sending half and the consumer's outbound queue.
 struct Outgoing {
     sink: SplitSink<Socket, Message>,
-    queue: mpsc::Receiver<Outbound>,
+    queue: OutboundReceiver,
     /// Taken from the queue, waiting for room in the socket.
     held: Option<Message>,
     /// Frames given to the socket and not yet flushed.
@@ -866,7 +865,7 @@ struct Outgoing {
 impl Outgoing {
     fn new(
         sink: SplitSink<Socket, Message>,
-        queue: mpsc::Receiver<Outbound>,
+        queue: OutboundReceiver,
         metrics: Option<ConnectionMetrics>,
     ) -> Self {
         Self {
@@ -923,7 +922,7 @@ impl Outgoing {
         if std::mem::take(&mut self.ping) {
             return Some(Message::Ping(Default::default()));
         }
-        self.queue.try_recv().ok().map(message)
+        self.queue.try_recv().map(message)
     }
 
     /// After the read loop: with the host's close, send it at once (what

@@ -7,8 +7,10 @@ use std::time::Duration;
 use serde_json::Value;
 use switchyard_host::{
     ConnectionStatus, Consumer, GuestError, InFrame, OutFrame, Outbound, OutboundOverflow,
+    OutboundReceiver, OutboundSender,
 };
 use switchyard_layer::Inbox;
+use switchyard_layer::queue::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -71,7 +73,7 @@ enum Command {
 #[derive(Debug)]
 pub struct WebsocketCommunicator {
     commands: mpsc::UnboundedSender<Command>,
-    outbound: mpsc::Receiver<Outbound>,
+    outbound: OutboundReceiver,
     /// Output seen by `receive_nothing`, not yet taken.
     pending: VecDeque<Outbound>,
     task: Option<JoinHandle<()>>,
@@ -85,8 +87,8 @@ impl WebsocketCommunicator {
     pub(crate) fn start(
         consumer: Consumer,
         inbox: Inbox,
-        outbound_tx: mpsc::Sender<Outbound>,
-        outbound: mpsc::Receiver<Outbound>,
+        outbound_tx: OutboundSender,
+        outbound: OutboundReceiver,
         subprotocol: Option<String>,
     ) -> Self {
         let (commands, commands_rx) = mpsc::unbounded_channel();
@@ -233,7 +235,7 @@ async fn serve(
     mut consumer: Consumer,
     mut inbox: Inbox,
     mut commands: mpsc::UnboundedReceiver<Command>,
-    outbound: mpsc::Sender<Outbound>,
+    outbound: OutboundSender,
 ) {
     let code = loop {
         let result = tokio::select! {
@@ -253,12 +255,12 @@ async fn serve(
                 Some(event) => match event.frame() {
                     Some(frame) => match outbound.try_send(Outbound::Ready(frame.clone())) {
                         Ok(()) => Ok(()),
-                        Err(mpsc::error::TrySendError::Full(_)) => {
+                        Err(TrySendError::Full(_)) => {
                             let reason = "outbound queue full (slow reader)".to_owned();
                             let _ = outbound.try_send(Outbound::Close { code: 1008, reason });
                             break 1008;
                         }
-                        Err(mpsc::error::TrySendError::Closed(_)) => break 1006,
+                        Err(TrySendError::Closed(_)) => break 1006,
                     },
                     None => consumer.event(&event).await,
                 },
@@ -278,7 +280,7 @@ async fn serve(
 fn ending(
     consumer: &Consumer,
     result: Result<(), GuestError>,
-    outbound: &mpsc::Sender<Outbound>,
+    outbound: &OutboundSender,
 ) -> Option<u16> {
     if let Err(err) = result {
         let reason = format!("consumer error: {err}");

@@ -34,11 +34,12 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use serde_json::Value;
-use switchyard_host::{ConnectRequest, GuestLimits, Handshake, PluginHost, RouteMatch, StartError};
+use switchyard_host::{
+    ConnectRequest, GuestLimits, Handshake, PluginHost, RouteMatch, StartError, outbound_queue,
+};
 use switchyard_layer::{
     ChannelLayer, Event, GroupSendReport, LayerConfig, LayerError, MemoryLayer,
 };
-use tokio::sync::mpsc;
 
 pub use communicator::{Closed, CommunicatorError, Message, WebsocketCommunicator};
 
@@ -190,7 +191,7 @@ impl TestHost {
             subprotocols,
             ..ConnectRequest::default()
         };
-        let (outbound_tx, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let (outbound_tx, outbound_rx) = outbound_queue(OUTBOUND_QUEUE);
         let started = self
             .host
             .start(&matched, request, outbound_tx.clone())

@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use switchyard_layer::Inbox;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::Store;
 use wasmtime::component::{ResourceTable, ResourceTableError};
 
 use super::PluginHost;
-use crate::connection::{Connection, Handshake, Outbound};
+use crate::connection::{Connection, Handshake, OutboundSender};
 use crate::consumer::{CallBook, Consumer, GuestError};
 use crate::engine::{epoch_ticks, yield_or_interrupt};
 use crate::instance::{Instance, SharedInstance};
@@ -346,7 +346,7 @@ impl PluginHost {
         &self,
         matched: &RouteMatch,
         request: ConnectRequest,
-        outbound: mpsc::Sender<Outbound>,
+        outbound: OutboundSender,
     ) -> Result<Started, StartError> {
         let plugin = &matched.plugin;
         let shared = plugin.manifest().instance == InstanceMode::Shared;
