@@ -431,7 +431,18 @@ impl Consumer {
     }
 
     /// Deliver a client frame.
+    ///
+    /// # Memory
+    /// `receive` and [`event`](Self::event) box the call (the instance's
+    /// lock, wasmtime's call and its deadline: about 1.7 KiB) for the
+    /// call's length. A socket's task awaits them, so unboxed they would
+    /// sit in the task for the socket's whole life, awake or hibernated,
+    /// to save one allocation per call.
     pub async fn receive(&mut self, frame: InFrame) -> Result<(), GuestError> {
+        Box::pin(self.call_receive(frame)).await
+    }
+
+    async fn call_receive(&mut self, frame: InFrame) -> Result<(), GuestError> {
         let Self { backing, meta } = self;
         let mut locked = meta.lock(backing, "receive").await?;
         let Instance { store, guest, .. } = locked.instance();
@@ -446,8 +457,13 @@ impl Consumer {
         meta.settle(&mut locked, result)
     }
 
-    /// Deliver a channel-layer event.
+    /// Deliver a channel-layer event (boxed, as [`receive`](Self::receive)
+    /// says).
     pub async fn event(&mut self, event: &Event) -> Result<(), GuestError> {
+        Box::pin(self.call_event(event)).await
+    }
+
+    async fn call_event(&mut self, event: &Event) -> Result<(), GuestError> {
         let Self { backing, meta } = self;
         let mut locked = meta.lock(backing, "event").await?;
         let Instance { store, guest, .. } = locked.instance();

@@ -311,9 +311,8 @@ async fn answer(
     };
     let config = socket_config(ws);
     let budget = Arc::clone(&app.unfinished);
-    app.tasks.spawn(
-        async move { accepted.run(upgrade.socket(config, budget, deflate)).await }.instrument(span),
-    );
+    let socket = Box::pin(upgrade.socket(config, budget, deflate));
+    app.tasks.spawn(accepted.run(socket).instrument(span));
     response
 }
 
